@@ -1,0 +1,52 @@
+# Shelfwise: `make demo` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --python $(PY) -q -c requirements.lock -e '.[dev,postgres]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install Shelfwise with dev + PostgreSQL extras
+
+lock: ## Re-resolve requirements.lock from pyproject.toml
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra postgres -q -o requirements.lock
+
+test: install ## Run every test (unit, model quality on real data, real servers, PostgreSQL)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## Unit tests only (no slow/integration)
+	$(PY) -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+
+lint: install ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## ruff autoformat
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+demo: install ## Train, register and serve on the real data against local servers
+	$(VENV)/bin/shelfwise demo
+
+bench: install ## Run the benchmarks; results in benchmarks/results/*.json and *.md
+	$(PY) -m benchmarks.run
+
+down: install ## Stop every local server Shelfwise started
+	$(VENV)/bin/shelfwise server stop
+
+clean: ## Remove local state (.shelfwise) but keep .venv
+	rm -rf .shelfwise
+
+.PHONY: help install lock test test-fast lint format demo bench down clean

@@ -1,0 +1,67 @@
+"""Delay-risk model configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from configs.base import StrictModel
+from configs.loader import load_config, resolve_config_path
+
+
+class SplitConfig(StrictModel):
+    test_size: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+    cv_folds: int = Field(5, ge=2, le=20)
+
+
+class SeverityBands(StrictModel):
+    """Probability thresholds (strictly greater than) for each severity."""
+
+    critical: float = Field(0.7, ge=0, le=1)
+    warning: float = Field(0.5, ge=0, le=1)
+    info: float = Field(0.3, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeverityBands:
+        if not (self.critical >= self.warning >= self.info):
+            raise ValueError("severity bands must satisfy critical >= warning >= info")
+        return self
+
+
+class XGBoostParams(StrictModel):
+    n_estimators: int = Field(200, ge=1)
+    max_depth: int = Field(3, ge=1)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    min_child_weight: float = Field(10.0, ge=0)
+    reg_lambda: float = Field(1.0, ge=0)
+    reg_alpha: float = Field(0.0, ge=0)
+    gamma: float = Field(0.0, ge=0)
+    n_jobs: int = 2
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class BaselineParams(StrictModel):
+    C: float = Field(1.0, gt=0)
+    max_iter: int = Field(1000, ge=10)
+
+
+class DelayRiskConfig(StrictModel):
+    registered_model_name: str = "delay_risk"
+    experiment: str = "delay_risk"
+    dataset: str = "ecommerce_shipping"
+    split: SplitConfig = SplitConfig()
+    xgboost: XGBoostParams = XGBoostParams()
+    baseline: BaselineParams = BaselineParams()
+    severity: SeverityBands = SeverityBands()
+    reference_sample_size: int = Field(2000, ge=0)
+
+
+def load_delay_config(path: str | Path = "delay_risk") -> DelayRiskConfig:
+    return load_config(resolve_config_path(path), DelayRiskConfig)

@@ -1,0 +1,114 @@
+"""The ``shelfwise`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Shelfwise: registry-centred ML lifecycle for retail operations.", no_args_is_help=True
+)
+server_app = typer.Typer(help="Local servers (MLflow tracking server).", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+console = Console()
+
+
+class Task(StrEnum):
+    delay_risk = "delay-risk"
+
+
+def _setup(platform_config: str, verbose: bool = False):
+    from configs.loader import ConfigError
+    from configs.platform import load_platform_config
+    from flows.environment import configure_logging, configure_prefect_home
+
+    configure_logging(verbose)
+    try:
+        platform = load_platform_config(platform_config)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    configure_prefect_home(platform.state_dir)
+    return platform
+
+
+@app.command()
+def train(
+    task: Task = typer.Argument(..., help="which model to train"),
+    config: str = typer.Option(None, help="model config name or YAML path"),
+    platform_config: str = typer.Option("platform", "--platform", help="platform config"),
+    trigger: str = typer.Option("manual", help="what asked for this training"),
+    extra_data: Path = typer.Option(None, help="extra labelled rows (CSV/Parquet) to train on"),
+    json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Train a model, log it to MLflow and register a new version."""
+    platform = _setup(platform_config)
+    from configs.loader import ConfigError
+    from flows.train import train_delay_risk
+    from models.datasets import DatasetError
+
+    try:
+        result = train_delay_risk(
+            config=config or "delay_risk",
+            platform_config=platform_config,
+            trigger=trigger,
+            extra_data=str(extra_data) if extra_data else None,
+        )
+    except (ConfigError, DatasetError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if json_out:
+        console.print_json(json.dumps(result))
+        return
+    table = Table(title=f"{result['model_name']} v{result['version']}")
+    table.add_column("metric")
+    table.add_column("xgboost", justify="right")
+    table.add_column("logreg baseline", justify="right")
+    for k in ("roc_auc", "pr_auc", "accuracy", "f1", "brier", "log_loss", "ece"):
+        table.add_row(k, f"{result['metrics'][k]:.4f}", f"{result['baseline_metrics'][k]:.4f}")
+    console.print(table)
+    ui = result["tracking_uri"]
+    console.print(f"run:      {ui}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}")
+    console.print(f"version:  {ui}/#/models/{result['model_name']}/versions/{result['version']}")
+    console.print(f"MLflow UI: {ui}")
+    _ = platform
+
+
+@server_app.command("start")
+def server_start(platform_config: str = typer.Option("platform", "--platform")) -> None:
+    """Start the local MLflow tracking server (reused if already running)."""
+    platform = _setup(platform_config)
+    from registry.server import ServerError
+    from registry.tracking import ensure_tracking_uri
+
+    try:
+        uri = ensure_tracking_uri(platform)
+    except ServerError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"MLflow UI: {uri}")
+
+
+@server_app.command("stop")
+def server_stop(platform_config: str = typer.Option("platform", "--platform")) -> None:
+    """Stop the local MLflow tracking server started by Shelfwise."""
+    platform = _setup(platform_config)
+    from registry.tracking import stop_tracking_server
+
+    stopped = stop_tracking_server(platform)
+    console.print("stopped" if stopped else "not running")
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":  # python -m flows.cli (uses the code in the current directory)
+    main()

@@ -1,0 +1,158 @@
+"""Read and validate a user's CSV/Parquet against its dataset spec; split and fingerprint it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from configs.datasets import TabularDatasetSpec, TimeSeriesDatasetSpec
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetError(ValueError):
+    """A data file does not match its spec. The message names the file and the column or row."""
+
+
+def resolve_data_path(path: Path, data_dir: Path) -> Path:
+    return path if path.is_absolute() else (data_dir / path)
+
+
+def read_table(path: Path, fmt: str, encoding: str = "utf-8") -> pd.DataFrame:
+    if not path.is_file():
+        raise DatasetError(f"data file not found: {path}")
+    try:
+        df = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, encoding=encoding)
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{path}: file is empty (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise DatasetError(f"{path}: cannot be read as {fmt}: {exc}") from None
+    df.columns = [str(c).lstrip("\ufeff").strip() for c in df.columns]
+    if df.empty:
+        raise DatasetError(f"{path}: file has a header but no data rows")
+    return df
+
+
+def _require_columns(df: pd.DataFrame, columns: list[str], path: Path) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DatasetError(
+            f"{path}: missing column(s) {missing}; columns present: {list(df.columns)}"
+        )
+
+
+def _first_bad_row(mask: pd.Series) -> int:
+    """1-based data-row number (header excluded) of the first True in mask."""
+    return int(np.flatnonzero(mask.to_numpy())[0]) + 1
+
+
+def validate_tabular(df: pd.DataFrame, spec: TabularDatasetSpec, path: Path) -> pd.DataFrame:
+    """Check columns, types and missing values; return the frame with numeric columns as float."""
+    cols = [*spec.features, spec.target] + ([spec.id_column] if spec.id_column else [])
+    _require_columns(df, cols, path)
+    out = df.copy()
+    for col in spec.numeric:
+        converted = pd.to_numeric(out[col], errors="coerce")
+        bad = converted.isna() & out[col].notna()
+        if bad.any():
+            row = _first_bad_row(bad)
+            raise DatasetError(
+                f"{path}: column {col!r} must be numeric; row {row} has {out[col].iloc[row - 1]!r}"
+            )
+        out[col] = converted.astype(float)
+    for col in [*spec.features, spec.target]:
+        nulls = out[col].isna()
+        if nulls.any():
+            raise DatasetError(
+                f"{path}: column {col!r} has a missing value at row {_first_bad_row(nulls)}"
+            )
+    for col in spec.categorical:
+        out[col] = out[col].astype(str)
+    target = pd.to_numeric(out[spec.target], errors="coerce")
+    labels = set(target.dropna().unique().tolist())
+    if target.isna().any() or not labels <= {0, 1}:
+        bad = target.isna() | ~target.isin([0, 1])
+        row = _first_bad_row(bad)
+        raise DatasetError(
+            f"{path}: target column {spec.target!r} must be 0/1; "
+            f"row {row} has {df[spec.target].iloc[row - 1]!r}"
+        )
+    if len(labels) < 2:
+        raise DatasetError(f"{path}: target column {spec.target!r} has a single class {labels}")
+    out[spec.target] = target.astype(int)
+    return out
+
+
+def load_tabular(spec: TabularDatasetSpec, data_dir: Path) -> tuple[pd.DataFrame, Path]:
+    path = resolve_data_path(spec.path, data_dir)
+    df = read_table(path, spec.format, spec.encoding)
+    logger.info("read %s rows x %s columns from %s", len(df), df.shape[1], path)
+    return validate_tabular(df, spec, path), path
+
+
+def validate_timeseries(df: pd.DataFrame, spec: TimeSeriesDatasetSpec, path: Path) -> pd.DataFrame:
+    """Check columns and parse dates and target; duplicates and negative targets are errors."""
+    _require_columns(df, [spec.time_column, *spec.series_keys, spec.target, *spec.regressors], path)
+    out = df.copy()
+    parsed = pd.to_datetime(out[spec.time_column], format=spec.date_format, errors="coerce")
+    bad = parsed.isna()
+    if bad.any():
+        row = _first_bad_row(bad)
+        raise DatasetError(
+            f"{path}: column {spec.time_column!r} row {row} value "
+            f"{out[spec.time_column].iloc[row - 1]!r} does not match format "
+            f"{spec.date_format or 'ISO 8601'}"
+        )
+    out[spec.time_column] = parsed
+    for col in [spec.target, *spec.regressors]:
+        converted = pd.to_numeric(out[col], errors="coerce")
+        bad = converted.isna()
+        if bad.any():
+            row = _first_bad_row(bad)
+            raise DatasetError(
+                f"{path}: column {col!r} must be numeric; row {row} has {out[col].iloc[row - 1]!r}"
+            )
+        out[col] = converted.astype(float)
+    neg = out[spec.target] < 0
+    if neg.any():
+        raise DatasetError(
+            f"{path}: column {spec.target!r} has a negative value at row {_first_bad_row(neg)}"
+        )
+    dup = out.duplicated([*spec.series_keys, spec.time_column], keep="first")
+    if dup.any():
+        raise DatasetError(
+            f"{path}: duplicate ({', '.join(spec.series_keys)}, {spec.time_column}) at row "
+            f"{_first_bad_row(dup)}"
+        )
+    return out
+
+
+def load_timeseries(spec: TimeSeriesDatasetSpec, data_dir: Path) -> tuple[pd.DataFrame, Path]:
+    path = resolve_data_path(spec.path, data_dir)
+    df = read_table(path, spec.format, spec.encoding)
+    logger.info("read %s rows from %s", len(df), path)
+    return validate_timeseries(df, spec, path), path
+
+
+def stratified_split(
+    df: pd.DataFrame, target: str, test_size: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Shuffled, stratified, seeded split (the shipping file is ordered by outcome)."""
+    train, test = train_test_split(
+        df, test_size=test_size, random_state=seed, shuffle=True, stratify=df[target]
+    )
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def fingerprint(df: pd.DataFrame) -> str:
+    """Order-sensitive content hash of a frame (columns, dtypes and values)."""
+    h = hashlib.sha256()
+    h.update(",".join(map(str, df.columns)).encode())
+    h.update(",".join(map(str, df.dtypes)).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,74 @@
+"""Evaluation figures (matplotlib, headless). Each function returns a Figure; callers log it."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve  # noqa: E402
+
+
+def roc_figure(y: np.ndarray, proba: np.ndarray, label: str) -> Figure:
+    fpr, tpr, _ = roc_curve(y, proba)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, label=label)
+    ax.plot([0, 1], [0, 1], "--", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def pr_figure(y: np.ndarray, proba: np.ndarray, label: str) -> Figure:
+    prec, rec, _ = precision_recall_curve(y, proba)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(rec, prec, label=label)
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
+    ax.legend(loc="lower left")
+    return fig
+
+
+def calibration_figure(y: np.ndarray, proba: np.ndarray, label: str, bins: int = 10) -> Figure:
+    frac, mean_pred = calibration_curve(y, proba, n_bins=bins, strategy="quantile")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(mean_pred, frac, "o-", label=label)
+    ax.plot([0, 1], [0, 1], "--", color="grey")
+    ax.set(xlabel="mean predicted probability", ylabel="observed late rate", title="Calibration")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def confusion_figure(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> Figure:
+    cm = confusion_matrix(y, (proba >= threshold).astype(int), labels=[0, 1])
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center")
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["on time", "late"],
+        yticklabels=["on time", "late"],
+        xlabel="predicted",
+        ylabel="actual",
+        title=f"Confusion matrix (threshold {threshold})",
+    )
+    return fig
+
+
+def importance_figure(importance: pd.Series, top: int = 20) -> Figure:
+    imp = importance.head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(imp) + 1))
+    ax.barh(imp.index, imp.values)
+    ax.set(title="Feature importance", xlabel="importance")
+    fig.tight_layout()
+    return fig
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)

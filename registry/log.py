@@ -1,0 +1,121 @@
+"""Log runs to MLflow: datasets with lineage, metrics, figures, models; register versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.models.model import ModelInfo
+from pydantic import BaseModel
+from sklearn.pipeline import Pipeline
+
+from models.plots import close
+
+logger = logging.getLogger(__name__)
+
+SKOPS_TRUSTED_TYPES = ["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
+
+# tag keys carried by every registered version
+TAG_TASK = "shelfwise.task"
+TAG_FAMILY = "shelfwise.model_family"
+TAG_DATA_FINGERPRINT = "shelfwise.data_fingerprint"
+TAG_EVAL_FINGERPRINT = "shelfwise.eval_fingerprint"
+TAG_CODE_VERSION = "shelfwise.code_version"
+TAG_CONFIG_HASH = "shelfwise.config_hash"
+TAG_TRIGGER = "shelfwise.trigger"
+
+
+def code_version(repo_dir: Path | None = None) -> str:
+    """Git commit of the code (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    cwd = repo_dir or Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def config_hash(*configs: BaseModel) -> str:
+    payload = json.dumps([c.model_dump(mode="json") for c in configs], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def get_or_create_experiment(name: str) -> str:
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return mlflow.create_experiment(name)
+
+
+def log_dataset(
+    df: pd.DataFrame,
+    name: str,
+    source: str,
+    context: str,
+    targets: str | None = None,
+    digest: str | None = None,
+) -> None:
+    dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets, digest=digest)
+    mlflow.log_input(dataset, context=context)
+
+
+def log_figures(figures: Mapping[str, Figure], artifact_dir: str = "plots") -> None:
+    for filename, fig in figures.items():
+        mlflow.log_figure(fig, f"{artifact_dir}/{filename}")
+        close(fig)
+
+
+def log_frame(df: pd.DataFrame, artifact_file: str) -> None:
+    mlflow.log_table(df, artifact_file=artifact_file)
+
+
+def log_classifier(
+    pipe: Pipeline, X_example: pd.DataFrame, proba_example: Any, name: str = "model"
+) -> ModelInfo:
+    """Log a scikit-learn classifier whose pyfunc returns class probabilities."""
+    signature: ModelSignature = infer_signature(X_example, proba_example)
+    return mlflow.sklearn.log_model(
+        pipe,
+        name=name,
+        signature=signature,
+        input_example=X_example.head(5),
+        pyfunc_predict_fn="predict_proba",
+        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+    )
+
+
+def register_version(
+    model_uri: str, registered_name: str, tags: Mapping[str, str], description: str = ""
+) -> ModelVersion:
+    """Register ``model_uri`` as a new version carrying ``tags`` (one call: no untagged version)."""
+    version = mlflow.register_model(model_uri, registered_name, tags=dict(tags))
+    if description:
+        mlflow.MlflowClient().update_model_version(
+            registered_name, version.version, description=description
+        )
+    logger.info("registered %s version %s", registered_name, version.version)
+    return version

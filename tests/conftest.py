@@ -1,0 +1,104 @@
+"""Shared fixtures: real data paths, a real `mlflow server` subprocess, PostgreSQL databases."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(
+    os.environ.get("SHELFWISE_DATA_DIR", REPO_ROOT.parent / "shared" / "data")
+).resolve()
+PG_ADMIN_URL = os.environ.get("SHELFWISE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+# subprocesses (mlflow server, bentoml serve, prefect workers) import this checkout's code
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
+os.environ.setdefault("SHELFWISE_DATA_DIR", str(DATA_DIR))
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.fail(f"shared data not found at {DATA_DIR} (set SHELFWISE_DATA_DIR)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def shipping_csv(data_dir: Path) -> Path:
+    return data_dir / "ecommerce_shipping" / "Train.csv"
+
+
+def _platform(state_dir: Path, port: int, backend: str | None = None):
+    from configs.platform import PlatformConfig, TrackingConfig
+
+    return PlatformConfig(
+        state_dir=state_dir,
+        data_dir=DATA_DIR,
+        tracking=TrackingConfig(port=port, backend_store_uri=backend, startup_timeout_s=180),
+    )
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on SQLite with a local artifact root, for the whole session."""
+    from registry.server import free_port
+    from registry.tracking import ensure_tracking_uri, stop_tracking_server
+
+    state = tmp_path_factory.mktemp("mlflow-sqlite")
+    platform = _platform(state, free_port())
+    uri = ensure_tracking_uri(platform)
+    yield uri
+    stop_tracking_server(platform)
+
+
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database created for the test and dropped after it; yields its URL."""
+    import psycopg
+
+    if not pg_available():
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+    name = f"shelfwise_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def platform_factory(tmp_path: Path):
+    """Build a PlatformConfig rooted in the test's tmp dir (state, data dir = shared data)."""
+
+    def make(port: int | None = None, backend: str | None = None, **kw):
+        from registry.server import free_port
+
+        return _platform(tmp_path / ".shelfwise", port or free_port(), backend)
+
+    return make
+
+
+@pytest.fixture
+def python_exe() -> str:
+    return sys.executable
