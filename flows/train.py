@@ -172,7 +172,7 @@ def fit_baseline(
 ) -> tuple[str, dict[str, float]]:
     X, y = features_and_target(prepared.train, spec)
     Xt, yt = features_and_target(prepared.test, spec)
-    with mlflow.start_run(
+    with rlog.tracked_run(
         experiment_id=experiment_id, run_name=f"logreg-baseline-{time.strftime('%Y%m%d-%H%M%S')}"
     ) as run:
         mlflow.set_tags(_common_tags(cfg, prepared, "logreg", trigger, spec, platform))
@@ -205,7 +205,7 @@ def fit_xgboost(
     X, y = features_and_target(prepared.train, spec)
     Xt, yt = features_and_target(prepared.test, spec)
     tags = _common_tags(cfg, prepared, "xgboost", trigger, spec, platform)
-    with mlflow.start_run(
+    with rlog.tracked_run(
         experiment_id=experiment_id, run_name=f"xgboost-{time.strftime('%Y%m%d-%H%M%S')}"
     ) as run:
         mlflow.set_tags(tags)

@@ -6,7 +6,8 @@ import hashlib
 import json
 import logging
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,20 @@ def config_hash(*configs: BaseModel) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+TAG_ERROR = "shelfwise.error"
+
+
+@contextmanager
+def tracked_run(**start_run_kwargs: Any) -> Iterator[mlflow.ActiveRun]:
+    """``mlflow.start_run`` that records the error on the run before it is marked FAILED."""
+    with mlflow.start_run(**start_run_kwargs) as run:
+        try:
+            yield run
+        except BaseException as exc:
+            mlflow.set_tag(TAG_ERROR, f"{type(exc).__name__}: {exc}"[:4000])
+            raise
+
+
 def get_or_create_experiment(name: str) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
@@ -93,6 +108,23 @@ def log_frame(df: pd.DataFrame, artifact_file: str) -> None:
     mlflow.log_table(df, artifact_file=artifact_file)
 
 
+def pinned_requirements(*distributions: str) -> list[str]:
+    """``dist==version`` for installed distributions: exact, and it spares MLflow the slow
+    requirement inference that loads the model in a subprocess."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in distributions:
+        try:
+            out.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+CLASSIFIER_REQUIREMENTS = ("mlflow", "scikit-learn", "xgboost", "pandas", "numpy", "scipy", "skops")
+
+
 def log_classifier(
     pipe: Pipeline, X_example: pd.DataFrame, proba_example: Any, name: str = "model"
 ) -> ModelInfo:
@@ -105,6 +137,7 @@ def log_classifier(
         input_example=X_example.head(5),
         pyfunc_predict_fn="predict_proba",
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        pip_requirements=pinned_requirements(*CLASSIFIER_REQUIREMENTS),
     )
 
 

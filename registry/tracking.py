@@ -59,6 +59,8 @@ def ensure_tracking_uri(platform: PlatformConfig) -> str:
         platform.tracking.host,
         platform.tracking.port,
         platform.tracking.startup_timeout_s,
+        # GenAI job execution spawns a job runner and three huey consumers we never use
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     return server.url
 

@@ -102,3 +102,37 @@ def platform_factory(tmp_path: Path):
 @pytest.fixture
 def python_exe() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """An in-process Prefect API for flow tests (the real server is exercised in tests/flows)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with (
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        prefect_test_harness(server_startup_timeout=120),
+    ):
+        yield
+
+
+@pytest.fixture
+def delay_config(tmp_path: Path):
+    """A delay-risk config YAML with a unique registered model + experiment name."""
+
+    def make(**overrides) -> Path:
+        import yaml
+
+        from configs.loader import configs_dir, read_yaml
+
+        raw = read_yaml(configs_dir() / "delay_risk.yaml")
+        name = f"delay_risk_{uuid.uuid4().hex[:8]}"
+        raw.update({"registered_model_name": name, "experiment": name})
+        for key, value in overrides.items():
+            raw[key] = value
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(yaml.safe_dump(raw))
+        return p
+
+    return make
