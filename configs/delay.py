@@ -56,6 +56,9 @@ class DelayRiskConfig(StrictModel):
     registered_model_name: str = "delay_risk"
     experiment: str = "delay_risk"
     dataset: str = "ecommerce_shipping"
+    row_filter: str | None = Field(
+        None, description="pandas query selecting the rows to learn from, e.g. a segment"
+    )
     split: SplitConfig = SplitConfig()
     xgboost: XGBoostParams = XGBoostParams()
     baseline: BaselineParams = BaselineParams()

@@ -17,6 +17,7 @@ from configs.delay import DelayRiskConfig, load_delay_config
 from configs.platform import PlatformConfig, load_platform_config
 from models import plots
 from models.datasets import (
+    DatasetError,
     fingerprint,
     load_tabular,
     read_table,
@@ -73,23 +74,57 @@ def prepare_data(
     extra_data: str | None = None,
 ) -> Prepared:
     df, path = load_tabular(spec, platform.data_dir)
-    # The gate's evaluation set is a function of the original file only, so challengers and
-    # champions trained on different data are still compared on the same rows.
+    df = apply_row_filter(df, cfg.row_filter, path)
+    # The evaluation set is a function of the data only (seeded split), so every challenger and
+    # the champion are compared on the same rows; its fingerprint is tagged on each version.
     train, test = stratified_split(df, spec.target, cfg.split.test_size, cfg.split.seed)
     source = str(path)
     if extra_data:
         extra_path = Path(extra_data)
-        extra = validate_tabular(
-            read_table(
-                extra_path, "parquet" if extra_path.suffix == ".parquet" else "csv", spec.encoding
-            ),
-            spec,
-            extra_path,
-        )
-        train = pd.concat([train, extra[train.columns]], ignore_index=True)
+        fmt = "parquet" if extra_path.suffix == ".parquet" else "csv"
+        extra = validate_tabular(read_table(extra_path, fmt, spec.encoding), spec, extra_path)
+        extra_train, extra_test = split_extra(extra, spec.target, cfg)
+        # labelled production rows are split the same way: part trains the challenger, part
+        # joins the evaluation set so the gate sees the new segment for both models
+        train = pd.concat([train, extra_train[train.columns]], ignore_index=True)
+        test = pd.concat([test, extra_test[test.columns]], ignore_index=True)
         source = f"{path}+{extra_path}"
-        get_run_logger().info("added %s feedback-labelled rows from %s", len(extra), extra_path)
+        get_run_logger().info(
+            "added %s feedback-labelled rows from %s (%s to train, %s to evaluation)",
+            len(extra),
+            extra_path,
+            len(extra_train),
+            len(extra_test),
+        )
     return Prepared(train, test, source, fingerprint(train), fingerprint(test))
+
+
+def apply_row_filter(df: pd.DataFrame, row_filter: str | None, path: Path) -> pd.DataFrame:
+    if not row_filter:
+        return df
+    try:
+        out = df.query(row_filter)
+    except Exception as exc:  # pandas raises many types for a bad expression
+        raise DatasetError(
+            f"row_filter {row_filter!r} cannot be applied to {path}: {exc}"
+        ) from None
+    if out.empty:
+        raise DatasetError(f"row_filter {row_filter!r} selects no rows of {path}")
+    return out.reset_index(drop=True)
+
+
+def split_extra(
+    extra: pd.DataFrame, target: str, cfg: DelayRiskConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded split of extra labelled rows; stratified when both classes have two rows."""
+    counts = extra[target].value_counts()
+    if len(extra) < 10:
+        return extra, extra.iloc[0:0]
+    if len(counts) == 2 and counts.min() >= 2:
+        return stratified_split(extra, target, cfg.split.test_size, cfg.split.seed)
+    shuffled = extra.sample(frac=1.0, random_state=cfg.split.seed).reset_index(drop=True)
+    n_test = int(round(len(shuffled) * cfg.split.test_size))
+    return shuffled.iloc[n_test:], shuffled.iloc[:n_test]
 
 
 @task(name="cross-validate")

@@ -1,0 +1,54 @@
+"""Model performance on feedback-labelled production rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from evidently import BinaryClassification, DataDefinition, Dataset, Report
+from evidently.core.report import Snapshot
+from evidently.presets import ClassificationPreset
+
+from models.metrics import classification_metrics
+
+
+def labelled(frame: pd.DataFrame, actual_column: str = "actual") -> pd.DataFrame:
+    """Rows whose ground truth has arrived."""
+    if actual_column not in frame:
+        return frame.iloc[0:0]
+    return frame[frame[actual_column].notna()]
+
+
+def classification_performance(
+    rows: pd.DataFrame, prediction_column: str, actual_column: str = "actual"
+) -> dict[str, float] | None:
+    """Classification metrics on labelled rows; None when both classes are not present."""
+    if rows.empty:
+        return None
+    y = rows[actual_column].to_numpy().astype(int)
+    if len(np.unique(y)) < 2:
+        return None
+    metrics = classification_metrics(y, rows[prediction_column].to_numpy(dtype=float))
+    metrics["labelled_rows"] = float(len(rows))
+    metrics["late_rate"] = float(y.mean())
+    return metrics
+
+
+def performance_report(
+    rows: pd.DataFrame, prediction_column: str, actual_column: str = "actual"
+) -> Snapshot:
+    """Evidently classification report (HTML-able) on labelled rows."""
+    data = pd.DataFrame(
+        {
+            "target": rows[actual_column].astype(int).to_numpy(),
+            "prediction": rows[prediction_column].astype(float).to_numpy(),
+        }
+    )
+    definition = DataDefinition(
+        numerical_columns=["prediction"],
+        classification=[
+            BinaryClassification(target="target", prediction_probas="prediction", pos_label=1)
+        ],
+    )
+    return Report([ClassificationPreset()]).run(
+        current_data=Dataset.from_pandas(data, data_definition=definition), reference_data=None
+    )

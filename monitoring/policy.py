@@ -1,0 +1,103 @@
+"""The declarative retrain policy: evidence in, a recorded decision out."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from configs.monitoring import RetrainPolicy
+from models.metrics import HIGHER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class Evidence:
+    model_version: str
+    window_rows: int
+    drift_share: float | None
+    prediction_drifted: bool
+    labelled_rows: int
+    performance: dict[str, float] | None
+    gate_metric: float | None
+    new_feedback_rows: int
+
+
+@dataclass(frozen=True)
+class LastRetrain:
+    at: datetime
+    model_version: str
+    trigger: str
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    retrain: bool
+    trigger: str | None
+    reasons: list[str] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def findings(
+    evidence: Evidence, policy: RetrainPolicy, min_window_rows: int
+) -> list[tuple[str, str]]:
+    """Every rule the evidence breaks, as (trigger, reason)."""
+    out: list[tuple[str, str]] = []
+    if evidence.window_rows >= min_window_rows and evidence.drift_share is not None:
+        if evidence.drift_share >= policy.drift_share:
+            out.append(("drift", f"drift share {evidence.drift_share:.2f} >= {policy.drift_share}"))
+        if policy.prediction_drift and evidence.prediction_drifted:
+            out.append(("drift", "prediction distribution drifted"))
+    rule = policy.performance
+    if evidence.performance and evidence.labelled_rows >= rule.min_labelled_rows:
+        value = evidence.performance.get(rule.metric)
+        higher = rule.metric in HIGHER_IS_BETTER
+        if value is not None:
+            below_floor = value < rule.floor if higher else value > rule.floor
+            if below_floor:
+                out.append(("feedback", f"{rule.metric} {value:.4f} beyond floor {rule.floor}"))
+            if evidence.gate_metric is not None:
+                drop = (evidence.gate_metric - value) if higher else (value - evidence.gate_metric)
+                if drop > rule.max_drop:
+                    out.append(
+                        (
+                            "feedback",
+                            f"{rule.metric} {value:.4f} is {drop:.4f} worse than the version's "
+                            f"gate value {evidence.gate_metric:.4f} (allowed {rule.max_drop})",
+                        )
+                    )
+    if evidence.new_feedback_rows >= policy.new_feedback_rows:
+        out.append(
+            ("feedback", f"{evidence.new_feedback_rows} new labelled rows since the last training")
+        )
+    return out
+
+
+def decide(
+    evidence: Evidence,
+    policy: RetrainPolicy,
+    min_window_rows: int,
+    last: LastRetrain | None,
+    now: datetime,
+) -> RetrainDecision:
+    """Retrain when a rule is broken, unless within the cooldown or this incident (same champion
+    version, same trigger) already had its retrain."""
+    found = findings(evidence, policy, min_window_rows)
+    if not found:
+        return RetrainDecision(False, None, ["no rule broken"])
+    trigger = "drift" if any(t == "drift" for t, _ in found) else found[0][0]
+    reasons = [r for _, r in found]
+    if last is not None:
+        if now - last.at < timedelta(minutes=policy.cooldown_minutes):
+            return RetrainDecision(
+                False, trigger, reasons, [f"cooldown: last retrain at {last.at.isoformat()}"]
+            )
+        if last.model_version == evidence.model_version and last.trigger == trigger:
+            return RetrainDecision(
+                False,
+                trigger,
+                reasons,
+                [f"incident already handled: retrain requested for v{last.model_version}"],
+            )
+    return RetrainDecision(True, trigger, reasons)
