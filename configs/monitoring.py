@@ -13,7 +13,7 @@ from configs.loader import load_config, resolve_config_path
 
 class WindowConfig(StrictModel):
     max_rows: int = Field(1000, ge=1, description="most recent predictions in the current window")
-    min_rows: int = Field(200, ge=1, description="fewer rows than this: no drift verdict")
+    min_rows: int = Field(500, ge=1, description="fewer rows than this: no drift verdict")
     days: int = Field(30, ge=1)
 
 

@@ -1,0 +1,310 @@
+"""Prefect flows ``monitor-delay-risk`` (drift + performance + KPIs -> decision -> event) and
+``retrain-delay-risk`` (feedback-labelled rows + original data -> train -> gate)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from prefect import flow, get_run_logger, task
+
+from configs.datasets import TabularDatasetSpec, load_tabular_spec
+from configs.delay import load_delay_config
+from configs.monitoring import MonitoringConfig, load_monitoring_config
+from configs.platform import load_platform_config
+from monitoring import records
+from monitoring.drift import DriftSummary, drift_report
+from monitoring.kpis import fulfilment_kpis
+from monitoring.performance import classification_performance, labelled, performance_report
+from monitoring.policy import Evidence, RetrainDecision, decide
+from monitoring.store import PredictionStore
+from monitoring.workspace import add_snapshots
+from registry import log as rlog
+from registry.reference import VersionReference, load_reference
+from registry.tracking import ensure_tracking_uri
+
+
+@dataclass
+class MonitorResult:
+    model_name: str
+    model_version: str
+    window_rows: int
+    labelled_rows: int
+    drift_share: float | None
+    drifted_columns: list[str]
+    prediction_drift_score: float | None
+    performance: dict[str, float] | None
+    kpis: dict[str, Any]
+    decision: dict[str, Any]
+    event_id: str | None
+    mlflow_run_id: str
+    record_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@task(name="read-current-window")
+def read_window(store: PredictionStore, cfg: MonitoringConfig, now: datetime) -> pd.DataFrame:
+    since = now - timedelta(days=cfg.window.days)
+    return store.predictions_frame(cfg.model_name, since=since, limit=cfg.window.max_rows)
+
+
+@task(name="load-champion-reference", retries=2, retry_delay_seconds=3)
+def champion_reference(tracking_uri: str, model_name: str) -> VersionReference:
+    return load_reference(MlflowClient(tracking_uri=tracking_uri), model_name)
+
+
+@task(name="drift-report")
+def compute_drift(
+    reference: pd.DataFrame, window: pd.DataFrame, spec: TabularDatasetSpec, cfg: MonitoringConfig
+):
+    if len(window) < cfg.window.min_rows:
+        get_run_logger().info(
+            "window has %s rows (< %s): no drift verdict", len(window), cfg.window.min_rows
+        )
+        return None, None
+    missing = [c for c in spec.features if c not in window]
+    if missing:
+        raise ValueError(f"prediction log rows lack the model's input columns {missing}")
+    return drift_report(
+        reference, window, spec.numeric, spec.categorical, cfg.drift, cfg.prediction_column
+    )
+
+
+def _log_monitoring_run(
+    experiment_id: str,
+    ref: VersionReference,
+    drift: DriftSummary | None,
+    drift_snapshot,
+    perf_snapshot,
+    performance: dict[str, float] | None,
+    kpis: dict[str, Any],
+    decision: RetrainDecision,
+    window_rows: int,
+) -> str:
+    with rlog.tracked_run(
+        experiment_id=experiment_id, run_name=f"monitor-v{ref.version}-{time.strftime('%H%M%S')}"
+    ) as run:
+        mlflow.set_tags(
+            {
+                rlog.TAG_TASK: ref.model_name,
+                "shelfwise.monitored_version": ref.version,
+                "shelfwise.monitored_run_id": ref.run_id,
+                "shelfwise.retrain": str(decision.retrain).lower(),
+                "shelfwise.trigger": decision.trigger or "none",
+            }
+        )
+        metrics: dict[str, float] = {"window_rows": float(window_rows)}
+        if drift is not None:
+            metrics.update(drift.as_metrics())
+        if performance:
+            metrics.update({f"feedback_{k}": v for k, v in performance.items()})
+        metrics["high_risk_orders"] = float(kpis["high_risk_orders"])
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(kpis, "kpis/fulfilment_kpis.json")
+        mlflow.log_dict(decision.as_dict(), "decision.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, snap in (
+                ("drift_report.html", drift_snapshot),
+                ("performance_report.html", perf_snapshot),
+            ):
+                if snap is not None:
+                    path = Path(tmp) / name
+                    snap.save_html(str(path))
+                    mlflow.log_artifact(str(path), "reports")
+    return run.info.run_id
+
+
+def emit_retrain_event(
+    cfg: MonitoringConfig, ref: VersionReference, decision: RetrainDecision
+) -> str | None:
+    from prefect.events import emit_event
+
+    event = emit_event(
+        event=cfg.retrain_event,
+        resource={
+            "prefect.resource.id": f"shelfwise.model.{cfg.model_name}",
+            "prefect.resource.name": cfg.model_name,
+        },
+        payload={
+            "model": cfg.model_name,
+            "version": ref.version,
+            "trigger": decision.trigger,
+            "reason": "; ".join(decision.reasons),
+        },
+    )
+    return str(event.id) if event is not None else None
+
+
+@flow(name="monitor-delay-risk")
+def monitor_delay_risk(
+    config: str = "monitoring",
+    platform_config: str = "platform",
+    emit: bool = True,
+    now: datetime | None = None,
+) -> dict:
+    """Compare the served window with the champion's reference, score feedback, decide."""
+    log = get_run_logger()
+    cfg = load_monitoring_config(config)
+    platform = load_platform_config(platform_config)
+    delay_cfg = load_delay_config(cfg.delay_config)
+    spec = load_tabular_spec(delay_cfg.dataset)
+    now = now or datetime.now(UTC)
+    tracking_uri = ensure_tracking_uri(platform)
+    mlflow.set_tracking_uri(tracking_uri)
+    store = PredictionStore(platform.store_url)
+    ref = champion_reference(tracking_uri, cfg.model_name)
+    window = read_window(store, cfg, now)
+    window = window[window["model_version"].astype(str) == ref.version] if len(window) else window
+    drift_snapshot, drift = compute_drift(ref.reference, window, spec, cfg)
+    rows = labelled(window)
+    performance = classification_performance(rows, cfg.prediction_column)
+    perf_snapshot = performance_report(rows, cfg.prediction_column) if performance else None
+    kpis = fulfilment_kpis(
+        window,
+        now,
+        cfg.kpis.window_days,
+        cfg.kpis.high_risk_threshold,
+        cfg.kpis.segments,
+        cfg.prediction_column,
+    ).as_dict()
+    evidence = Evidence(
+        model_version=ref.version,
+        window_rows=len(window),
+        drift_share=drift.share if drift else None,
+        prediction_drifted=bool(drift and drift.prediction_drifted),
+        labelled_rows=len(rows),
+        performance=performance,
+        gate_metric=ref.gate_metrics.get(cfg.policy.performance.metric),
+        new_feedback_rows=store.feedback_count_since(cfg.model_name, ref.created_at),
+    )
+    engine = records.engine_for(platform.store_url)
+    decision = decide(
+        evidence, cfg.policy, cfg.window.min_rows, records.last_retrain(engine, cfg.model_name), now
+    )
+    log.info(
+        "v%s window %s rows, drift share %s, labelled %s, decision %s (%s)",
+        ref.version,
+        len(window),
+        None if drift is None else f"{drift.share:.2f}",
+        len(rows),
+        "RETRAIN" if decision.retrain else "keep",
+        "; ".join(decision.reasons),
+    )
+    experiment_id = rlog.get_or_create_experiment(cfg.experiment)
+    run_id = _log_monitoring_run(
+        experiment_id,
+        ref,
+        drift,
+        drift_snapshot,
+        perf_snapshot,
+        performance,
+        kpis,
+        decision,
+        len(window),
+    )
+    snaps = [s for s in (drift_snapshot, perf_snapshot) if s is not None]
+    if snaps:
+        add_snapshots(
+            platform.state_path / "evidently",
+            cfg.evidently_project,
+            cfg.prediction_column,
+            snaps,
+            name=f"v{ref.version} {now:%Y-%m-%d %H:%M}",
+        )
+    event_id = emit_retrain_event(cfg, ref, decision) if (decision.retrain and emit) else None
+    record_id = records.record(
+        engine,
+        records.MonitoringRecord(
+            created_at=now,
+            model_name=cfg.model_name,
+            model_version=ref.version,
+            window_rows=len(window),
+            labelled_rows=len(rows),
+            drift_share=drift.share if drift else None,
+            prediction_drift_score=drift.prediction_score if drift else None,
+            metrics={**(drift.as_metrics() if drift else {}), **(performance or {})},
+            retrain=decision.retrain,
+            trigger=decision.trigger,
+            reasons=[*decision.reasons, *decision.suppressed],
+            mlflow_run_id=run_id,
+        ),
+    )
+    engine.dispose()
+    return MonitorResult(
+        model_name=cfg.model_name,
+        model_version=ref.version,
+        window_rows=len(window),
+        labelled_rows=len(rows),
+        drift_share=drift.share if drift else None,
+        drifted_columns=drift.drifted_columns if drift else [],
+        prediction_drift_score=drift.prediction_score if drift else None,
+        performance=performance,
+        kpis=kpis,
+        decision=decision.as_dict(),
+        event_id=event_id,
+        mlflow_run_id=run_id,
+        record_id=record_id,
+    ).as_dict()
+
+
+def feedback_training_rows(window: pd.DataFrame, spec: TabularDatasetSpec) -> pd.DataFrame:
+    """Labelled production rows in the dataset spec's shape (actual -> target)."""
+    rows = labelled(window)
+    out = rows[spec.features].copy()
+    out[spec.target] = rows["actual"].astype(int).to_numpy()
+    return out.reset_index(drop=True)
+
+
+@task(name="export-feedback-rows")
+def export_feedback(
+    store: PredictionStore, model_name: str, spec: TabularDatasetSpec, out_dir: Path
+) -> Path | None:
+    frame = store.predictions_frame(model_name)
+    rows = feedback_training_rows(frame, spec)
+    if rows.empty:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"feedback-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    rows.to_csv(path, index=False)
+    get_run_logger().info("exported %s feedback-labelled rows to %s", len(rows), path)
+    return path
+
+
+@flow(name="retrain-delay-risk")
+def retrain_delay_risk(
+    model: str = "delay_risk",
+    trigger: str = "drift",
+    reason: str = "",
+    config: str = "monitoring",
+    platform_config: str = "platform",
+) -> dict:
+    """Original training data plus the feedback-labelled production rows -> a challenger,
+    which the train flow registers and sends through the gate."""
+    from flows.train import train_delay_risk
+
+    cfg = load_monitoring_config(config)
+    if model != cfg.model_name:
+        raise ValueError(f"retrain-delay-risk monitors {cfg.model_name!r}, not {model!r}")
+    platform = load_platform_config(platform_config)
+    spec = load_tabular_spec(load_delay_config(cfg.delay_config).dataset)
+    store = PredictionStore(platform.store_url)
+    path = export_feedback(store, model, spec, platform.state_path / "retrain")
+    get_run_logger().info("retraining %s (trigger %s): %s", model, trigger, reason or "-")
+    result = train_delay_risk(
+        config=cfg.delay_config,
+        platform_config=platform_config,
+        trigger=trigger,
+        extra_data=str(path) if path else None,
+    )
+    result["feedback_rows_file"] = str(path) if path else None
+    return json.loads(json.dumps(result, default=str))

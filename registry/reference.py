@@ -1,0 +1,46 @@
+"""What monitoring needs from the registry: the served version, its reference sample and the
+metrics it passed the gate with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+
+REFERENCE_ARTIFACT = "reference/reference_sample.json"
+
+
+@dataclass(frozen=True)
+class VersionReference:
+    model_name: str
+    version: str
+    run_id: str
+    created_at: datetime
+    reference: pd.DataFrame
+    gate_metrics: dict[str, float]
+
+
+def version_by_alias(client: MlflowClient, model_name: str, alias: str):
+    return client.get_model_version_by_alias(model_name, alias)
+
+
+def load_reference(
+    client: MlflowClient, model_name: str, alias: str = "champion"
+) -> VersionReference:
+    mv = version_by_alias(client, model_name, alias)
+    reference = mlflow.load_table(REFERENCE_ARTIFACT, run_ids=[mv.run_id])
+    reference = reference.drop(columns=[c for c in reference if c == "run_id"])
+    metrics = {
+        k.removeprefix("metric."): float(v) for k, v in mv.tags.items() if k.startswith("metric.")
+    }
+    return VersionReference(
+        model_name=model_name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
+        reference=reference,
+        gate_metrics=metrics,
+    )

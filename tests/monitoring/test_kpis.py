@@ -1,0 +1,35 @@
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from monitoring.kpis import fulfilment_kpis
+
+NOW = datetime(2026, 11, 22, tzinfo=UTC)
+
+
+def test_kpis_over_rolling_window() -> None:
+    frame = pd.DataFrame(
+        {
+            "created_at": [NOW - timedelta(days=d) for d in (1, 2, 3, 40)],
+            "Warehouse_block": ["A", "A", "B", "B"],
+            "Mode_of_Shipment": ["Ship", "Road", "Ship", "Ship"],
+            "Product_importance": ["low", "low", "high", "high"],
+            "delay_probability": [0.9, 0.5, 0.2, 0.99],
+            "actual": [1.0, 0.0, np.nan, 1.0],
+        }
+    )
+    k = fulfilment_kpis(
+        frame, NOW, 30, 0.7, ["Warehouse_block", "Mode_of_Shipment", "Product_importance"]
+    )
+    assert k.orders == 3  # the 40-day-old order is outside the window
+    assert k.high_risk_orders == 1
+    assert k.labelled_orders == 2 and k.on_time_rate == 0.5
+    assert k.segment_risk["Warehouse_block"] == {"A": 0.7, "B": 0.2}
+    assert abs(k.mean_delay_probability - (0.9 + 0.5 + 0.2) / 3) < 1e-12
+
+
+def test_kpis_on_empty_log() -> None:
+    empty = pd.DataFrame(columns=["created_at", "delay_probability", "actual"])
+    k = fulfilment_kpis(empty, NOW, 30, 0.7, ["Warehouse_block"])
+    assert k.orders == 0 and k.on_time_rate is None and k.mean_delay_probability is None
