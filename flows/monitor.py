@@ -15,6 +15,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE as NO_CACHE
 
 from configs.datasets import TabularDatasetSpec, load_tabular_spec
 from configs.delay import load_delay_config
@@ -52,18 +53,18 @@ class MonitorResult:
         return asdict(self)
 
 
-@task(name="read-current-window")
+@task(name="read-current-window", cache_policy=NO_CACHE)
 def read_window(store: PredictionStore, cfg: MonitoringConfig, now: datetime) -> pd.DataFrame:
     since = now - timedelta(days=cfg.window.days)
     return store.predictions_frame(cfg.model_name, since=since, limit=cfg.window.max_rows)
 
 
-@task(name="load-champion-reference", retries=2, retry_delay_seconds=3)
+@task(name="load-champion-reference", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def champion_reference(tracking_uri: str, model_name: str) -> VersionReference:
     return load_reference(MlflowClient(tracking_uri=tracking_uri), model_name)
 
 
-@task(name="drift-report")
+@task(name="drift-report", cache_policy=NO_CACHE)
 def compute_drift(
     reference: pd.DataFrame, window: pd.DataFrame, spec: TabularDatasetSpec, cfg: MonitoringConfig
 ):
@@ -261,11 +262,14 @@ def feedback_training_rows(window: pd.DataFrame, spec: TabularDatasetSpec) -> pd
     """Labelled production rows in the dataset spec's shape (actual -> target)."""
     rows = labelled(window)
     out = rows[spec.features].copy()
+    if spec.id_column:
+        ids = rows["order_id"] if "order_id" in rows else rows["prediction_id"]
+        out.insert(0, spec.id_column, ids.fillna(rows["prediction_id"]).astype(str).to_numpy())
     out[spec.target] = rows["actual"].astype(int).to_numpy()
     return out.reset_index(drop=True)
 
 
-@task(name="export-feedback-rows")
+@task(name="export-feedback-rows", cache_policy=NO_CACHE)
 def export_feedback(
     store: PredictionStore, model_name: str, spec: TabularDatasetSpec, out_dir: Path
 ) -> Path | None:

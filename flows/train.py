@@ -275,7 +275,7 @@ def fit_xgboost(
         figs["feature_importance.png"] = plots.importance_figure(feature_importance(pipe))
         rlog.log_figures(figs)
         reference = _reference_sample(pipe, prepared.train, spec, cfg)
-        rlog.log_frame(reference, "reference/reference_sample.json")
+        rlog.log_frame(reference, rlog.REFERENCE_ARTIFACT)
         info = rlog.log_classifier(pipe, X.head(50), pipe.predict_proba(X.head(50)))
         version = rlog.register_version(
             info.model_uri,

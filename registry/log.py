@@ -35,6 +35,9 @@ TAG_CODE_VERSION = "shelfwise.code_version"
 TAG_CONFIG_HASH = "shelfwise.config_hash"
 TAG_TRIGGER = "shelfwise.trigger"
 
+# training inputs + predictions kept with each version as the drift reference
+REFERENCE_ARTIFACT = "reference/reference_sample.csv"
+
 
 def code_version(repo_dir: Path | None = None) -> str:
     """Git commit of the code (with ``-dirty`` when the tree has changes), or ``unknown``."""
@@ -105,7 +108,16 @@ def log_figures(figures: Mapping[str, Figure], artifact_dir: str = "plots") -> N
 
 
 def log_frame(df: pd.DataFrame, artifact_file: str) -> None:
-    mlflow.log_table(df, artifact_file=artifact_file)
+    """A table as a CSV artifact (readable in the UI, read back with ``read_frame``)."""
+    mlflow.log_text(df.to_csv(index=False), artifact_file)
+
+
+def read_frame(client: mlflow.MlflowClient, run_id: str, artifact_file: str) -> pd.DataFrame:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, artifact_file, tmp)
+        return pd.read_csv(path)
 
 
 def pinned_requirements(*distributions: str) -> list[str]:

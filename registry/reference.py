@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-REFERENCE_ARTIFACT = "reference/reference_sample.json"
+from registry.log import REFERENCE_ARTIFACT, read_frame
 
 
 @dataclass(frozen=True)
@@ -31,8 +30,7 @@ def load_reference(
     client: MlflowClient, model_name: str, alias: str = "champion"
 ) -> VersionReference:
     mv = version_by_alias(client, model_name, alias)
-    reference = mlflow.load_table(REFERENCE_ARTIFACT, run_ids=[mv.run_id])
-    reference = reference.drop(columns=[c for c in reference if c == "run_id"])
+    reference = read_frame(client, mv.run_id, REFERENCE_ARTIFACT)
     metrics = {
         k.removeprefix("metric."): float(v) for k, v in mv.tags.items() if k.startswith("metric.")
     }
