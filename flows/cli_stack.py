@@ -52,17 +52,16 @@ def _plan(platform_config: str, stack_config: str, serving: bool | None = None):
 
 def _table(title: str, states) -> Table:
     table = Table(title=title)
-    for col in ("component", "state", "pid", "url", "startup s", "detail"):
-        table.add_column(col)
+    for col in ("component", "state", "pid", "url", "startup s"):
+        table.add_column(col, overflow="fold")
     for s in states:
         style = _STYLE.get(s.state, "")
         table.add_row(
-            s.name,
+            str(s.component),
             f"[{style}]{s.state}[/{style}]" if style else s.state,
             str(s.pid or ""),
-            s.url or "",
+            s.url or s.detail or "",
             f"{s.startup_s:.1f}" if s.startup_s is not None else "",
-            s.detail or (s.log_file or ""),
         )
     return table
 
@@ -72,6 +71,9 @@ def _print_states(title: str, states, as_json: bool) -> None:
         console.print_json(json.dumps([s.as_dict() for s in states]))
     else:
         console.print(_table(title, states))
+        logs = {str(Path(s.log_file).parent) for s in states if s.log_file}
+        if logs:
+            console.print(f"logs: {', '.join(sorted(logs))}")
 
 
 PLATFORM_OPT = typer.Option("platform", "--platform", help="platform config name or YAML path")

@@ -4,7 +4,8 @@ gate, serve, replay traffic, monitor -> retrain) is adding a function to ``demo_
 
 Ends with a summary: steps and their times, the registry's versions (metrics, aliases,
 decisions) and the URLs of the MLflow UI, the Prefect UI, the service's docs and the Evidently UI.
-Without ``keep`` it stops what it started; what was already running is left as it was.
+Without ``keep`` it stops the stack afterwards (as `shelfwise stack down` would), even the parts
+that were already running; ``keep`` leaves everything up to explore.
 """
 
 from __future__ import annotations
@@ -74,7 +75,6 @@ class DemoContext:
     console: Console
     summary: DemoSummary
     plan: Any = None  # flows.stack.StackPlan once the stack step ran
-    started: list[Any] = field(default_factory=list)  # processes this demo started
     values: dict[str, Any] = field(default_factory=dict)  # what steps hand to later steps
 
 
@@ -170,11 +170,6 @@ def step_start_stack(ctx: DemoContext) -> str:
     ctx.plan = plan_stack(ctx.platform, ctx.stack)
     states = stack_up(ctx.plan)
     ctx.summary.stack = [s.as_dict() for s in states]
-    ctx.started = [
-        p
-        for p in ctx.plan.processes
-        if any(s.component == p.component and s.state == "started" for s in states)
-    ]
     return ", ".join(f"{s.name}: {s.state}" for s in states if s.state != "disabled")
 
 
@@ -184,9 +179,10 @@ def step_deploy(ctx: DemoContext) -> str:
 
     if not ctx.demo.deploy:
         return "skipped (deploy: false)"
-    result = deploy(load_deployments_config(), ctx.platform, ctx.plan.root)
+    result = deploy(load_deployments_config(), ctx.platform, ctx.plan.root, skip_unchanged=True)
     skipped = f"; not in this checkout: {', '.join(result.skipped)}" if result.skipped else ""
-    return f"deployed {', '.join(result.deployed)}{skipped}"
+    verb = "already deployed:" if result.unchanged else "deployed"
+    return f"{verb} {', '.join(result.deployed)}{skipped}"
 
 
 def step_train_delay_risk(ctx: DemoContext) -> str:
@@ -223,8 +219,7 @@ def run_demo(
     console: Console | None = None,
     steps: list[DemoStep] | None = None,
 ) -> DemoSummary:
-    from flows.stack import stack_urls
-    from registry.server import stop_server
+    from flows.stack import stack_down, stack_urls
 
     console = console or Console()
     ctx = DemoContext(platform, stack, demo, reduced, console, DemoSummary(reduced=reduced))
@@ -249,9 +244,8 @@ def run_demo(
             ctx.summary.urls = stack_urls(ctx.plan)
         ctx.summary.wall_s = round(time.monotonic() - t0, 1)
         print_summary(ctx.summary, console, keep)
-        if not keep:
-            for p in reversed(ctx.started):
-                stop_server(p.server)
+        if not keep and ctx.plan is not None:
+            stack_down(ctx.plan)
     return ctx.summary
 
 
@@ -287,7 +281,7 @@ def print_summary(summary: DemoSummary, console: Console, keep: bool) -> None:
         console.print(versions)
     for k, v in summary.urls.items():
         console.print(f"{k:13s} {v}")
-    state = "left running (--keep)" if keep else "stopped what the demo started"
+    state = "left running (--keep)" if keep else "stopped (use --keep to explore)"
     console.print(f"demo wall time {summary.wall_s:.0f} s; stack {state}")
 
 

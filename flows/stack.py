@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -362,24 +361,27 @@ def work_pool_exists(api_url: str, pool: str) -> bool:
 
 
 def ensure_work_pool(plan: StackPlan) -> bool:
-    """Create the process work pool if missing (``prefect work-pool create --type process``).
-    Returns True when it was created."""
+    """Create the process work pool if missing (what `prefect work-pool create --type process`
+    does, through the API: ~10 s faster than the CLI here). Returns True when it was created."""
+    from prefect.workers.process import ProcessWorker
+
     api, pool = plan.prefect_api_url, plan.work_pool
     if work_pool_exists(api, pool):
         return False
     logger.info("creating process work pool %r on %s", pool, api)
-    env = {**os.environ, **prefect_client_env(plan.platform)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "prefect", "work-pool", "create", "--type", "process", pool],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if not work_pool_exists(api, pool):
+    body = {
+        "name": pool,
+        "type": "process",
+        "description": "Shelfwise flows (created by `shelfwise stack up`)",
+        "base_job_template": ProcessWorker.get_default_base_job_template(),
+    }
+    try:
+        r = httpx.post(f"{api}/work_pools/", json=body, timeout=30)
+    except httpx.HTTPError as exc:
+        raise StackError(f"could not create work pool {pool!r} on {api}: {exc}") from None
+    if r.status_code not in (200, 201, 409) or not work_pool_exists(api, pool):
         raise StackError(
-            f"could not create work pool {pool!r} on {api} (exit {proc.returncode}):\n"
-            f"{(proc.stdout + proc.stderr)[-2000:]}"
+            f"could not create work pool {pool!r} on {api}: {r.status_code} {r.text[:500]}"
         )
     return True
 
