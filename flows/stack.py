@@ -281,7 +281,10 @@ def plan_stack(
             platform.prefect.host,
             None,
             wk.worker_startup_timeout_s,
-            env=flow_run_env(platform, root),
+            env={
+                **flow_run_env(platform, root),
+                "PREFECT_WORKER_QUERY_SECONDS": f"{wk.worker_query_s:g}",
+            },
             cwd=root,
         )
     )
@@ -453,8 +456,20 @@ def _start(plan: StackPlan, p: ManagedProcess) -> ComponentState:
     )
 
 
+# start order: each wave's processes start together and are waited on together (on 2 cores the
+# MLflow and Prefect servers' imports and migrations overlap); a wave needs the earlier ones.
+_WAVES: list[set[Component]] = [
+    {Component.mlflow, Component.prefect, Component.evidently},
+    {Component.worker},  # needs the Prefect server (and its work pool)
+    {Component.serving},  # needs the tracking server
+]
+
+
 def stack_up(plan: StackPlan) -> list[ComponentState]:
-    """Start (or reuse) every component in order; on failure, stop what this call started."""
+    """Start (or reuse) every component, wave by wave; on failure, stop what this call started
+    and raise the first error."""
+    from concurrent.futures import ThreadPoolExecutor
+
     plan.platform.state_path.mkdir(parents=True, exist_ok=True)
     _preflight(plan)
     states: list[ComponentState] = [
@@ -462,8 +477,11 @@ def stack_up(plan: StackPlan) -> list[ComponentState]:
     ]
     started: list[ManagedProcess] = []
     try:
-        for p in plan.processes:
-            if p.component is Component.worker:
+        for wave in _WAVES:
+            procs = [p for p in plan.processes if p.component in wave]
+            if not procs:
+                continue
+            if any(p.component is Component.worker for p in procs):
                 created = ensure_work_pool(plan)
                 states.append(
                     ComponentState(
@@ -473,11 +491,20 @@ def stack_up(plan: StackPlan) -> list[ComponentState]:
                         "created" if created else "reused",
                     )
                 )
-            state = _start(plan, p)
-            if state.state == "started":
-                started.append(p)
-            logger.info("%s %s (%s)", state.name, state.state, state.url)
-            states.append(state)
+            with ThreadPoolExecutor(max_workers=len(procs)) as pool:
+                futures = [(p, pool.submit(_start, plan, p)) for p in procs]
+            errors = []
+            for p, fut in futures:
+                if fut.exception() is not None:
+                    errors.append(fut.exception())
+                    continue
+                state = fut.result()
+                if state.state == "started":
+                    started.append(p)
+                logger.info("%s %s (%s)", state.name, state.state, state.url)
+                states.append(state)
+            if errors:
+                raise errors[0]
     except BaseException:
         for p in reversed(started):
             stop_server(p.server)
