@@ -26,6 +26,7 @@ _STYLE = {
     "disabled": "dim",
     "unhealthy": "red",
     "missing": "red",
+    "failed": "red",
 }
 
 
@@ -103,6 +104,11 @@ def up(
     if not as_json:
         for k, v in stack_urls(plan).items():
             console.print(f"{k:13s} {v}")
+    failed = [s for s in states if s.state == "failed"]
+    for s in failed:
+        console.print(f"[red]{s.name} did not come up:[/red] {s.detail}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @stack_app.command("down")

@@ -180,8 +180,11 @@ def deploy(
         return DeployResult(selected, skipped, str(prefect_file), "unchanged", unchanged=True)
     cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy"]
     cmd += ["--prefect-file", str(prefect_file)]
-    for n in selected:
-        cmd += ["--name", n]
+    if names is None and not skipped:
+        cmd += ["--all"]  # every deployment of prefect.yaml has its flow here
+    else:
+        for n in selected:
+            cmd += ["--name", n]
     env = {
         **os.environ,
         **prefect_client_env(platform),

@@ -465,9 +465,15 @@ _WAVES: list[set[Component]] = [
 ]
 
 
-def stack_up(plan: StackPlan) -> list[ComponentState]:
-    """Start (or reuse) every component, wave by wave; on failure, stop what this call started
-    and raise the first error."""
+# the platform's core: if one of these does not come up, `up` fails and stops what it started.
+# The others (the service needs a @champion, the UI a workspace) are reported as failed instead.
+CORE: frozenset[Component] = frozenset({Component.mlflow, Component.prefect, Component.worker})
+
+
+def stack_up(plan: StackPlan, only: set[Component] | None = None) -> list[ComponentState]:
+    """Start (or reuse) every component (or ``only`` those), wave by wave. A core component
+    that fails stops what this call started and raises; an optional one is reported as
+    ``failed`` with its error."""
     from concurrent.futures import ThreadPoolExecutor
 
     plan.platform.state_path.mkdir(parents=True, exist_ok=True)
@@ -478,7 +484,11 @@ def stack_up(plan: StackPlan) -> list[ComponentState]:
     started: list[ManagedProcess] = []
     try:
         for wave in _WAVES:
-            procs = [p for p in plan.processes if p.component in wave]
+            procs = [
+                p
+                for p in plan.processes
+                if p.component in wave and (only is None or p.component in only)
+            ]
             if not procs:
                 continue
             if any(p.component is Component.worker for p in procs):
@@ -495,8 +505,22 @@ def stack_up(plan: StackPlan) -> list[ComponentState]:
                 futures = [(p, pool.submit(_start, plan, p)) for p in procs]
             errors = []
             for p, fut in futures:
-                if fut.exception() is not None:
-                    errors.append(fut.exception())
+                exc = fut.exception()
+                if exc is not None and p.component in CORE:
+                    errors.append(exc)
+                    continue
+                if exc is not None:
+                    logger.error("%s did not come up: %s", p.server.name, exc)
+                    states.append(
+                        ComponentState(
+                            p.component,
+                            p.server.name,
+                            p.ui_url or p.server.url,
+                            "failed",
+                            log_file=str(p.server.log_file),
+                            detail=str(exc),
+                        )
+                    )
                     continue
                 state = fut.result()
                 if state.state == "started":
@@ -509,8 +533,9 @@ def stack_up(plan: StackPlan) -> list[ComponentState]:
         for p in reversed(started):
             stop_server(p.server)
         raise
-    for c, why in plan.disabled.items():
-        states.append(ComponentState(c, c.value, None, "disabled", detail=why))
+    if only is None:
+        for c, why in plan.disabled.items():
+            states.append(ComponentState(c, c.value, None, "disabled", detail=why))
     return states
 
 

@@ -86,6 +86,13 @@ def test_a_server_that_does_not_come_up_is_named_with_its_log(tmp_path, data_dir
     assert "prefect server exited with code 3" in msg and "prefect.log" in msg and "boom" in msg
     assert read_pid(prefect.server.pid_file) is None
 
+    # an optional part (Evidently UI, the service) that fails is reported, not fatal
+    plan = plan_stack(platform, minimal_stack_config(), root=tmp_path, evidently=True)
+    ui = dataclasses.replace(plan.process(Component.evidently), command=broken.command)
+    plan.processes = [ui]
+    (state,) = [s for s in stack_up(plan) if s.component == Component.evidently]
+    assert state.state == "failed" and "exited with code 3" in state.detail
+
 
 def test_cli_reports_bad_stack_config_with_file_and_key(tmp_path):
     from flows.cli import app
