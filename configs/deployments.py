@@ -57,6 +57,7 @@ class DeploymentsConfig(StrictModel):
     project: str = "shelfwise"
     timezone: str = "UTC"
     project_root_env: str = Field("SHELFWISE_PROJECT_ROOT", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    schedules_active: bool = Field(True, description="false: deploy schedules paused")
     deployments: list[DeploymentConfig] = Field(default_factory=list)
 
     @field_validator("deployments")

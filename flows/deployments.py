@@ -41,12 +41,13 @@ class DeployError(RuntimeError):
     """`prefect deploy` failed; the message names the deployment(s) and carries Prefect's output."""
 
 
-def _schedules(d: DeploymentConfig, timezone: str) -> list[dict[str, Any]]:
+def _schedules(d: DeploymentConfig, cfg: DeploymentsConfig) -> list[dict[str, Any]]:
+    tz, active = cfg.timezone, cfg.schedules_active
     if d.cron:
-        return [{"cron": d.cron, "timezone": timezone, "active": True}]
+        return [{"cron": d.cron, "timezone": tz, "active": active}]
     if d.interval_s:
         interval: int | float = int(d.interval_s) if d.interval_s.is_integer() else d.interval_s
-        return [{"interval": interval, "timezone": timezone, "active": True}]
+        return [{"interval": interval, "timezone": tz, "active": active}]
     return []
 
 
@@ -71,7 +72,7 @@ def render_deployment(d: DeploymentConfig, cfg: DeploymentsConfig, work_pool: st
         "tags": list(d.tags),
         "parameters": dict(d.parameters),
         "work_pool": {"name": work_pool, "work_queue_name": None, "job_variables": {}},
-        "schedules": _schedules(d, cfg.timezone),
+        "schedules": _schedules(d, cfg),
     }
     if d.concurrency_limit is not None:
         out["concurrency_limit"] = d.concurrency_limit

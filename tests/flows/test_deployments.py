@@ -106,12 +106,13 @@ def deployed(tmp_path_factory, mlflow_server, data_dir):
     reduced = str(reduced_delay_config(tmp / "delay_risk_reduced.yaml"))
     cfg = cfg.model_copy(
         update={
+            "schedules_active": False,  # no scheduled run may start during the tests
             "deployments": [
                 d.model_copy(update={"parameters": {**d.parameters, "config": reduced}})
                 if d.name == RETRAIN
                 else d
                 for d in cfg.deployments
-            ]
+            ],
         }
     )
     try:
@@ -130,6 +131,7 @@ def test_deploy_creates_deployments_with_schedule_and_trigger(deployed):
     assert {NIGHTLY, RETRAIN} <= set(on_server)
     nightly = on_server[NIGHTLY]
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    assert [s["active"] for s in nightly["schedules"]] == [False]
     assert nightly["work_pool_name"] == platform.prefect.work_pool
     assert on_server[RETRAIN]["schedules"] == []
     automations = httpx.post(f"{plan.prefect_api_url}/automations/filter", json={}, timeout=10)
