@@ -400,6 +400,36 @@ def require_work_pool(api_url: str, pool: str) -> None:
 
 # --------------------------------------------------------------------------- up / down / status
 
+# a word of each process's command line: a pid file whose pid now belongs to something else
+# (after a reboot) is stale, and that process is neither reused nor stopped
+_MARKERS: dict[Component, str] = {
+    Component.mlflow: "mlflow server",
+    Component.prefect: "prefect server start",
+    Component.worker: "prefect worker start",
+    Component.serving: "bentoml serve",
+    Component.evidently: "evidently.cli",
+}
+
+
+def owned_pid(p: ManagedProcess) -> int | None:
+    """The pid in ``p``'s pid file if that process is alive and is ``p``'s kind of process."""
+    import psutil
+
+    pid = read_pid(p.server.pid_file)
+    if pid is None:
+        return None
+    try:
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        cmdline = ""
+    if _MARKERS[p.component] not in cmdline:
+        logger.warning(
+            "stale pid file %s (pid %s is not ours); ignoring it", p.server.pid_file, pid
+        )
+        p.server.pid_file.unlink(missing_ok=True)
+        return None
+    return pid
+
 
 def _preflight(plan: StackPlan) -> None:
     """Before anything starts: every managed port is free or held by our own process."""
@@ -407,8 +437,7 @@ def _preflight(plan: StackPlan) -> None:
     for p in plan.processes:
         if p.port is None:
             continue
-        ours = read_pid(p.server.pid_file)
-        if ours is None and port_in_use(p.host, p.port):
+        if owned_pid(p) is None and port_in_use(p.host, p.port):
             problems.append(
                 f"port {p.port} on {p.host} is in use by another process, so the {p.server.name} "
                 f"cannot start there (change {_PORT_SETTING[p.component]})"
@@ -418,7 +447,7 @@ def _preflight(plan: StackPlan) -> None:
 
 
 def _start(plan: StackPlan, p: ManagedProcess) -> ComponentState:
-    pid_before = read_pid(p.server.pid_file)
+    pid_before = owned_pid(p)
     if pid_before is not None and not p.server.is_up():
         # ours, alive but not answering yet (another `up` may be starting it): wait for it
         from registry.server import wait_healthy
@@ -546,8 +575,8 @@ def stack_down(plan: StackPlan) -> list[ComponentState]:
     keys = [p.component for p in plan.processes]
     full = plan_stack(plan.platform, plan.stack, plan.root, serving=True, evidently=True)
     for p in reversed(full.processes):
-        pid = read_pid(p.server.pid_file)
-        stopped = stop_server(p.server)
+        pid = owned_pid(p)
+        stopped = stop_server(p.server) if pid is not None else False
         if stopped or p.component in keys:
             states.append(
                 ComponentState(
@@ -560,7 +589,7 @@ def stack_down(plan: StackPlan) -> list[ComponentState]:
 def stack_status(plan: StackPlan) -> list[ComponentState]:
     states = [ComponentState(c, c.value, url, "external") for c, url in plan.external.items()]
     for p in plan.processes:
-        pid = read_pid(p.server.pid_file)
+        pid = owned_pid(p)
         up = p.server.is_up()
         if up:
             state = "running"

@@ -94,9 +94,27 @@ def test_a_server_that_does_not_come_up_is_named_with_its_log(tmp_path, data_dir
     assert state.state == "failed" and "exited with code 3" in state.detail
 
 
-def test_cli_reports_bad_stack_config_with_file_and_key(tmp_path):
+def test_a_stale_pid_file_is_neither_reused_nor_killed(tmp_path, data_dir):
+    """After a reboot a pid file may name an unrelated process (here: this test's own)."""
+    platform = stack_platform(tmp_path / ".shelfwise", data_dir)
+    plan = plan_stack(platform, minimal_stack_config(), root=tmp_path)
+    pid_file = plan.process(Component.prefect).server.pid_file
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(str(os.getpid()))
+    status = {s.component: s for s in stack_status(plan)}
+    assert status[Component.prefect].state == "stopped" and status[Component.prefect].pid is None
+    assert not pid_file.exists()
+    pid_file.write_text(str(os.getpid()))
+    stack_down(plan)  # must not signal this process
+    assert not pid_file.exists()
+
+
+def test_cli_reports_bad_stack_config_with_file_and_key(tmp_path, monkeypatch):
     from flows.cli import app
 
+    # the CLI sets PREFECT_HOME for its process; keep that out of the other tests
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setenv("SHELFWISE_HOME", str(tmp_path / ".shelfwise"))
     bad = tmp_path / "stack.yaml"
     bad.write_text("prefect:\n  worker_limit: 0\n")
     result = CliRunner().invoke(app, ["stack", "status", "--stack", str(bad)])
