@@ -23,6 +23,7 @@ from configs.platform import PlatformConfig, PrefectConfig, ServingConfig, Track
 from configs.stack import Enabled, EvidentlyStackConfig, ServingStackConfig, StackConfig
 from flows.demo import run_demo
 from flows.deployments import deployment_id
+from flows.events import emit_retrain_requested
 from flows.stack import Component, plan_stack, stack_down, stack_up
 from registry.server import free_port
 
@@ -61,7 +62,6 @@ def fresh_start(component: Component, state: Path) -> float:
 
 
 def event_latency(plan, timeout_s: float = 1800) -> dict[str, float]:
-    from prefect.events import emit_event
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     api = plan.prefect_api_url
@@ -74,11 +74,7 @@ def event_latency(plan, timeout_s: float = 1800) -> dict[str, float]:
     before = {r["id"] for r in runs()}
     t0 = time.monotonic()
     with temporary_settings({PREFECT_API_URL: api}):
-        emit_event(
-            "shelfwise.retrain.requested",
-            resource={"prefect.resource.id": "shelfwise.model.delay_risk"},
-            payload={"model": "delay_risk", "reason": "benchmark", "trigger": "benchmark"},
-        )
+        emit_retrain_requested("delay_risk", reason="benchmark", trigger="benchmark")
     out: dict[str, float] = {}
     while time.monotonic() - t0 < timeout_s:
         new = [r for r in runs() if r["id"] not in before]

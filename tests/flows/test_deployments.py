@@ -23,6 +23,7 @@ from flows.deployments import (
     render_prefect_yaml,
     run_deployment_and_wait,
 )
+from flows.events import emit_retrain_requested
 from flows.stack import StackError, plan_stack, project_root, stack_down, stack_up
 from tests.flows.stack_helpers import (
     flow_runs,
@@ -70,6 +71,19 @@ def test_rendering_carries_schedules_trigger_pull_step_and_work_pool(tmp_path, d
     assert step["directory"] == "{{ $SHELFWISE_PROJECT_ROOT }}"
     # the YAML round-trips (templates are quoted, not parsed as flow mappings)
     assert yaml.safe_load(dump_prefect_yaml(doc)) == doc
+
+
+def test_retrain_trigger_matches_what_emit_retrain_requested_sends():
+    from flows.events import RETRAIN_REQUESTED, model_resource, retrain_payload
+
+    (trigger,) = load_deployments_config().get(RETRAIN).triggers
+    assert trigger.event == RETRAIN_REQUESTED
+    resource = model_resource("delay_risk")
+    assert all(resource.get(k) == v for k, v in trigger.match.items())
+    payload = retrain_payload("delay_risk", "drift", "drift")
+    for template in trigger.parameters.values():  # every payload field a template reads exists
+        field = template.strip("{} ").removeprefix("event.payload.")
+        assert field in payload
 
 
 @pytest.mark.parametrize(
@@ -143,7 +157,6 @@ def test_deploy_creates_deployments_with_schedule_and_trigger(deployed):
 @pytest.mark.integration
 def test_retrain_event_runs_the_deployment_and_registers_a_version(deployed, mlflow_server):
     from mlflow import MlflowClient
-    from prefect.events import emit_event
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     platform, plan, _ = deployed
@@ -153,11 +166,7 @@ def test_retrain_event_runs_the_deployment_and_registers_a_version(deployed, mlf
     trigger = f"drift-{uuid.uuid4().hex[:6]}"
     t0 = time.monotonic()
     with temporary_settings({PREFECT_API_URL: plan.prefect_api_url}):
-        emit_event(
-            EVENT,
-            resource={"prefect.resource.id": "shelfwise.model.delay_risk"},
-            payload={"model": "delay_risk", "reason": "test", "trigger": trigger},
-        )
+        emit_retrain_requested("delay_risk", reason="test", trigger=trigger)
     (run,) = wait_for(lambda: flow_runs(plan.prefect_api_url, dep), 120, "the triggered run")
     latency = time.monotonic() - t0
     assert run["parameters"]["trigger"] == trigger
