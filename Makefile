@@ -37,16 +37,19 @@ format: install ## ruff autoformat
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-demo: install ## Train, register and serve on the real data against local servers
-	$(VENV)/bin/shelfwise demo
+demo: install ## Run the loop on the real data against the local stack (DEMO_ARGS=--keep|--reduced)
+	$(VENV)/bin/shelfwise demo $(DEMO_ARGS)
+
+up: install ## Start the local stack (MLflow, Prefect server + worker, BentoML, Evidently UI)
+	$(VENV)/bin/shelfwise stack up
 
 bench: install ## Run the benchmarks; results in benchmarks/results/*.json and *.md
 	$(PY) -m benchmarks.run
 
 down: install ## Stop every local server Shelfwise started
-	$(VENV)/bin/shelfwise server stop
+	$(VENV)/bin/shelfwise stack down
 
 clean: ## Remove local state (.shelfwise) but keep .venv
 	rm -rf .shelfwise
 
-.PHONY: help install lock test test-fast lint format demo bench down clean
+.PHONY: help install lock test test-fast lint format demo up bench down clean

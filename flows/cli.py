@@ -105,6 +105,11 @@ def server_stop(platform_config: str = typer.Option("platform", "--platform")) -
     console.print("stopped" if stopped else "not running")
 
 
+from flows.cli_stack import register as _register_stack  # noqa: E402 (stack, deploy, demo)
+
+_register_stack(app)
+
+
 def main() -> None:  # pragma: no cover - console script entry
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

@@ -308,6 +308,15 @@ def _reference_sample(
     return out.reset_index(drop=True)
 
 
+@task(name="connect-tracking", retries=3, retry_delay_seconds=[2, 5, 10])
+def connect_tracking(platform: PlatformConfig, experiment: str) -> tuple[str, str]:
+    """Reach the tracking server and the experiment; retried, since the server may be starting
+    or restarting (a scheduled or event-triggered run must not fail on a blip)."""
+    tracking_uri = ensure_tracking_uri(platform)
+    mlflow.set_tracking_uri(tracking_uri)
+    return tracking_uri, rlog.get_or_create_experiment(experiment)
+
+
 @flow(name="train-delay-risk")
 def train_delay_risk(
     config: str = "delay_risk",
@@ -320,9 +329,8 @@ def train_delay_risk(
     platform = load_platform_config(platform_config)
     spec = load_tabular_spec(cfg.dataset)
     prepared = prepare_data(spec, cfg, platform, extra_data)
-    tracking_uri = ensure_tracking_uri(platform)
+    tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
     mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = rlog.get_or_create_experiment(cfg.experiment)
     cv_scores = cross_validate(spec, cfg, prepared.train)
     baseline_run_id, baseline_metrics = fit_baseline(
         spec, cfg, prepared, experiment_id, trigger, platform

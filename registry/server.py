@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +31,19 @@ class LocalServer:
     health_path: str
     pid_file: Path
     log_file: Path
+    # a health check replacing the GET on health_url (e.g. a worker without an HTTP endpoint)
+    probe: Callable[[], bool] | None = None
 
     @property
     def health_url(self) -> str:
         return self.url.rstrip("/") + self.health_path
+
+    @property
+    def health_target(self) -> str:
+        return self.health_url if self.probe is None else f"{self.name}'s health probe"
+
+    def is_up(self) -> bool:
+        return self.probe() if self.probe is not None else is_healthy(self.health_url)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -76,17 +85,17 @@ def wait_healthy(
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if is_healthy(server.health_url):
+        if server.is_up():
             return
         if proc is not None and proc.poll() is not None:
             tail = _tail(server.log_file)
             raise ServerError(
                 f"{server.name} exited with code {proc.returncode} before becoming healthy "
-                f"at {server.health_url}; log {server.log_file}:\n{tail}"
+                f"at {server.health_target}; log {server.log_file}:\n{tail}"
             )
         time.sleep(0.5)
     raise ServerError(
-        f"{server.name} did not answer {server.health_url} within {timeout_s:.0f} s; "
+        f"{server.name} did not answer {server.health_target} within {timeout_s:.0f} s; "
         f"log {server.log_file}:\n{_tail(server.log_file)}"
     )
 
@@ -102,7 +111,7 @@ def start_server(
     server: LocalServer,
     command: Sequence[str],
     host: str,
-    port: int,
+    port: int | None,
     timeout_s: float,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
@@ -110,12 +119,13 @@ def start_server(
     """Start ``command`` detached unless ``server`` already answers; return the pid.
 
     A port taken by something that is not our healthy server is an error naming the port.
+    ``port=None`` skips the port check (a process that listens on no port of its own).
     """
     pid = read_pid(server.pid_file)
-    if is_healthy(server.health_url):
+    if server.is_up():
         logger.info("%s already running at %s (pid %s)", server.name, server.url, pid)
         return pid or -1
-    if port_in_use(host, port):
+    if port is not None and port_in_use(host, port):
         raise ServerError(
             f"port {port} on {host} is in use by another process; {server.name} cannot start "
             f"there (set a different port in configs/platform.yaml or the environment)"
@@ -146,27 +156,45 @@ def start_server(
     return proc.pid
 
 
+def descendants(pid: int) -> list[int]:
+    """Pids of every descendant of ``pid``, including those that moved to their own session
+    (a Prefect worker starts each flow run in a new session)."""
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``."""
+    """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``. Descendants
+    that left the group (their own session) are stopped the same way, so nothing is orphaned."""
     try:
         pgid = os.getpgid(pid)
     except ProcessLookupError:
         return
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+    groups = {pgid}
+    for child in descendants(pid):
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(child))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
+    while groups and time.monotonic() < deadline:
+        for group in list(groups):
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                groups.discard(group)
         with contextlib.suppress(ChildProcessError):  # reap if it is our child
             os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+        if groups:
+            time.sleep(0.2)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
 
 
 def stop_server(server: LocalServer) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,16 @@ def mlflow_server_command(platform: PlatformConfig) -> list[str]:
     ]
 
 
+def mlflow_server_env() -> dict[str, str]:
+    """MLflow 3's job execution (GenAI judges, trace roll-ups) starts ~8 huey consumer processes
+    per server; Shelfwise uses none of it, so it is off unless the environment turns it on."""
+    return {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get(
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"
+        )
+    }
+
+
 def ensure_tracking_uri(platform: PlatformConfig) -> str:
     """Return the tracking URI to use, starting a local ``mlflow server`` if none is configured."""
     if platform.tracking.uri:
@@ -59,8 +70,7 @@ def ensure_tracking_uri(platform: PlatformConfig) -> str:
         platform.tracking.host,
         platform.tracking.port,
         platform.tracking.startup_timeout_s,
-        # GenAI job execution spawns a job runner and three huey consumers we never use
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env=mlflow_server_env(),
     )
     return server.url
 
