@@ -128,20 +128,13 @@ def _log_monitoring_run(
 def emit_retrain_event(
     cfg: MonitoringConfig, ref: VersionReference, decision: RetrainDecision
 ) -> str | None:
-    from prefect.events import emit_event
+    from flows.events import emit_retrain_requested
 
-    event = emit_event(
-        event=cfg.retrain_event,
-        resource={
-            "prefect.resource.id": f"shelfwise.model.{cfg.model_name}",
-            "prefect.resource.name": cfg.model_name,
-        },
-        payload={
-            "model": cfg.model_name,
-            "version": ref.version,
-            "trigger": decision.trigger,
-            "reason": "; ".join(decision.reasons),
-        },
+    event = emit_retrain_requested(
+        cfg.model_name,
+        "; ".join(decision.reasons),
+        decision.trigger or "drift",
+        version=ref.version,
     )
     return str(event.id) if event is not None else None
 
