@@ -13,7 +13,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from configs.datasets import TabularDatasetSpec, load_tabular_spec
-from configs.delay import DelayRiskConfig, load_delay_config
+from configs.delay import DelayRiskConfig, XGBoostParams, load_delay_config
 from configs.platform import PlatformConfig, load_platform_config
 from models import plots
 from models.datasets import (
@@ -50,7 +50,7 @@ class TrainResult:
     cv_roc_auc_mean: float
     data_fingerprint: str
     eval_fingerprint: str
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -189,27 +189,35 @@ def fit_baseline(
     return run.info.run_id, metrics
 
 
-@task(name="fit-log-register-xgboost")
-def fit_xgboost(
+def fit_log_register(
     spec: TabularDatasetSpec,
     cfg: DelayRiskConfig,
     prepared: Prepared,
+    params: XGBoostParams,
     cv_scores: list[float],
     experiment_id: str,
     trigger: str,
     platform: PlatformConfig,
-    baseline_metrics: dict[str, float],
+    baseline_metrics: dict[str, float] | None = None,
+    run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+    nested: bool = False,
 ) -> tuple[str, str, dict[str, float]]:
-    """Fit on the training split, log everything, then register as the very last step."""
-    log = get_run_logger()
+    """Fit ``params`` on the training split, log everything, then register as the very last step.
+
+    Plain function (no Prefect context needed) so the tuning flow and tests reuse it.
+    Returns (run id, registered version, holdout metrics).
+    """
     X, y = features_and_target(prepared.train, spec)
     Xt, yt = features_and_target(prepared.test, spec)
-    tags = _common_tags(cfg, prepared, "xgboost", trigger, spec, platform)
+    tags = {**_common_tags(cfg, prepared, "xgboost", trigger, spec, platform), **(extra_tags or {})}
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"xgboost-{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment_id=experiment_id,
+        run_name=run_name or f"xgboost-{time.strftime('%Y%m%d-%H%M%S')}",
+        nested=nested,
     ) as run:
         mlflow.set_tags(tags)
-        mlflow.log_params({f"xgboost.{k}": v for k, v in cfg.xgboost.model_dump().items()})
+        mlflow.log_params({f"xgboost.{k}": v for k, v in params.model_dump().items()})
         mlflow.log_params(
             {
                 "split.test_size": cfg.split.test_size,
@@ -218,23 +226,28 @@ def fit_xgboost(
                 "dataset": spec.name,
             }
         )
-        mlflow.log_dict(cfg.model_dump(mode="json"), "config/delay_risk.json")
+        mlflow.log_dict(
+            cfg.model_copy(update={"xgboost": params}).model_dump(mode="json"),
+            "config/delay_risk.json",
+        )
         _log_data(prepared, spec)
         for i, s in enumerate(cv_scores):
             mlflow.log_metric("cv_roc_auc", s, step=i)
-        mlflow.log_metrics(
-            {
-                "cv_roc_auc_mean": float(np.mean(cv_scores)),
-                "cv_roc_auc_std": float(np.std(cv_scores)),
-            }
-        )
-        log.info("fitting XGBoost on %s rows", len(X))
-        pipe = build_xgb_pipeline(spec, cfg.xgboost, cfg.split.seed)
+        if cv_scores:
+            mlflow.log_metrics(
+                {
+                    "cv_roc_auc_mean": float(np.mean(cv_scores)),
+                    "cv_roc_auc_std": float(np.std(cv_scores)),
+                }
+            )
+        logger.info("fitting XGBoost on %s rows", len(X))
+        pipe = build_xgb_pipeline(spec, params, cfg.split.seed)
         pipe.fit(X, y)
         proba = pipe.predict_proba(Xt)[:, 1]
         metrics = classification_metrics(yt, proba)
         metrics["ece"] = expected_calibration_error(yt, proba)
-        metrics["roc_auc_lift_over_baseline"] = metrics["roc_auc"] - baseline_metrics["roc_auc"]
+        if baseline_metrics is not None:
+            metrics["roc_auc_lift_over_baseline"] = metrics["roc_auc"] - baseline_metrics["roc_auc"]
         mlflow.log_metrics(metrics)
         figs = _evaluation_figures(yt, proba, "xgboost")
         figs["feature_importance.png"] = plots.importance_figure(feature_importance(pipe))
@@ -253,13 +266,39 @@ def fit_xgboost(
             description=f"XGBoost delay-risk classifier; holdout ROC-AUC {metrics['roc_auc']:.4f}",
         )
         mlflow.set_tag("shelfwise.registered_version", version.version)
-    log.info(
+    logger.info(
         "registered %s v%s (holdout ROC-AUC %.4f)",
         cfg.registered_model_name,
         version.version,
         metrics["roc_auc"],
     )
     return run.info.run_id, version.version, metrics
+
+
+@task(name="fit-log-register-xgboost")
+def fit_xgboost(
+    spec: TabularDatasetSpec,
+    cfg: DelayRiskConfig,
+    prepared: Prepared,
+    cv_scores: list[float],
+    experiment_id: str,
+    trigger: str,
+    platform: PlatformConfig,
+    baseline_metrics: dict[str, float],
+    params: XGBoostParams | None = None,
+) -> tuple[str, str, dict[str, float]]:
+    """Fit on the training split, log everything, then register as the very last step."""
+    return fit_log_register(
+        spec,
+        cfg,
+        prepared,
+        params or cfg.xgboost,
+        cv_scores,
+        experiment_id,
+        trigger,
+        platform,
+        baseline_metrics,
+    )
 
 
 def _reference_sample(
@@ -279,9 +318,15 @@ def train_delay_risk(
     platform_config: str = "platform",
     trigger: str = "manual",
     extra_data: str | None = None,
+    promote: bool = True,
+    model_name: str | None = None,
+    gate_config: str = "gate",
 ) -> dict:
-    """Train the delay-risk classifier and its baseline, log both, register the XGBoost version."""
+    """Train the delay-risk classifier and its baseline, log both, register the XGBoost version,
+    then (``promote``) mark it ``@challenger`` and run the gate against ``@champion``."""
     cfg = load_delay_config(config)
+    if model_name:
+        cfg = cfg.model_copy(update={"registered_model_name": model_name})
     platform = load_platform_config(platform_config)
     spec = load_tabular_spec(cfg.dataset)
     prepared = prepare_data(spec, cfg, platform, extra_data)
@@ -295,6 +340,20 @@ def train_delay_risk(
     run_id, version, metrics = fit_xgboost(
         spec, cfg, prepared, cv_scores, experiment_id, trigger, platform, baseline_metrics
     )
+    extra: dict = {}
+    if promote:
+        from flows.promote import gate_and_promote_flow
+        from registry.aliases import set_challenger
+
+        set_challenger(mlflow.MlflowClient(), cfg.registered_model_name, version)
+        extra["gate"] = gate_and_promote_flow(
+            model_name=cfg.registered_model_name,
+            candidate=version,
+            trigger=trigger,
+            config=config,
+            gate_config=gate_config,
+            platform_config=platform_config,
+        )
     return TrainResult(
         model_name=cfg.registered_model_name,
         version=version,
@@ -307,4 +366,5 @@ def train_delay_risk(
         cv_roc_auc_mean=float(np.mean(cv_scores)),
         data_fingerprint=prepared.data_fingerprint,
         eval_fingerprint=prepared.eval_fingerprint,
+        extra=extra,
     ).as_dict()
