@@ -27,13 +27,12 @@ SUPPORTED_TASKS = ("delay_risk",)
 def delay_risk_evaluator(
     client: mlflow.MlflowClient,
     model_name: str,
-    candidate: str,
     eval_set: rgate.EvalSet,
     rule,
 ) -> Evaluate:
-    """``evaluate(champion)``: score candidate and champion on ``eval_set`` and decide."""
+    """``evaluate(candidate, champion)``: score both versions on ``eval_set`` and decide."""
 
-    def evaluate(champion: str | None) -> rgate.GateDecision:
+    def evaluate(candidate: str, champion: str | None) -> rgate.GateDecision:
         cand = client.get_model_version(model_name, candidate)
         challenger_pred = rgate.score_classifier(f"models:/{model_name}/{candidate}", eval_set.X)
         champion_pred = champion_fp = None
@@ -103,7 +102,7 @@ def run_gate(
             store,
             model_name,
             version,
-            delay_risk_evaluator(client, model_name, version, eval_set, rule),
+            delay_risk_evaluator(client, model_name, eval_set, rule),
             trigger=trigger,
             actor=actor,
         )

@@ -93,8 +93,33 @@ def log_frame(df: pd.DataFrame, artifact_file: str) -> None:
     mlflow.log_table(df, artifact_file=artifact_file)
 
 
+CLASSIFIER_PACKAGES = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops", "xgboost")
+
+
+def classifier_requirements(packages: tuple[str, ...] = CLASSIFIER_PACKAGES) -> list[str]:
+    """Pinned requirements of a logged classifier, from the installed versions.
+
+    Passing them explicitly skips MLflow's requirement inference, which loads the model in a
+    subprocess that re-imports MLflow: 42 s of a 44 s ``log_model`` on this (loaded) machine,
+    1.7 s without it.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in packages:
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
 def log_classifier(
-    pipe: Pipeline, X_example: pd.DataFrame, proba_example: Any, name: str = "model"
+    pipe: Pipeline,
+    X_example: pd.DataFrame,
+    proba_example: Any,
+    name: str = "model",
+    pip_requirements: list[str] | None = None,
 ) -> ModelInfo:
     """Log a scikit-learn classifier whose pyfunc returns class probabilities."""
     signature: ModelSignature = infer_signature(X_example, proba_example)
@@ -105,6 +130,7 @@ def log_classifier(
         input_example=X_example.head(5),
         pyfunc_predict_fn="predict_proba",
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        pip_requirements=pip_requirements or classifier_requirements(),
     )
 
 

@@ -31,7 +31,7 @@ from registry.history import TRIGGERS, HistoryEntry, HistoryStore
 logger = logging.getLogger(__name__)
 
 TAG_PREFIX = "shelfwise.promotion."
-Evaluate = Callable[[str | None], GateDecision]
+Evaluate = Callable[[str, str | None], GateDecision]  # (candidate, champion) -> decision
 
 
 @dataclass
@@ -100,8 +100,8 @@ def gate_and_promote(
 ) -> PromotionOutcome:
     """Gate ``candidate`` against the current ``@champion``; promote it if the gate says so.
 
-    ``evaluate(champion_version_or_None)`` scores both and returns the GateDecision. Every
-    decision, refusals included, is recorded.
+    ``evaluate(candidate_version, champion_version_or_None)`` scores both and returns the
+    GateDecision. Every decision, refusals included, is recorded.
     """
     _check_trigger(trigger)
     actor = actor or default_actor()
@@ -111,7 +111,7 @@ def gate_and_promote(
         champion = al.alias_version(client, model_name, al.CHAMPION)
         if champion == candidate:
             raise al.RegistryError(f"{model_name} version {candidate} is already @champion")
-        decision = evaluate(champion)
+        decision = evaluate(candidate, champion)
         with store.model_lock(model_name) as conn:
             current = al.alias_version(client, model_name, al.CHAMPION)
             if current != champion:
