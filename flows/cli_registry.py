@@ -190,8 +190,10 @@ def compare(
         typer.echo(json.dumps(rows))
         return
     table = Table(title=f"{name}: {len(rows)} version(s)")
-    for col in ("version", "aliases", "roc_auc", "brier", "ece", "eval set", "decision", "reason"):
-        table.add_column(col, justify="right" if col in {"roc_auc", "brier", "ece"} else "left")
+    for col in ("version", "aliases", "roc_auc", "brier", "ece", "eval set", "decision"):
+        numeric = col in {"roc_auc", "brier", "ece"}
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=col != "eval set")
+    table.add_column("reason", overflow="fold")
     for r in rows:
         m = r["metrics"]
         table.add_row(
@@ -270,10 +272,12 @@ def history(
         typer.echo(json.dumps([e.as_dict() for e in entries], default=str))
         return
     table = Table(title=f"{_model(model)}: promotion history ({len(entries)} events)")
-    for col in ("#", "time (UTC)", "action", "decision", "from", "to", "champion", "interval"):
-        table.add_column(col)
-    table.add_column("trigger")
-    table.add_column("actor")
+    table.add_column("#", no_wrap=True)
+    table.add_column("time (UTC)")
+    table.add_column("event", no_wrap=True)
+    table.add_column("champion", no_wrap=True)
+    table.add_column("interval")
+    table.add_column("by")
     table.add_column("reason", overflow="fold")
     for e in entries:
         iv = (
@@ -284,15 +288,11 @@ def history(
         table.add_row(
             str(e.id),
             e.created_at.strftime("%Y-%m-%d %H:%M:%S") if e.created_at else "-",
-            e.action,
-            e.decision,
-            e.from_version or "-",
-            e.to_version,
-            e.champion_after or "-",
+            f"{e.action} {e.decision} v{e.to_version}",
+            f"{e.from_version or '-'} -> {e.champion_after or '-'}",
             iv,
-            e.trigger,
-            e.actor,
-            e.reason[:120],
+            f"{e.trigger}/{e.actor}",
+            e.reason[:200],
         )
     console.print(table)
 
