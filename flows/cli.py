@@ -77,6 +77,10 @@ def train(
     console.print(f"run:      {ui}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}")
     console.print(f"version:  {ui}/#/models/{result['model_name']}/versions/{result['version']}")
     console.print(f"MLflow UI: {ui}")
+    if result["extra"].get("gate"):
+        from flows.cli_registry import _print_outcome
+
+        _print_outcome(console, result["extra"]["gate"])
     _ = platform
 
 
@@ -108,6 +112,10 @@ def server_stop(platform_config: str = typer.Option("platform", "--platform")) -
 from flows.cli_stack import register as _register_stack  # noqa: E402 (stack, deploy, demo)
 
 _register_stack(app)
+
+from flows.cli_registry import register as _register_registry_commands  # noqa: E402
+
+_register_registry_commands(app)
 
 
 def main() -> None:  # pragma: no cover - console script entry

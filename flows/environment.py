@@ -25,3 +25,6 @@ def configure_prefect_home(state_dir: Path) -> None:
     os.environ.setdefault("PREFECT_UI_ENABLED", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # the ephemeral API's 20 s default is too short on a busy 2-core machine (several tuning
+    # workers starting at once timed out)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

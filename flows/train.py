@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -13,17 +12,10 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from configs.datasets import TabularDatasetSpec, load_tabular_spec
-from configs.delay import DelayRiskConfig, load_delay_config
+from configs.delay import DelayRiskConfig, XGBoostParams, load_delay_config
 from configs.platform import PlatformConfig, load_platform_config
 from models import plots
-from models.datasets import (
-    DatasetError,
-    fingerprint,
-    load_tabular,
-    read_table,
-    stratified_split,
-    validate_tabular,
-)
+from models.datasets import fingerprint, split_with_extra
 from models.delay import (
     build_baseline_pipeline,
     build_xgb_pipeline,
@@ -51,7 +43,7 @@ class TrainResult:
     cv_roc_auc_mean: float
     data_fingerprint: str
     eval_fingerprint: str
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,58 +65,18 @@ def prepare_data(
     platform: PlatformConfig,
     extra_data: str | None = None,
 ) -> Prepared:
-    df, path = load_tabular(spec, platform.data_dir)
-    df = apply_row_filter(df, cfg.row_filter, path)
     # The evaluation set is a function of the data only (seeded split), so every challenger and
     # the champion are compared on the same rows; its fingerprint is tagged on each version.
-    train, test = stratified_split(df, spec.target, cfg.split.test_size, cfg.split.seed)
-    source = str(path)
+    # Labelled production rows (extra_data) are split the same way: part trains the challenger,
+    # part joins the evaluation set so the gate sees the new segment for both models.
+    split = split_with_extra(
+        spec, cfg.row_filter, cfg.split.test_size, cfg.split.seed, platform.data_dir, extra_data
+    )
     if extra_data:
-        extra_path = Path(extra_data)
-        fmt = "parquet" if extra_path.suffix == ".parquet" else "csv"
-        extra = validate_tabular(read_table(extra_path, fmt, spec.encoding), spec, extra_path)
-        extra_train, extra_test = split_extra(extra, spec.target, cfg)
-        # labelled production rows are split the same way: part trains the challenger, part
-        # joins the evaluation set so the gate sees the new segment for both models
-        train = pd.concat([train, extra_train[train.columns]], ignore_index=True)
-        test = pd.concat([test, extra_test[test.columns]], ignore_index=True)
-        source = f"{path}+{extra_path}"
-        get_run_logger().info(
-            "added %s feedback-labelled rows from %s (%s to train, %s to evaluation)",
-            len(extra),
-            extra_path,
-            len(extra_train),
-            len(extra_test),
-        )
-    return Prepared(train, test, source, fingerprint(train), fingerprint(test))
-
-
-def apply_row_filter(df: pd.DataFrame, row_filter: str | None, path: Path) -> pd.DataFrame:
-    if not row_filter:
-        return df
-    try:
-        out = df.query(row_filter)
-    except Exception as exc:  # pandas raises many types for a bad expression
-        raise DatasetError(
-            f"row_filter {row_filter!r} cannot be applied to {path}: {exc}"
-        ) from None
-    if out.empty:
-        raise DatasetError(f"row_filter {row_filter!r} selects no rows of {path}")
-    return out.reset_index(drop=True)
-
-
-def split_extra(
-    extra: pd.DataFrame, target: str, cfg: DelayRiskConfig
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded split of extra labelled rows; stratified when both classes have two rows."""
-    counts = extra[target].value_counts()
-    if len(extra) < 10:
-        return extra, extra.iloc[0:0]
-    if len(counts) == 2 and counts.min() >= 2:
-        return stratified_split(extra, target, cfg.split.test_size, cfg.split.seed)
-    shuffled = extra.sample(frac=1.0, random_state=cfg.split.seed).reset_index(drop=True)
-    n_test = int(round(len(shuffled) * cfg.split.test_size))
-    return shuffled.iloc[n_test:], shuffled.iloc[:n_test]
+        get_run_logger().info("added feedback-labelled rows from %s", extra_data)
+    return Prepared(
+        split.train, split.test, split.source, fingerprint(split.train), fingerprint(split.test)
+    )
 
 
 @task(name="cross-validate")
@@ -224,27 +176,35 @@ def fit_baseline(
     return run.info.run_id, metrics
 
 
-@task(name="fit-log-register-xgboost")
-def fit_xgboost(
+def fit_log_register(
     spec: TabularDatasetSpec,
     cfg: DelayRiskConfig,
     prepared: Prepared,
+    params: XGBoostParams,
     cv_scores: list[float],
     experiment_id: str,
     trigger: str,
     platform: PlatformConfig,
-    baseline_metrics: dict[str, float],
+    baseline_metrics: dict[str, float] | None = None,
+    run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+    nested: bool = False,
 ) -> tuple[str, str, dict[str, float]]:
-    """Fit on the training split, log everything, then register as the very last step."""
-    log = get_run_logger()
+    """Fit ``params`` on the training split, log everything, then register as the very last step.
+
+    Plain function (no Prefect context needed) so the tuning flow and tests reuse it.
+    Returns (run id, registered version, holdout metrics).
+    """
     X, y = features_and_target(prepared.train, spec)
     Xt, yt = features_and_target(prepared.test, spec)
-    tags = _common_tags(cfg, prepared, "xgboost", trigger, spec, platform)
+    tags = {**_common_tags(cfg, prepared, "xgboost", trigger, spec, platform), **(extra_tags or {})}
     with rlog.tracked_run(
-        experiment_id=experiment_id, run_name=f"xgboost-{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment_id=experiment_id,
+        run_name=run_name or f"xgboost-{time.strftime('%Y%m%d-%H%M%S')}",
+        nested=nested,
     ) as run:
         mlflow.set_tags(tags)
-        mlflow.log_params({f"xgboost.{k}": v for k, v in cfg.xgboost.model_dump().items()})
+        mlflow.log_params({f"xgboost.{k}": v for k, v in params.model_dump().items()})
         mlflow.log_params(
             {
                 "split.test_size": cfg.split.test_size,
@@ -253,23 +213,28 @@ def fit_xgboost(
                 "dataset": spec.name,
             }
         )
-        mlflow.log_dict(cfg.model_dump(mode="json"), "config/delay_risk.json")
+        mlflow.log_dict(
+            cfg.model_copy(update={"xgboost": params}).model_dump(mode="json"),
+            "config/delay_risk.json",
+        )
         _log_data(prepared, spec)
         for i, s in enumerate(cv_scores):
             mlflow.log_metric("cv_roc_auc", s, step=i)
-        mlflow.log_metrics(
-            {
-                "cv_roc_auc_mean": float(np.mean(cv_scores)),
-                "cv_roc_auc_std": float(np.std(cv_scores)),
-            }
-        )
-        log.info("fitting XGBoost on %s rows", len(X))
-        pipe = build_xgb_pipeline(spec, cfg.xgboost, cfg.split.seed)
+        if cv_scores:
+            mlflow.log_metrics(
+                {
+                    "cv_roc_auc_mean": float(np.mean(cv_scores)),
+                    "cv_roc_auc_std": float(np.std(cv_scores)),
+                }
+            )
+        logger.info("fitting XGBoost on %s rows", len(X))
+        pipe = build_xgb_pipeline(spec, params, cfg.split.seed)
         pipe.fit(X, y)
         proba = pipe.predict_proba(Xt)[:, 1]
         metrics = classification_metrics(yt, proba)
         metrics["ece"] = expected_calibration_error(yt, proba)
-        metrics["roc_auc_lift_over_baseline"] = metrics["roc_auc"] - baseline_metrics["roc_auc"]
+        if baseline_metrics is not None:
+            metrics["roc_auc_lift_over_baseline"] = metrics["roc_auc"] - baseline_metrics["roc_auc"]
         mlflow.log_metrics(metrics)
         figs = _evaluation_figures(yt, proba, "xgboost")
         figs["feature_importance.png"] = plots.importance_figure(feature_importance(pipe))
@@ -288,13 +253,39 @@ def fit_xgboost(
             description=f"XGBoost delay-risk classifier; holdout ROC-AUC {metrics['roc_auc']:.4f}",
         )
         mlflow.set_tag("shelfwise.registered_version", version.version)
-    log.info(
+    logger.info(
         "registered %s v%s (holdout ROC-AUC %.4f)",
         cfg.registered_model_name,
         version.version,
         metrics["roc_auc"],
     )
     return run.info.run_id, version.version, metrics
+
+
+@task(name="fit-log-register-xgboost")
+def fit_xgboost(
+    spec: TabularDatasetSpec,
+    cfg: DelayRiskConfig,
+    prepared: Prepared,
+    cv_scores: list[float],
+    experiment_id: str,
+    trigger: str,
+    platform: PlatformConfig,
+    baseline_metrics: dict[str, float],
+    params: XGBoostParams | None = None,
+) -> tuple[str, str, dict[str, float]]:
+    """Fit on the training split, log everything, then register as the very last step."""
+    return fit_log_register(
+        spec,
+        cfg,
+        prepared,
+        params or cfg.xgboost,
+        cv_scores,
+        experiment_id,
+        trigger,
+        platform,
+        baseline_metrics,
+    )
 
 
 def _reference_sample(
@@ -323,9 +314,15 @@ def train_delay_risk(
     platform_config: str = "platform",
     trigger: str = "manual",
     extra_data: str | None = None,
+    promote: bool = True,
+    model_name: str | None = None,
+    gate_config: str = "gate",
 ) -> dict:
-    """Train the delay-risk classifier and its baseline, log both, register the XGBoost version."""
+    """Train the delay-risk classifier and its baseline, log both, register the XGBoost version,
+    then (``promote``) mark it ``@challenger`` and run the gate against ``@champion``."""
     cfg = load_delay_config(config)
+    if model_name:
+        cfg = cfg.model_copy(update={"registered_model_name": model_name})
     platform = load_platform_config(platform_config)
     spec = load_tabular_spec(cfg.dataset)
     prepared = prepare_data(spec, cfg, platform, extra_data)
@@ -338,6 +335,21 @@ def train_delay_risk(
     run_id, version, metrics = fit_xgboost(
         spec, cfg, prepared, cv_scores, experiment_id, trigger, platform, baseline_metrics
     )
+    extra: dict = {}
+    if promote:
+        from flows.promote import gate_and_promote_flow
+        from registry.aliases import set_challenger
+
+        set_challenger(mlflow.MlflowClient(), cfg.registered_model_name, version)
+        extra["gate"] = gate_and_promote_flow(
+            model_name=cfg.registered_model_name,
+            candidate=version,
+            trigger=trigger,
+            config=config,
+            gate_config=gate_config,
+            platform_config=platform_config,
+            extra_data=extra_data,
+        )
     return TrainResult(
         model_name=cfg.registered_model_name,
         version=version,
@@ -350,4 +362,5 @@ def train_delay_risk(
         cv_roc_auc_mean=float(np.mean(cv_scores)),
         data_fingerprint=prepared.data_fingerprint,
         eval_fingerprint=prepared.eval_fingerprint,
+        extra=extra,
     ).as_dict()

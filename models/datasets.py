@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,64 @@ def fingerprint(df: pd.DataFrame) -> str:
     h.update(",".join(map(str, df.dtypes)).encode())
     h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def apply_row_filter(df: pd.DataFrame, row_filter: str | None, path: Path) -> pd.DataFrame:
+    """Keep the rows matching a pandas query (e.g. one segment); an error names the filter."""
+    if not row_filter:
+        return df
+    try:
+        out = df.query(row_filter)
+    except Exception as exc:  # pandas raises many types for a bad expression
+        raise DatasetError(
+            f"row_filter {row_filter!r} cannot be applied to {path}: {exc}"
+        ) from None
+    if out.empty:
+        raise DatasetError(f"row_filter {row_filter!r} selects no rows of {path}")
+    return out.reset_index(drop=True)
+
+
+def split_extra(
+    extra: pd.DataFrame, target: str, test_size: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded split of extra labelled rows; stratified when both classes have two rows."""
+    counts = extra[target].value_counts()
+    if len(extra) < 10:
+        return extra, extra.iloc[0:0]
+    if len(counts) == 2 and counts.min() >= 2:
+        return stratified_split(extra, target, test_size, seed)
+    shuffled = extra.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    n_test = int(round(len(shuffled) * test_size))
+    return shuffled.iloc[n_test:], shuffled.iloc[:n_test]
+
+
+@dataclass(frozen=True)
+class TrainEvalSplit:
+    train: pd.DataFrame
+    test: pd.DataFrame
+    source: str
+
+
+def split_with_extra(
+    spec: TabularDatasetSpec,
+    row_filter: str | None,
+    test_size: float,
+    seed: int,
+    data_dir: Path,
+    extra_data: str | Path | None = None,
+) -> TrainEvalSplit:
+    """The training/evaluation split used by training and by the gate (the same rows for both):
+    the spec's file (optionally filtered), plus extra labelled rows split the same way."""
+    df, path = load_tabular(spec, data_dir)
+    df = apply_row_filter(df, row_filter, path)
+    train, test = stratified_split(df, spec.target, test_size, seed)
+    source = str(path)
+    if extra_data:
+        extra_path = Path(extra_data)
+        fmt = "parquet" if extra_path.suffix == ".parquet" else "csv"
+        extra = validate_tabular(read_table(extra_path, fmt, spec.encoding), spec, extra_path)
+        extra_train, extra_test = split_extra(extra, spec.target, test_size, seed)
+        train = pd.concat([train, extra_train[train.columns]], ignore_index=True)
+        test = pd.concat([test, extra_test[test.columns]], ignore_index=True)
+        source = f"{path}+{extra_path}"
+    return TrainEvalSplit(train, test, source)

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): each ``bench_<name>.py`` writes results/<name>.json + .md."""

@@ -1,0 +1,303 @@
+"""Registry commands of the ``shelfwise`` CLI: tune, gate, compare, promote, rollback, history.
+
+Registered on the main typer app by ``register(app)`` (flows/cli.py). Only ``tune`` and ``gate``
+run Prefect flows; the others are quick registry operations.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+
+import typer
+from rich.table import Table
+
+TASK_MODELS = {"delay-risk": "delay_risk", "demand-forecast": "demand_forecast"}
+
+
+class TuneTask(StrEnum):
+    delay_risk = "delay-risk"
+
+
+def _model(name: str) -> str:
+    return TASK_MODELS.get(name, name)
+
+
+def _ctx(platform_config: str):
+    """(platform, MlflowClient, console) with the tracking server reachable."""
+    import mlflow
+
+    from flows.cli import _setup, console
+    from registry.server import ServerError
+    from registry.tracking import ensure_tracking_uri
+
+    platform = _setup(platform_config)
+    try:
+        mlflow.set_tracking_uri(ensure_tracking_uri(platform))
+    except ServerError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    return platform, mlflow.MlflowClient(), console
+
+
+def _fail(console, exc: Exception) -> None:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2) from None
+
+
+def _print_outcome(console, out: dict) -> None:
+    colour = "green" if out["promoted"] else "yellow"
+    console.print(
+        f"[{colour}]{out['decision']}[/{colour}] {out['model_name']} v{out['candidate']}: "
+        f"@champion {out['champion_before']} -> {out['champion_after']} "
+        f"(history #{out['history_id']})"
+    )
+    for r in out["reasons"]:
+        console.print(f"  - {r}")
+
+
+def tune(
+    task: TuneTask = typer.Argument(..., help="which model to tune"),
+    trials: int = typer.Option(None, "--trials", help="trials for this worker (config default)"),
+    timeout: float = typer.Option(None, "--timeout", help="seconds for this worker"),
+    study_name: str = typer.Option(None, help="Optuna study (config default)"),
+    storage: str = typer.Option(None, help="Optuna RDB URL (env SHELFWISE_OPTUNA_STORAGE)"),
+    seed_offset: int = typer.Option(0, help="give each parallel worker a different offset"),
+    pruning: bool = typer.Option(None, "--pruning/--no-pruning", help="override the config"),
+    cv_folds: int = typer.Option(None, help="CV folds per trial (config default)"),
+    register: bool = typer.Option(
+        True, "--register/--no-register", help="refit the best, register it as @challenger"
+    ),
+    promote: bool = typer.Option(True, "--promote/--no-promote", help="gate the new version"),
+    model_name: str = typer.Option(None, help="registered model name (config default)"),
+    trigger: str = typer.Option("manual", help="manual, schedule, feedback or drift"),
+    platform_config: str = typer.Option("platform", "--platform"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Optuna search; run it in several processes against one storage to add workers."""
+    from flows.cli import _setup, console
+
+    _setup(platform_config)
+    from configs.loader import ConfigError
+    from flows.tune import tune_delay_risk
+    from models.datasets import DatasetError
+    from registry.aliases import RegistryError
+
+    try:
+        result = tune_delay_risk(
+            n_trials=trials,
+            timeout_s=timeout,
+            study_name=study_name,
+            storage=storage,
+            seed_offset=seed_offset,
+            pruning=pruning,
+            cv_folds=cv_folds,
+            register=register,
+            promote=promote,
+            model_name=model_name,
+            trigger=trigger,
+            platform_config=platform_config,
+        )
+    except (ConfigError, DatasetError, RegistryError) as exc:
+        _fail(console, exc)
+    if json_out:
+        typer.echo(json.dumps(result, default=str))
+        return
+    console.print(
+        f"study {result['study_name']} ({result['storage']}): {result['study_trials']} trials "
+        f"({result['worker_trials']} by this worker, {result['study_pruned']} pruned), "
+        f"best CV ROC-AUC {result['best_value']:.4f} (trial {result['best_trial']})"
+    )
+    console.print(f"best params: {result['best_params']}")
+    if result["registered_version"]:
+        console.print(f"registered v{result['registered_version']} as @challenger")
+    if result["gate"]:
+        _print_outcome(console, result["gate"])
+
+
+def gate(
+    model: str = typer.Argument("delay_risk", help="registered model"),
+    candidate: str = typer.Option("challenger", help="version number or alias to gate"),
+    trigger: str = typer.Option("manual", help="manual, schedule, feedback or drift"),
+    actor: str = typer.Option(None, help="who asks (default: $SHELFWISE_ACTOR or the OS user)"),
+    platform_config: str = typer.Option("platform", "--platform"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Gate a version against @champion on the fixed evaluation set; promote it if it wins."""
+    from flows.cli import _setup, console
+
+    _setup(platform_config)
+    from configs.loader import ConfigError
+    from flows.promote import gate_and_promote_flow
+    from registry.aliases import RegistryError
+    from registry.gate import GateError
+
+    try:
+        out = gate_and_promote_flow(
+            model_name=_model(model),
+            candidate=candidate,
+            trigger=trigger,
+            actor=actor,
+            platform_config=platform_config,
+        )
+    except (ConfigError, RegistryError, GateError) as exc:
+        _fail(console, exc)
+    if json_out:
+        typer.echo(json.dumps(out, default=str))
+        return
+    _print_outcome(console, out)
+
+
+def compare(
+    model: str = typer.Argument(..., help="registered model"),
+    platform_config: str = typer.Option("platform", "--platform"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Versions with their holdout metrics, aliases and latest promotion decision."""
+    _, client, console = _ctx(platform_config)
+    from registry.aliases import RegistryError, aliases_of
+    from registry.promotion import TAG_PREFIX
+
+    name = _model(model)
+    try:
+        by_version: dict[str, list[str]] = {}
+        for alias, v in aliases_of(client, name).items():
+            by_version.setdefault(v, []).append(f"@{alias}")
+    except RegistryError as exc:
+        _fail(console, exc)
+    versions = sorted(
+        client.search_model_versions(f"name='{name}'"), key=lambda mv: int(mv.version)
+    )
+    rows = []
+    for mv in versions:
+        t = mv.tags
+        rows.append(
+            {
+                "version": mv.version,
+                "aliases": sorted(by_version.get(str(mv.version), [])),
+                "metrics": {
+                    k.removeprefix("metric."): float(v)
+                    for k, v in t.items()
+                    if k.startswith("metric.")
+                },
+                "decision": t.get(TAG_PREFIX + "decision"),
+                "reason": t.get(TAG_PREFIX + "reason"),
+                "eval_fingerprint": t.get("shelfwise.eval_fingerprint"),
+                "trigger": t.get("shelfwise.trigger"),
+            }
+        )
+    if json_out:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table(title=f"{name}: {len(rows)} version(s)")
+    for col in ("version", "aliases", "roc_auc", "brier", "ece", "eval set", "decision"):
+        numeric = col in {"roc_auc", "brier", "ece"}
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=col != "eval set")
+    table.add_column("reason", overflow="fold")
+    for r in rows:
+        m = r["metrics"]
+        table.add_row(
+            str(r["version"]),
+            " ".join(r["aliases"]),
+            *(f"{m[k]:.4f}" if k in m else "-" for k in ("roc_auc", "brier", "ece")),
+            r["eval_fingerprint"] or "-",
+            r["decision"] or "-",
+            (r["reason"] or "")[:60],
+        )
+    console.print(table)
+
+
+def promote(
+    model: str = typer.Argument(..., help="registered model"),
+    version: str = typer.Option(..., "--version", help="version number to make @champion"),
+    reason: str = typer.Option(..., "--reason", help="why (recorded)"),
+    actor: str = typer.Option(None, help="who (default: $SHELFWISE_ACTOR or the OS user)"),
+    platform_config: str = typer.Option("platform", "--platform"),
+) -> None:
+    """Manual override: make a version @champion without the gate (recorded with the reason)."""
+    platform, client, console = _ctx(platform_config)
+    from registry.aliases import RegistryError
+    from registry.history import HistoryStore
+    from registry.promotion import promote_manual
+
+    store = HistoryStore.from_url(platform.store_url)
+    try:
+        out = promote_manual(client, store, _model(model), version, reason, actor)
+    except RegistryError as exc:
+        _fail(console, exc)
+    finally:
+        store.dispose()
+    _print_outcome(console, out.as_dict())
+
+
+def rollback(
+    model: str = typer.Argument(..., help="registered model"),
+    reason: str = typer.Option("", "--reason", help="why (recorded)"),
+    actor: str = typer.Option(None, help="who (default: $SHELFWISE_ACTOR or the OS user)"),
+    platform_config: str = typer.Option("platform", "--platform"),
+) -> None:
+    """Point @champion back to @previous (recorded)."""
+    platform, client, console = _ctx(platform_config)
+    from registry.aliases import RegistryError
+    from registry.history import HistoryStore
+    from registry.promotion import rollback as do_rollback
+
+    store = HistoryStore.from_url(platform.store_url)
+    try:
+        out = do_rollback(client, store, _model(model), reason, actor)
+    except RegistryError as exc:
+        _fail(console, exc)
+    finally:
+        store.dispose()
+    _print_outcome(console, out.as_dict())
+
+
+def history(
+    model: str = typer.Argument(..., help="registered model"),
+    limit: int = typer.Option(None, help="only the last N events"),
+    platform_config: str = typer.Option("platform", "--platform"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Every promotion decision, manual override and rollback of a model, oldest first."""
+    from flows.cli import _setup, console
+    from registry.history import HistoryStore
+
+    platform = _setup(platform_config)
+    store = HistoryStore.from_url(platform.store_url)
+    try:
+        entries = store.entries(_model(model), limit)
+    finally:
+        store.dispose()
+    if json_out:
+        typer.echo(json.dumps([e.as_dict() for e in entries], default=str))
+        return
+    table = Table(title=f"{_model(model)}: promotion history ({len(entries)} events)")
+    table.add_column("#", no_wrap=True)
+    table.add_column("time (UTC)")
+    table.add_column("event", no_wrap=True)
+    table.add_column("champion", no_wrap=True)
+    table.add_column("interval")
+    table.add_column("by")
+    table.add_column("reason", overflow="fold")
+    for e in entries:
+        iv = (
+            f"[{e.interval_low:+.4f}, {e.interval_high:+.4f}]"
+            if e.interval_low is not None and e.interval_high is not None
+            else "-"
+        )
+        table.add_row(
+            str(e.id),
+            e.created_at.strftime("%Y-%m-%d %H:%M:%S") if e.created_at else "-",
+            f"{e.action} {e.decision} v{e.to_version}",
+            f"{e.from_version or '-'} -> {e.champion_after or '-'}",
+            iv,
+            f"{e.trigger}/{e.actor}",
+            e.reason[:200],
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the registry commands to the main ``shelfwise`` app."""
+    for fn in (tune, gate, compare, promote, rollback, history):
+        app.command(fn.__name__)(fn)

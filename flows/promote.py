@@ -1,0 +1,132 @@
+"""Prefect flow ``gate-and-promote``: wires the gate (registry/gate.py), the aliases
+(registry/aliases.py) and the history (registry/history.py) via registry/promotion.py."""
+
+from __future__ import annotations
+
+import logging
+
+import mlflow
+from prefect import flow
+
+from configs.datasets import load_tabular_spec
+from configs.delay import load_delay_config
+from configs.gate import load_gate_config
+from configs.platform import PlatformConfig, load_platform_config
+from registry import gate as rgate
+from registry import log as rlog
+from registry.aliases import CHAMPION, RegistryError, resolve_version
+from registry.history import HistoryStore
+from registry.promotion import Evaluate, gate_and_promote
+from registry.tracking import ensure_tracking_uri
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_TASKS = ("delay_risk",)
+
+
+def delay_risk_evaluator(
+    client: mlflow.MlflowClient,
+    model_name: str,
+    eval_set: rgate.EvalSet,
+    rule,
+) -> Evaluate:
+    """``evaluate(candidate, champion)``: score both versions on ``eval_set`` and decide."""
+
+    def evaluate(candidate: str, champion: str | None) -> rgate.GateDecision:
+        cand = client.get_model_version(model_name, candidate)
+        challenger_pred = rgate.score_classifier(f"models:/{model_name}/{candidate}", eval_set.X)
+        champion_pred = champion_fp = None
+        if champion is not None:
+            champ = client.get_model_version(model_name, champion)
+            champion_fp = champ.tags.get(rlog.TAG_EVAL_FINGERPRINT)
+            # pinned to the version read under the alias, not the alias itself, so the
+            # decision names exactly what was scored
+            champion_pred = rgate.score_classifier(f"models:/{model_name}/{champion}", eval_set.X)
+        decision = rgate.decide(
+            rule,
+            eval_set.y,
+            challenger_pred,
+            champion_pred,
+            candidate,
+            champion,
+            eval_set.fingerprint,
+            cand.tags.get(rlog.TAG_EVAL_FINGERPRINT),
+            champion_fp,
+        )
+        logger.info(
+            "gate %s v%s vs @%s=%s: %s (%s)",
+            model_name,
+            candidate,
+            CHAMPION,
+            champion,
+            "promote" if decision.promote else "refuse",
+            "; ".join(decision.reasons),
+        )
+        return decision
+
+    return evaluate
+
+
+def history_store(platform: PlatformConfig) -> HistoryStore:
+    return HistoryStore.from_url(platform.store_url)
+
+
+def run_gate(
+    platform: PlatformConfig,
+    model_name: str | None = None,
+    candidate: str = "challenger",
+    trigger: str = "manual",
+    actor: str | None = None,
+    task: str = "delay_risk",
+    config: str = "delay_risk",
+    gate_config: str = "gate",
+    extra_data: str | None = None,
+) -> dict:
+    """Gate ``candidate`` (a version or an alias) against ``@champion``; promote if it wins."""
+    if task not in SUPPORTED_TASKS:
+        raise RegistryError(
+            f"no evaluation-set scorer for task {task!r} yet (supported: {SUPPORTED_TASKS}); "
+            "its gate rule can be applied with registry.gate.decide on its predictions"
+        )
+    cfg = load_delay_config(config)
+    model_name = model_name or cfg.registered_model_name
+    rule = load_gate_config(gate_config).rule_for(task)
+    spec = load_tabular_spec(cfg.dataset)
+    mlflow.set_tracking_uri(ensure_tracking_uri(platform))
+    client = mlflow.MlflowClient()
+    eval_set = rgate.load_delay_eval_set(spec, cfg, platform.data_dir, extra_data)
+    version = str(resolve_version(client, model_name, candidate).version)
+    store = history_store(platform)
+    try:
+        outcome = gate_and_promote(
+            client,
+            store,
+            model_name,
+            version,
+            delay_risk_evaluator(client, model_name, eval_set, rule),
+            trigger=trigger,
+            actor=actor,
+        )
+    finally:
+        store.dispose()
+    return outcome.as_dict()
+
+
+@flow(name="gate-and-promote")
+def gate_and_promote_flow(
+    model_name: str | None = None,
+    candidate: str = "challenger",
+    trigger: str = "manual",
+    actor: str | None = None,
+    task: str = "delay_risk",
+    config: str = "delay_risk",
+    gate_config: str = "gate",
+    platform_config: str = "platform",
+    extra_data: str | None = None,
+) -> dict:
+    """Compare ``candidate`` with ``@champion`` on the fixed evaluation set; promote it (moving
+    ``@previous`` and ``@champion``) if the configured rule says so; record the decision."""
+    platform = load_platform_config(platform_config)
+    return run_gate(
+        platform, model_name, candidate, trigger, actor, task, config, gate_config, extra_data
+    )

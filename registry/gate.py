@@ -1,0 +1,413 @@
+"""The promotion gate: score champion and challenger on the same fixed evaluation set, compare
+them with a paired bootstrap, and apply the task's declarative rule (configs/gate.yaml).
+
+Everything here except the two ``load_*``/``score_*`` helpers is a pure function of arrays and
+config. The decision is the conjunction of explicit checks (fingerprint, floors, primary metric,
+guardrails, optional cost guardrail); each check carries its own reason, and a version is
+promoted only when every check it is subject to passes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
+
+from configs.datasets import TabularDatasetSpec
+from configs.delay import DelayRiskConfig
+from configs.gate import BusinessCost, GateRule
+from models.datasets import fingerprint, split_with_extra
+from models.delay import features_and_target
+from models.metrics import HIGHER_IS_BETTER, business_cost, expected_calibration_error
+
+logger = logging.getLogger(__name__)
+
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _clip(p: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
+
+
+def _smape(y: np.ndarray, p: np.ndarray) -> float:
+    """Symmetric MAPE in percent (0/0 counts as 0)."""
+    y, p = np.asarray(y, float), np.asarray(p, float)
+    denom = np.abs(y) + np.abs(p)
+    ratio = np.divide(2 * np.abs(p - y), denom, out=np.zeros_like(denom), where=denom > 0)
+    return float(100 * ratio.mean())
+
+
+def _f(x) -> np.ndarray:
+    return np.asarray(x, dtype=float)
+
+
+# What the gate can score, by metric name (names and definitions as in models/metrics.py).
+METRIC_FUNCTIONS: dict[str, MetricFn] = {
+    "roc_auc": lambda y, p: float(roc_auc_score(y, p)),
+    "pr_auc": lambda y, p: float(average_precision_score(y, p)),
+    "accuracy": lambda y, p: float(np.mean((_f(p) >= 0.5) == (_f(y) == 1))),
+    "f1": lambda y, p: float(f1_score(y, (_f(p) >= 0.5).astype(int), zero_division=0)),
+    "brier": lambda y, p: float(np.mean((_clip(p) - _f(y)) ** 2)),
+    "log_loss": lambda y, p: float(log_loss(y, _clip(p), labels=[0, 1])),
+    "ece": lambda y, p: expected_calibration_error(y, p),
+    "smape": _smape,
+    "mae": lambda y, p: float(np.mean(np.abs(_f(p) - _f(y)))),
+    "rmse": lambda y, p: float(np.sqrt(np.mean((_f(p) - _f(y)) ** 2))),
+}
+
+
+# --- vectorised bootstrap: each resample is a row of counts W (how often each row was drawn) --
+
+
+def _weighted_auc(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """ROC-AUC (ties count 1/2) of every count vector in ``W`` (B x n), in one pass."""
+    order = np.argsort(p, kind="mergesort")
+    ps, ys, Ws = p[order], y[order], W[:, order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])  # tie groups of equal scores
+    pos = np.add.reduceat(Ws * (ys == 1), starts, axis=1)
+    neg = np.add.reduceat(Ws * (ys == 0), starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (neg_below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
+
+
+def _weighted_mean(values: np.ndarray, W: np.ndarray) -> np.ndarray:
+    return (W * values).sum(1) / W.sum(1)
+
+
+def _weighted_smape(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
+    denom = np.abs(y) + np.abs(p)
+    ratio = np.divide(2 * np.abs(p - y), denom, out=np.zeros_like(denom), where=denom > 0)
+    return 100 * _weighted_mean(ratio, W)
+
+
+WeightedFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+WEIGHTED_METRICS: dict[str, WeightedFn] = {
+    "roc_auc": _weighted_auc,
+    "brier": lambda y, p, W: _weighted_mean((_clip(p) - y) ** 2, W),
+    "log_loss": lambda y, p, W: _weighted_mean(
+        -(y * np.log(_clip(p)) + (1 - y) * np.log(1 - _clip(p))), W
+    ),
+    "accuracy": lambda y, p, W: _weighted_mean(((p >= 0.5) == (y == 1)).astype(float), W),
+    "mae": lambda y, p, W: _weighted_mean(np.abs(p - y), W),
+    "rmse": lambda y, p, W: np.sqrt(_weighted_mean((p - y) ** 2, W)),
+    "smape": _weighted_smape,
+}
+
+
+class GateError(ValueError):
+    """The gate cannot run (unknown metric, empty evaluation set, unreadable model)."""
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """The gate's fixed evaluation rows with the fingerprint that identifies them."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # e.g. floor:roc_auc, primary:roc_auc, guardrail:brier, eval_fingerprint
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    metric: str
+    improvement: float  # point estimate, oriented so that positive = challenger better
+    low: float
+    high: float
+    confidence: float
+    n: int
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reasons: list[str]
+    candidate_version: str
+    champion_version: str | None
+    primary_metric: str
+    challenger_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    interval: BootstrapInterval | None
+    eval_fingerprint: str
+    checks: list[Check] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def higher_is_better(metric: str, override: bool | None = None) -> bool:
+    return override if override is not None else metric in HIGHER_IS_BETTER
+
+
+def metric_fn(name: str) -> MetricFn:
+    if name not in METRIC_FUNCTIONS:
+        raise GateError(
+            f"gate rule uses unknown metric {name!r}; known: {sorted(METRIC_FUNCTIONS)}"
+        )
+    return METRIC_FUNCTIONS[name]
+
+
+def score_metrics(
+    y: np.ndarray, pred: np.ndarray, rule: GateRule, extra: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """Every metric the rule needs (plus ``extra``), and the business cost when configured."""
+    names = list(dict.fromkeys([*rule.metrics(), *extra]))
+    out = {name: metric_fn(name)(y, pred) for name in names}
+    if rule.business_cost is not None:
+        out["business_cost"] = cost_per_order(y, pred, rule.business_cost)
+    return out
+
+
+def cost_per_order(y: np.ndarray, proba: np.ndarray, cost: BusinessCost) -> float:
+    return business_cost(y, proba, cost.threshold, cost.cost_missed_late, cost.cost_false_alarm)
+
+
+def paired_bootstrap(
+    y: np.ndarray,
+    champion_pred: np.ndarray,
+    challenger_pred: np.ndarray,
+    metric: str,
+    higher: bool,
+    n: int,
+    seed: int,
+    confidence: float,
+    chunk: int = 200,
+) -> BootstrapInterval:
+    """Percentile CI of the improvement (challenger minus champion, sign-flipped for
+    lower-is-better metrics) over ``n`` resamples that draw the *same* rows for both models.
+
+    A resample is a vector of draw counts (multinomial, the same as sampling rows with
+    replacement); metrics in WEIGHTED_METRICS are computed for a chunk of resamples at once,
+    the others row-resample by row-resample.
+    """
+    y = np.asarray(y, dtype=float)
+    a, b = np.asarray(champion_pred, float), np.asarray(challenger_pred, float)
+    if not (len(y) == len(a) == len(b)) or len(y) == 0:
+        raise GateError(
+            f"bootstrap needs equal, non-empty lengths (y {len(y)}, champion {len(a)}, "
+            f"challenger {len(b)})"
+        )
+    fn = metric_fn(metric)
+    sign = 1.0 if higher else -1.0
+    point = sign * (fn(y, b) - fn(y, a))
+    rng = np.random.default_rng(seed)
+    m = len(y)
+    parts: list[np.ndarray] = []
+    for start in range(0, n, chunk):
+        W = rng.multinomial(m, np.full(m, 1.0 / m), size=min(chunk, n - start)).astype(float)
+        if metric in WEIGHTED_METRICS:
+            wfn = WEIGHTED_METRICS[metric]
+            parts.append(sign * (wfn(y, b, W) - wfn(y, a, W)))
+        else:
+            idx = [np.repeat(np.arange(m), w.astype(int)) for w in W]
+            parts.append(np.array([sign * (fn(y[i], b[i]) - fn(y[i], a[i])) for i in idx]))
+    diffs = np.concatenate(parts)
+    diffs = diffs[np.isfinite(diffs)]  # e.g. a one-class resample has no ROC-AUC
+    if diffs.size == 0:
+        raise GateError(f"no usable bootstrap resample for {metric}")
+    alpha = 1.0 - confidence
+    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    return BootstrapInterval(metric, float(point), float(low), float(high), confidence, diffs.size)
+
+
+def check_fingerprints(
+    eval_fp: str,
+    challenger_fp: str | None,
+    champion_fp: str | None,
+    has_champion: bool,
+    allow: bool,
+) -> Check:
+    """Versions must have been evaluated on the evaluation set the gate scores them on now
+    (the same fingerprint); otherwise a version may have trained on the gate's rows."""
+    seen = {"challenger": challenger_fp, **({"champion": champion_fp} if has_champion else {})}
+    mismatched = {k: v for k, v in seen.items() if v != eval_fp}
+    if not mismatched:
+        return Check("eval_fingerprint", True, f"both scored on evaluation set {eval_fp}")
+    detail = ", ".join(f"{k} recorded {v or 'no fingerprint'}" for k, v in mismatched.items())
+    if allow:
+        return Check(
+            "eval_fingerprint",
+            True,
+            f"re-scored on evaluation set {eval_fp} although {detail} (allowed by config)",
+        )
+    return Check(
+        "eval_fingerprint",
+        False,
+        f"evaluation sets differ: gate set is {eval_fp} but {detail}; refusing to compare "
+        "(set allow_fingerprint_mismatch to re-score both on the current set)",
+    )
+
+
+def check_floors(metrics: Mapping[str, float], floors: Mapping[str, float]) -> list[Check]:
+    out = []
+    for name, bound in floors.items():
+        value = metrics[name]
+        if higher_is_better(name):
+            ok, op = value >= bound, ">="
+        else:
+            ok, op = value <= bound, "<="
+        out.append(
+            Check(
+                f"floor:{name}", bool(ok), f"{name} {value:.4f} {'' if ok else 'not '}{op} {bound}"
+            )
+        )
+    return out
+
+
+def check_primary(rule: GateRule, interval: BootstrapInterval) -> Check:
+    p = rule.primary
+    if p.require_significant:
+        ok = interval.low > p.min_improvement
+        basis = f"CI lower bound {interval.low:+.4f}"
+    else:
+        ok = interval.improvement > p.min_improvement
+        basis = f"improvement {interval.improvement:+.4f}"
+    detail = (
+        f"{p.metric} improvement {interval.improvement:+.4f} "
+        f"({interval.confidence:.0%} CI [{interval.low:+.4f}, {interval.high:+.4f}], "
+        f"{interval.n} paired resamples); {basis} {'>' if ok else '<='} required "
+        f"{p.min_improvement:+.4f}"
+    )
+    return Check(f"primary:{p.metric}", bool(ok), detail)
+
+
+def check_guardrails(
+    rule: GateRule, challenger: Mapping[str, float], champion: Mapping[str, float]
+) -> list[Check]:
+    out = []
+    for g in rule.guardrails:
+        sign = 1.0 if higher_is_better(g.metric, g.higher_is_better) else -1.0
+        regression = -sign * (challenger[g.metric] - champion[g.metric])
+        ok = regression <= g.tolerance
+        out.append(
+            Check(
+                f"guardrail:{g.metric}",
+                bool(ok),
+                f"{g.metric} {champion[g.metric]:.4f} -> {challenger[g.metric]:.4f} "
+                f"(worse by {max(regression, 0.0):.4f}; tolerance {g.tolerance})",
+            )
+        )
+    cost = rule.business_cost
+    if cost is not None and cost.max_increase is not None:
+        rise = challenger["business_cost"] - champion["business_cost"]
+        out.append(
+            Check(
+                "guardrail:business_cost",
+                bool(rise <= cost.max_increase),
+                f"cost per order {champion['business_cost']:.4f} -> "
+                f"{challenger['business_cost']:.4f} (max increase {cost.max_increase})",
+            )
+        )
+    return out
+
+
+def decide(
+    rule: GateRule,
+    y: np.ndarray,
+    challenger_pred: np.ndarray,
+    champion_pred: np.ndarray | None,
+    candidate_version: str,
+    champion_version: str | None,
+    eval_fingerprint: str,
+    challenger_fp: str | None,
+    champion_fp: str | None,
+) -> GateDecision:
+    """Apply ``rule`` to predictions of both models on the same rows -> a ``GateDecision``.
+
+    Without a champion, the challenger is subject to the fingerprint check and the floors only.
+    """
+    has_champion = champion_pred is not None
+    challenger_m = score_metrics(y, challenger_pred, rule)
+    champion_m = score_metrics(y, champion_pred, rule) if has_champion else None
+    checks = [
+        check_fingerprints(
+            eval_fingerprint,
+            challenger_fp,
+            champion_fp,
+            has_champion,
+            rule.allow_fingerprint_mismatch,
+        ),
+        *check_floors(challenger_m, rule.floors),
+    ]
+    interval = None
+    if has_champion:
+        p = rule.primary
+        interval = paired_bootstrap(
+            y,
+            champion_pred,
+            challenger_pred,
+            p.metric,
+            higher_is_better(p.metric, p.higher_is_better),
+            rule.bootstrap.n,
+            rule.bootstrap.seed,
+            rule.bootstrap.confidence,
+        )
+        checks.append(check_primary(rule, interval))
+        checks.extend(check_guardrails(rule, challenger_m, champion_m))
+    if not checks:  # unreachable with a validated rule (floors are required); never default yes
+        raise GateError("gate rule produced no checks")
+    promote = all(c.passed for c in checks)
+    failed = [c.detail for c in checks if not c.passed]
+    if promote:
+        head = "first version: passes the floors" if not has_champion else "beats the champion"
+        reasons = [head, *(c.detail for c in checks)]
+    else:
+        reasons = failed
+    return GateDecision(
+        promote=promote,
+        reasons=reasons,
+        candidate_version=candidate_version,
+        champion_version=champion_version,
+        primary_metric=rule.primary.metric,
+        challenger_metrics=challenger_m,
+        champion_metrics=champion_m,
+        interval=interval,
+        eval_fingerprint=eval_fingerprint,
+        checks=checks,
+    )
+
+
+# --- evaluation data and model scoring (I/O) ---------------------------------------------------
+
+
+def load_delay_eval_set(
+    spec: TabularDatasetSpec,
+    cfg: DelayRiskConfig,
+    data_dir: Path,
+    extra_data: str | Path | None = None,
+) -> EvalSet:
+    """The held-out split of configs/delay_risk.yaml: the same rows as flows/train.py's test
+    split (row filter applied, plus the held-out part of any extra labelled rows)."""
+    test = split_with_extra(
+        spec, cfg.row_filter, cfg.split.test_size, cfg.split.seed, data_dir, extra_data
+    ).test
+    X, y = features_and_target(test, spec)
+    return EvalSet(X, y, fingerprint(test))
+
+
+def score_classifier(model_uri: str, X: pd.DataFrame) -> np.ndarray:
+    """Positive-class probabilities of a registered classifier, through its pyfunc."""
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:
+        raise GateError(f"cannot load {model_uri}: {exc}") from exc
+    out = np.asarray(model.predict(X))
+    if out.ndim == 2:
+        out = out[:, -1]
+    if len(out) != len(X):
+        raise GateError(f"{model_uri} returned {len(out)} predictions for {len(X)} rows")
+    return out.astype(float)

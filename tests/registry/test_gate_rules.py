@@ -1,0 +1,95 @@
+"""registry/gate.py pure functions: paired bootstrap and rule evaluation (no servers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from configs.gate import load_gate_config
+from registry.gate import _weighted_auc, decide, paired_bootstrap
+
+FP = "eval-fp"
+
+
+def test_vectorised_bootstrap_auc_matches_sklearn_on_each_resample():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400).astype(float)
+    p = np.round(rng.random(400), 2)  # many ties
+    W = rng.multinomial(400, np.full(400, 1 / 400), size=5).astype(float)
+    fast = _weighted_auc(y, p, W)
+    for w, got in zip(W, fast, strict=True):
+        idx = np.repeat(np.arange(400), w.astype(int))
+        assert got == pytest.approx(roc_auc_score(y[idx], p[idx]), abs=1e-12)
+
+
+def _noisy(y, noise, rng):
+    return np.clip(0.5 + (y - 0.5) * 0.4 + rng.normal(0, noise, len(y)), 0.001, 0.999)
+
+
+def test_paired_bootstrap_orients_improvement_for_both_directions():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 1500).astype(float)
+    good, bad = _noisy(y, 0.25, rng), _noisy(y, 0.6, rng)
+    up = paired_bootstrap(y, bad, good, "roc_auc", True, 300, 1, 0.95)
+    assert up.improvement > 0 and up.low > 0 and up.low <= up.improvement <= up.high
+    down = paired_bootstrap(y, good, bad, "roc_auc", True, 300, 1, 0.95)
+    assert down.high < 0
+    # lower-is-better: a forecaster with smaller errors improves smape (positive improvement)
+    truth = rng.uniform(10, 100, 1500)
+    close, far = truth + rng.normal(0, 2, 1500), truth + rng.normal(0, 15, 1500)
+    s = paired_bootstrap(truth, far, close, "smape", False, 300, 1, 0.95)
+    assert s.improvement > 0 and s.low > 0
+
+
+def test_first_version_is_judged_on_floors_only():
+    rule = load_gate_config().rule_for("delay_risk")
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 1000).astype(float)
+    strong = decide(rule, y, _noisy(y, 0.3, rng), None, "1", None, FP, FP, None)
+    assert strong.promote and strong.interval is None
+    weak = decide(rule, y, rng.random(1000), None, "1", None, FP, FP, None)
+    assert not weak.promote
+    assert any("roc_auc" in r and "not >=" in r for r in weak.reasons)
+
+
+def test_refuses_worse_promotes_better_and_guards_calibration():
+    rule = load_gate_config().rule_for("delay_risk")
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 2000).astype(float)
+    champion = _noisy(y, 0.45, rng)
+    better = _noisy(y, 0.25, rng)
+    d = decide(rule, y, better, champion, "2", "1", FP, FP, FP)
+    assert d.promote, d.reasons
+    worse = decide(rule, y, champion, better, "3", "2", FP, FP, FP)
+    assert not worse.promote and any(
+        c.name == "primary:roc_auc" and not c.passed for c in worse.checks
+    )
+    # same ranking (same ROC-AUC) but badly calibrated: guardrails refuse it
+    squashed = 0.5 + (better - 0.5) * 0.1
+    g = decide(rule, y, squashed, better, "4", "2", FP, FP, FP)
+    failed = {c.name for c in g.checks if not c.passed}
+    assert not g.promote and {"guardrail:brier", "guardrail:ece"} <= failed
+
+
+def test_eval_fingerprint_mismatch_is_refused_unless_allowed():
+    rule = load_gate_config().rule_for("delay_risk")
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 1500).astype(float)
+    champion, better = _noisy(y, 0.45, rng), _noisy(y, 0.25, rng)
+    d = decide(rule, y, better, champion, "2", "1", FP, FP, "other-fp")
+    assert not d.promote and any("evaluation sets differ" in r for r in d.reasons)
+    allowed = rule.model_copy(update={"allow_fingerprint_mismatch": True})
+    assert decide(allowed, y, better, champion, "2", "1", FP, FP, "other-fp").promote
+
+
+def test_demand_forecast_rule_lower_is_better():
+    rule = load_gate_config().rule_for("demand_forecast")
+    rng = np.random.default_rng(5)
+    truth = rng.uniform(20, 80, 1200)
+    champion = truth + rng.normal(0, 8, 1200)
+    challenger = truth + rng.normal(0, 3, 1200)
+    assert decide(rule, truth, challenger, champion, "2", "1", FP, FP, FP).promote
+    refused = decide(rule, truth, champion, challenger, "3", "2", FP, FP, FP)
+    assert not refused.promote
+    assert refused.interval is not None and refused.interval.high < 0
