@@ -88,7 +88,9 @@ class FeatureConfig(StrictModel):
 
 
 class IntervalConfig(StrictModel):
-    level: float = Field(0.9, gt=0, lt=1, description="nominal coverage of [yhat_lower, yhat_upper]")
+    level: float = Field(
+        0.9, gt=0, lt=1, description="nominal coverage of [yhat_lower, yhat_upper]"
+    )
     min_residuals_per_series: int = Field(
         10, ge=1, description="below this, a series uses the median scale of all series"
     )

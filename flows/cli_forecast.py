@@ -37,5 +37,7 @@ def train_forecast(config: str | None, platform_config: str, trigger: str, json_
     console.print(table)
     ui = result["tracking_uri"]
     console.print(f"run:      {ui}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}")
-    console.print(f"version:  {ui}/#/models/{result['model_name']}/versions/{result['version']} "
-                  "(alias @challenger)")
+    console.print(
+        f"version:  {ui}/#/models/{result['model_name']}/versions/{result['version']} "
+        "(alias @challenger)"
+    )

@@ -100,7 +100,9 @@ def run_fold(
     """Fit every family in ``include`` on data up to ``origin``; forecasts for the next horizon."""
     train, test = split_at(panel, origin, cfg.horizon)
     request = test.frame[["sid", *test.key_columns, "ds"]]
-    future_regs = test.frame[[*test.key_columns, "ds", *test.regressors]] if test.regressors else None
+    future_regs = (
+        test.frame[[*test.key_columns, "ds", *test.regressors]] if test.regressors else None
+    )
     nan = np.full(len(request), np.nan)
     out, secs = [], {}
     if HYBRID in include or PROPHET in include:

@@ -67,9 +67,7 @@ def point_metrics(
         "mase": m / scale if scale and np.isfinite(scale) and scale > 0 else float("nan"),
         "mae": m,
         "rmse": rmse(y, yhat),
-        "coverage": coverage(
-            y, nan if lower is None else lower, nan if upper is None else upper
-        ),
+        "coverage": coverage(y, nan if lower is None else lower, nan if upper is None else upper),
     }
 
 

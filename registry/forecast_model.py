@@ -138,3 +138,18 @@ def log_forecast_model(model: HybridProphetXGBoost, name: str = "model") -> Mode
             input_example=input_example(model),
             pip_requirements=PIP_REQUIREMENTS,
         )
+
+
+def save_forecast_model(model: HybridProphetXGBoost, path: str | Path) -> None:
+    """Save the pyfunc to a local directory (benchmarks; the flow logs to the registry)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        art = Path(tmp) / "hybrid.joblib"
+        joblib.dump(model, art, compress=3)
+        mlflow.pyfunc.save_model(
+            str(path),
+            python_model=DemandForecastModel(),
+            artifacts={ARTIFACT_KEY: str(art)},
+            signature=forecast_signature(model),
+            input_example=input_example(model),
+            pip_requirements=PIP_REQUIREMENTS,
+        )

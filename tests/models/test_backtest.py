@@ -20,8 +20,10 @@ from models.forecast_metrics import (
 def _panel(n_days=100, n_series=2):
     ds = pd.date_range("2021-01-01", periods=n_days, freq="D")
     frame = pd.concat(
-        [pd.DataFrame({"sid": s, "store": s, "ds": ds, "y": np.arange(n_days, dtype=float)})
-         for s in range(n_series)],
+        [
+            pd.DataFrame({"sid": s, "store": s, "ds": ds, "y": np.arange(n_days, dtype=float)})
+            for s in range(n_series)
+        ],
         ignore_index=True,
     )
     return Panel(frame, ["store"], [], "D")
@@ -57,8 +59,15 @@ def test_mase_scale_and_coverage():
 
 
 def test_overall_and_per_series_metrics():
-    f = pd.DataFrame({"sid": [0, 0, 1, 1], "y": [10.0, 10, 20, 20], "yhat": [12.0, 8, 20, 22],
-                      "yhat_lower": [9.0, 9, 19, 21], "yhat_upper": [13.0, 13, 21, 23]})
+    f = pd.DataFrame(
+        {
+            "sid": [0, 0, 1, 1],
+            "y": [10.0, 10, 20, 20],
+            "yhat": [12.0, 8, 20, 22],
+            "yhat_lower": [9.0, 9, 19, 21],
+            "yhat_upper": [13.0, 13, 21, 23],
+        }
+    )
     scales = pd.Series({0: 2.0, 1: 1.0})
     per = metrics_by_series(f, scales).set_index("sid")
     assert per.loc[0, "mae"] == pytest.approx(2.0) and per.loc[0, "mase"] == pytest.approx(1.0)

@@ -110,9 +110,7 @@ def test_lag_features_never_read_after_the_origin(store_item):
     changed = frame.copy()
     changed.loc[changed["ds"] > origin, "y"] = 1e6
     rows = (frame["ds"] > origin) & (frame["ds"] <= origin + pd.Timedelta(days=HORIZON))
-    pd.testing.assert_frame_equal(
-        lag_features(frame, cfg)[rows], lag_features(changed, cfg)[rows]
-    )
+    pd.testing.assert_frame_equal(lag_features(frame, cfg)[rows], lag_features(changed, cfg)[rows])
     # ...whereas a lag shorter than the horizon would have read them
     short = cfg.model_copy(update={"features": cfg.features.model_copy(update={"lags": [1]})})
     assert not lag_features(frame, short)[rows].equals(lag_features(changed, short)[rows])
@@ -129,8 +127,9 @@ def test_served_forecast_from_stored_tail_matches_full_history(store_item):
     spec, df = store_item
     cfg = small_config(3)
     panel = prepare_panel(df, spec, cfg)
-    model = GlobalXGBoost(cfg.model_copy(update={"xgboost": cfg.xgboost.model_copy(
-        update={"n_estimators": 20})})).fit(panel)
+    model = GlobalXGBoost(
+        cfg.model_copy(update={"xgboost": cfg.xgboost.model_copy(update={"n_estimators": 20})})
+    ).fit(panel)
     pred = model.predict(model.future_request())
     # recompute on the whole history + future rows instead of the stored tail
     full = pd.concat([panel.frame[["sid", "ds", "y"]], model.future.assign(y=np.nan)])
@@ -197,8 +196,18 @@ def test_off_grid_weekly_dates_are_an_error():
     spec = load_timeseries_spec("walmart_weekly")
     dates = list(pd.date_range("2020-01-03", periods=30, freq="7D"))
     dates[5] = dates[5] + pd.Timedelta(days=2)
-    df = pd.DataFrame({"Date": dates, "Store": 1, "Weekly_Sales": 1.0, "Holiday_Flag": 0.0,
-                       "Temperature": 1.0, "Fuel_Price": 1.0, "CPI": 1.0, "Unemployment": 1.0})
+    df = pd.DataFrame(
+        {
+            "Date": dates,
+            "Store": 1,
+            "Weekly_Sales": 1.0,
+            "Holiday_Flag": 0.0,
+            "Temperature": 1.0,
+            "Fuel_Price": 1.0,
+            "CPI": 1.0,
+            "Unemployment": 1.0,
+        }
+    )
     cfg = load_forecast_config("demand_forecast_walmart")
     with pytest.raises(DatasetError, match="off the W grid"):
         prepare_panel(df, spec, cfg)

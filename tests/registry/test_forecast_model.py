@@ -48,20 +48,26 @@ def test_pyfunc_round_trip_through_registry(mlflow_server, fitted):
     loaded = mlflow.pyfunc.load_model(f"models:/{name}@challenger")
     sig = loaded.metadata.signature
     assert sig.inputs.input_names()[:3] == ["store", "item", "horizon"]
-    assert sig.outputs.input_names() == ["date", "store", "item", "yhat", "yhat_lower", "yhat_upper"]
+    assert sig.outputs.input_names() == [
+        "date",
+        "store",
+        "item",
+        "yhat",
+        "yhat_lower",
+        "yhat_upper",
+    ]
 
     out = loaded.predict(pd.DataFrame({"store": [1, 1], "item": [2, 3], "horizon": [28, 5]}))
     assert list(out.columns) == ["date", "store", "item", "yhat", "yhat_lower", "yhat_upper"]
     assert len(out) == 33
     assert out["date"].min() == pd.Timestamp("2018-01-01")
-    direct = fitted.predict(
-        out[["store", "item", "date"]].rename(columns={"date": "ds"})
-    )
+    direct = fitted.predict(out[["store", "item", "date"]].rename(columns={"date": "ds"}))
     np.testing.assert_allclose(out["yhat"].to_numpy(), direct["yhat"].to_numpy())
     assert (out["yhat_lower"] <= out["yhat"]).all() and (out["yhat"] <= out["yhat_upper"]).all()
 
-    one = loaded.predict(pd.DataFrame({"store": [1], "item": [1],
-                                       "date": [pd.Timestamp("2018-01-10")]}))
+    one = loaded.predict(
+        pd.DataFrame({"store": [1], "item": [1], "date": [pd.Timestamp("2018-01-10")]})
+    )
     assert len(one) == 1 and one["yhat"].iloc[0] > 0
 
     with pytest.raises(Exception, match="unknown series"):
