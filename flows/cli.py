@@ -21,6 +21,7 @@ console = Console()
 
 class Task(StrEnum):
     delay_risk = "delay-risk"
+    demand_forecast = "demand-forecast"
 
 
 def _setup(platform_config: str, verbose: bool = False):
@@ -53,6 +54,10 @@ def train(
     from flows.train import train_delay_risk
     from models.datasets import DatasetError
 
+    if task is Task.demand_forecast:
+        from flows.cli_forecast import train_forecast
+
+        return train_forecast(config, platform_config, trigger, json_out)
     try:
         result = train_delay_risk(
             config=config or "delay_risk",

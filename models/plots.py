@@ -72,3 +72,23 @@ def importance_figure(importance: pd.Series, top: int = 20) -> Figure:
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def forecast_figure(
+    history: pd.DataFrame, forecasts: pd.DataFrame, title: str, history_periods: int = 180
+) -> Figure:
+    """Actuals (history tail + test) against each family's forecast for one series.
+
+    history: ds, y; forecasts: family, ds, y, yhat[, yhat_lower, yhat_upper]."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    tail = history.tail(history_periods)
+    truth = pd.concat([tail[["ds", "y"]], forecasts[["ds", "y"]].drop_duplicates("ds")])
+    ax.plot(truth["ds"], truth["y"], color="black", lw=1, label="actual")
+    for fam, g in forecasts.groupby("family", sort=True):
+        ax.plot(g["ds"], g["yhat"], lw=1.2, label=fam)
+        if fam == "hybrid" and "yhat_lower" in g and g["yhat_lower"].notna().any():
+            ax.fill_between(g["ds"], g["yhat_lower"], g["yhat_upper"], alpha=0.2, label="interval")
+    ax.set(title=title, xlabel="date", ylabel="demand")
+    ax.legend(loc="upper left", fontsize=8, ncol=3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,269 @@
+"""Prefect flow ``train-demand-forecast``: load + validate, rolling-origin backtest of the hybrid
+and its baselines (one MLflow run per family, same metric names), plots and a per-series table,
+then fit the hybrid on all data, register a ``demand_forecast`` version and point
+``@challenger`` at it. The promotion gate (registry/gate.py) decides about ``@champion``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import mlflow
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from configs.datasets import TimeSeriesDatasetSpec, load_timeseries_spec
+from configs.forecast import ForecastConfig, load_forecast_config
+from configs.platform import PlatformConfig, load_platform_config
+from models import plots
+from models.backtest import HYBRID, BacktestResult, backtest, families
+from models.datasets import fingerprint, load_timeseries
+from models.forecast import HybridProphetXGBoost, Panel, prepare_panel
+from models.forecast_metrics import FORECAST_METRICS
+from registry import log as rlog
+from registry.forecast_model import log_forecast_model
+from registry.tracking import ensure_tracking_uri
+
+logger = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"
+
+
+@dataclass
+class ForecastTrainResult:
+    model_name: str
+    version: str
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, dict[str, float]]
+    n_series: int
+    data_fingerprint: str
+    train_seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@task(name="load-and-validate-series", cache_policy=NONE)
+def load_panel(
+    spec: TimeSeriesDatasetSpec, cfg: ForecastConfig, platform: PlatformConfig
+) -> tuple[Panel, str, str]:
+    df, path = load_timeseries(spec, platform.data_dir)
+    panel = prepare_panel(df, spec, cfg)
+    log = get_run_logger()
+    log.info("%s series ready (%s skipped as too short)", panel.n_series, len(panel.skipped))
+    return panel, str(path), fingerprint(panel.frame)
+
+
+def _progress(prefix: str):
+    log = get_run_logger()
+
+    def on_batch(i: int, n: int, done: int) -> None:
+        log.info("%s: Prophet batch %s/%s (%s series fitted)", prefix, i + 1, n, done)
+
+    return on_batch
+
+
+@task(name="backtest-hybrid-and-baselines", cache_policy=NONE)
+def run_backtest(panel: Panel, cfg: ForecastConfig) -> BacktestResult:
+    log = get_run_logger()
+
+    def on_fold(i: int, n: int, origin: pd.Timestamp) -> None:
+        log.info("backtest fold %s/%s, origin %s, horizon %s", i + 1, n, origin.date(), cfg.horizon)
+
+    result = backtest(panel, cfg, on_fold=on_fold, on_batch=_progress("backtest"))
+    for fam in families(cfg):
+        m = result.metrics(fam)
+        log.info(
+            "latest fold %-20s smape %.3f mase %.3f coverage %.3f",
+            fam,
+            m["smape"],
+            m["mase"],
+            m["coverage"],
+        )
+    return result
+
+
+def _tags(cfg, spec, family: str, fp: str, trigger: str) -> dict[str, str]:
+    return {
+        rlog.TAG_TASK: cfg.registered_model_name,
+        rlog.TAG_FAMILY: family,
+        rlog.TAG_DATA_FINGERPRINT: fp,
+        rlog.TAG_CODE_VERSION: rlog.code_version(),
+        rlog.TAG_CONFIG_HASH: rlog.config_hash(cfg, spec),
+        rlog.TAG_TRIGGER: trigger,
+    }
+
+
+def _log_backtest_metrics(result: BacktestResult, family: str) -> dict[str, float]:
+    """Same names for every family: the value at the highest step is the latest fold."""
+    fm = result.fold_metrics()
+    fm = fm[fm["family"] == family].sort_values("fold")
+    for _, row in fm.iterrows():
+        for k in FORECAST_METRICS:
+            if pd.notna(row[k]):
+                mlflow.log_metric(k, float(row[k]), step=int(row["fold"]))
+    for k in FORECAST_METRICS:
+        vals = fm[k].dropna()
+        if len(vals):
+            mlflow.log_metric(f"{k}_mean_folds", float(vals.mean()))
+    return result.metrics(family)
+
+
+def _figures(panel: Panel, result: BacktestResult, n: int) -> dict:
+    f = result.forecasts[result.forecasts["fold"] == result.latest_fold]
+    origin = f["origin"].iloc[0]
+    figs = {}
+    for sid in sorted(f["sid"].unique())[:n]:
+        hist = panel.frame[(panel.frame["sid"] == sid) & (panel.frame["ds"] <= origin)]
+        label = ", ".join(f"{k}={hist[k].iloc[0]}" for k in panel.key_columns)
+        g = f[f["sid"] == sid]
+        figs[f"forecast_{sid:04d}.png"] = plots.forecast_figure(
+            hist, g, f"{label}: forecast vs actual from {pd.Timestamp(origin).date()}"
+        )
+    return figs
+
+
+@task(name="log-baseline-runs", cache_policy=NONE)
+def log_baselines(
+    result: BacktestResult,
+    cfg: ForecastConfig,
+    spec: TimeSeriesDatasetSpec,
+    experiment_id: str,
+    fp: str,
+    source: str,
+    trigger: str,
+) -> dict[str, dict[str, float]]:
+    out = {}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for fam in families(cfg):
+        if fam == HYBRID:
+            continue
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{fam}-{stamp}"):
+            mlflow.set_tags(_tags(cfg, spec, fam, fp, trigger))
+            mlflow.log_params({"family": fam, "horizon": cfg.horizon, "dataset": spec.name})
+            out[fam] = _log_backtest_metrics(result, fam)
+    return out
+
+
+@task(name="fit-log-register-hybrid", cache_policy=NONE)
+def fit_and_register(
+    panel: Panel,
+    result: BacktestResult,
+    cfg: ForecastConfig,
+    spec: TimeSeriesDatasetSpec,
+    experiment_id: str,
+    fp: str,
+    source: str,
+    trigger: str,
+    baselines: dict[str, dict[str, float]],
+) -> tuple[str, str, dict[str, float], float]:
+    log = get_run_logger()
+    tags = _tags(cfg, spec, HYBRID, fp, trigger)
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"hybrid-{time.strftime('%Y%m%d-%H%M%S')}"
+    ) as run:
+        mlflow.set_tags(tags)
+        mlflow.log_params(
+            {
+                "family": HYBRID,
+                "dataset": spec.name,
+                "horizon": cfg.horizon,
+                "backtest.folds": cfg.backtest.folds,
+                "n_series": panel.n_series,
+                "residual": cfg.features.residual,
+                "lags": ",".join(map(str, cfg.features.lags)),
+                **{f"xgboost.{k}": v for k, v in cfg.xgboost.model_dump().items()},
+                **{f"prophet.{k}": v for k, v in cfg.prophet.model_dump().items()},
+            }
+        )
+        mlflow.log_dict(cfg.model_dump(mode="json"), "config/demand_forecast.json")
+        rlog.log_dataset(panel.frame, f"{spec.name}-train", source, "training", "y", fp)
+        metrics = _log_backtest_metrics(result, HYBRID)
+        for fam, m in baselines.items():
+            mlflow.log_metric(f"smape_ratio_to_{fam}", metrics["smape"] / m["smape"])
+        table = result.series_metrics().merge(panel.keys, on="sid")
+        rlog.log_frame(table, "backtest/per_series_metrics.json")
+        rlog.log_figures(_figures(panel, result, cfg.plot_series))
+        log.info("fitting the hybrid on all %s series for registration", panel.n_series)
+        t0 = time.perf_counter()
+        model = HybridProphetXGBoost(cfg, on_batch=_progress("final fit")).fit(panel)
+        train_seconds = time.perf_counter() - t0
+        model.calibrate(result.residuals(HYBRID))
+        mlflow.log_metric("train_seconds", train_seconds)
+        info = log_forecast_model(model)
+        metric_tags = {f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if pd.notna(v)}
+        baseline_tags = {
+            f"baseline.{fam}.{k}": f"{v:.6f}"
+            for fam, m in baselines.items()
+            for k, v in m.items()
+            if pd.notna(v)
+        }
+        version = rlog.register_version(
+            info.model_uri,
+            cfg.registered_model_name,
+            {**tags, "run_id": run.info.run_id, **metric_tags, **baseline_tags},
+            description=(
+                f"HybridProphetXGBoost on {panel.n_series} series; latest-fold SMAPE "
+                f"{metrics['smape']:.3f} (horizon {cfg.horizon})"
+            ),
+        )
+        client = mlflow.MlflowClient()
+        try:
+            client.set_registered_model_alias(
+                cfg.registered_model_name, CHALLENGER, version.version
+            )
+        except Exception:
+            client.delete_model_version(cfg.registered_model_name, version.version)
+            raise
+        mlflow.set_tag("shelfwise.registered_version", version.version)
+    log.info(
+        "registered %s v%s as @%s (latest-fold SMAPE %.3f)",
+        cfg.registered_model_name,
+        version.version,
+        CHALLENGER,
+        metrics["smape"],
+    )
+    return run.info.run_id, version.version, metrics, train_seconds
+
+
+@flow(name="train-demand-forecast")
+def train_demand_forecast(
+    config: str = "demand_forecast",
+    platform_config: str = "platform",
+    trigger: str = "manual",
+    max_series: int | None = None,
+) -> dict:
+    """Backtest the hybrid and its baselines, log them, register the hybrid as @challenger."""
+    cfg = load_forecast_config(config)
+    if max_series is not None:
+        cfg = cfg.model_copy(
+            update={"data": cfg.data.model_copy(update={"max_series": max_series})}
+        )
+    platform = load_platform_config(platform_config)
+    spec = load_timeseries_spec(cfg.dataset)
+    panel, source, fp = load_panel(spec, cfg, platform)
+    tracking_uri = ensure_tracking_uri(platform)
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = rlog.get_or_create_experiment(cfg.experiment)
+    result = run_backtest(panel, cfg)
+    baselines = log_baselines(result, cfg, spec, experiment_id, fp, source, trigger)
+    run_id, version, metrics, secs = fit_and_register(
+        panel, result, cfg, spec, experiment_id, fp, source, trigger, baselines
+    )
+    return ForecastTrainResult(
+        model_name=cfg.registered_model_name,
+        version=version,
+        run_id=run_id,
+        experiment_id=experiment_id,
+        tracking_uri=tracking_uri,
+        metrics=metrics,
+        baseline_metrics=baselines,
+        n_series=panel.n_series,
+        data_fingerprint=fp,
+        train_seconds=secs,
+    ).as_dict()

@@ -1,0 +1,698 @@
+"""Demand forecasting over many series: ``HybridProphetXGBoost`` and its baselines.
+
+The hybrid fits one Prophet per series (trend, seasonalities, holidays, regressors; MAP, no
+uncertainty sampling) and one global XGBoost on Prophet's residuals. The residual model sees
+calendar features, series keys, Prophet's components and lag/rolling features whose lags are all
+>= the horizon, so a forecast row never reads a value after its forecast origin.
+
+Prophet models are not kept after fitting: the fit computes Prophet's components for the
+``horizon`` periods after each series' last date, so the fitted object is small, loads fast and
+serves any request inside that window (the pyfunc wraps exactly this object).
+
+Prediction intervals come from out-of-sample residuals (``calibrate``): per-series scale (mean
+absolute error) times pooled quantiles of the scaled residuals.
+
+Panel format used throughout: one row per (series, period) on a regular grid with columns
+``sid`` (int series id), the spec's key columns, ``ds`` (timestamp), ``y`` and the regressors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from configs.datasets import TimeSeriesDatasetSpec
+from configs.forecast import ForecastConfig, ProphetSettings
+from models.datasets import DatasetError
+
+logger = logging.getLogger(__name__)
+
+PROPHET_COMPONENTS = (
+    "weekly",
+    "yearly",
+    "holidays",
+    "extra_regressors_additive",
+    "extra_regressors_multiplicative",
+)
+ProgressFn = Callable[[int, int, int], None]  # (batch index, batches, series done)
+
+
+# --------------------------------------------------------------------------- panel preparation
+
+
+@dataclass
+class Panel:
+    """Validated series on a regular grid (see module docstring for the columns)."""
+
+    frame: pd.DataFrame
+    key_columns: list[str]
+    regressors: list[str]
+    frequency: str  # "D" or "W"
+    skipped: list[dict] = field(default_factory=list)
+
+    @property
+    def step(self) -> pd.Timedelta:
+        return period_step(self.frequency)
+
+    @property
+    def keys(self) -> pd.DataFrame:
+        return (
+            self.frame[["sid", *self.key_columns]]
+            .drop_duplicates("sid")
+            .sort_values("sid")
+            .reset_index(drop=True)
+        )
+
+    @property
+    def n_series(self) -> int:
+        return int(self.frame["sid"].nunique())
+
+    def subset(self, mask: pd.Series) -> Panel:
+        return Panel(
+            self.frame[mask].reset_index(drop=True),
+            self.key_columns,
+            self.regressors,
+            self.frequency,
+            self.skipped,
+        )
+
+    def with_frame(self, frame: pd.DataFrame) -> Panel:
+        return Panel(frame, self.key_columns, self.regressors, self.frequency, self.skipped)
+
+
+def period_step(frequency: str) -> pd.Timedelta:
+    return pd.Timedelta(days=7 if frequency == "W" else 1)
+
+
+def _key_label(row: pd.Series | dict, key_columns: Sequence[str]) -> str:
+    return ", ".join(f"{k}={row[k]}" for k in key_columns)
+
+
+def prepare_panel(df: pd.DataFrame, spec: TimeSeriesDatasetSpec, cfg: ForecastConfig) -> Panel:
+    """Validated frame (see ``models.datasets.validate_timeseries``) -> regular-grid Panel.
+
+    Gaps (missing periods inside a series) are an error or filled per ``cfg.data.gaps``; series
+    shorter than ``cfg.min_history`` periods are an error or skipped per ``cfg.data.short_series``;
+    both handlings are logged.
+    """
+    keys = list(spec.series_keys)
+    out = df[[*keys, spec.time_column, spec.target, *spec.regressors]].rename(
+        columns={spec.time_column: "ds", spec.target: "y"}
+    )
+    out = out.sort_values([*keys, "ds"]).reset_index(drop=True)
+    key_table = out[keys].drop_duplicates().reset_index(drop=True)
+    if cfg.data.max_series is not None and len(key_table) > cfg.data.max_series:
+        key_table = key_table.head(cfg.data.max_series)
+        out = out.merge(key_table, on=keys, how="inner")
+        logger.info("kept the first %s series (data.max_series)", cfg.data.max_series)
+    key_table["sid"] = np.arange(len(key_table))
+    out = out.merge(key_table, on=keys, how="left")
+    step = period_step(spec.frequency)
+    parts: list[pd.DataFrame] = []
+    skipped: list[dict] = []
+    for _, g in out.groupby("sid", sort=True):
+        g = g.reset_index(drop=True)
+        label = _key_label(g.iloc[0], keys)
+        g = _regularise(g, step, spec.frequency, cfg.data.gaps, label, keys)
+        if len(g) < cfg.min_history:
+            msg = (
+                f"series ({label}) has {len(g)} periods; at least {cfg.min_history} are needed "
+                f"(max lag + level window + 2 x horizon {cfg.horizon}, or data.min_history)"
+            )
+            if cfg.data.short_series == "error":
+                raise DatasetError(msg)
+            skipped.append({**{k: g.iloc[0][k] for k in keys}, "periods": len(g)})
+            logger.warning("skipping %s", msg)
+            continue
+        parts.append(g)
+    if not parts:
+        raise DatasetError(
+            f"no series left with at least {cfg.min_history} periods "
+            f"({len(skipped)} skipped as too short)"
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    # dense ids after skipping, in key order
+    frame["sid"] = frame.groupby("sid", sort=True).ngroup()
+    frame = frame[["sid", *keys, "ds", "y", *spec.regressors]]
+    logger.info(
+        "panel: %s series, %s rows, %s .. %s (%s skipped)",
+        frame["sid"].nunique(),
+        len(frame),
+        frame["ds"].min().date(),
+        frame["ds"].max().date(),
+        len(skipped),
+    )
+    return Panel(frame, keys, list(spec.regressors), spec.frequency, skipped)
+
+
+def _regularise(
+    g: pd.DataFrame, step: pd.Timedelta, frequency: str, gaps: str, label: str, keys: list[str]
+) -> pd.DataFrame:
+    diffs = g["ds"].diff().dropna()
+    if (diffs % step != pd.Timedelta(0)).any():
+        bad = g["ds"].iloc[int(np.flatnonzero((diffs % step != pd.Timedelta(0)).to_numpy())[0]) + 1]
+        raise DatasetError(
+            f"series ({label}): date {bad.date()} is off the {frequency} grid "
+            f"(periods must be {step.days} day(s) apart)"
+        )
+    grid = pd.date_range(g["ds"].iloc[0], g["ds"].iloc[-1], freq=step)
+    if len(grid) == len(g):
+        return g
+    missing = grid.difference(pd.DatetimeIndex(g["ds"]))
+    if gaps == "error":
+        raise DatasetError(
+            f"series ({label}) has {len(missing)} missing period(s), first {missing[0].date()}; "
+            "set data.gaps to fill_zero or interpolate to fill them"
+        )
+    logger.warning(
+        "series (%s): filling %s missing period(s) (%s), first %s",
+        label,
+        len(missing),
+        gaps,
+        missing[0].date(),
+    )
+    filled = g.set_index("ds").reindex(grid)
+    filled.index.name = "ds"
+    if gaps == "fill_zero":
+        filled["y"] = filled["y"].fillna(0.0)
+    else:
+        filled["y"] = filled["y"].interpolate()
+    filled = filled.ffill()
+    for k in [*keys, "sid"]:
+        filled[k] = g[k].iloc[0]
+    return filled.reset_index()
+
+
+def split_at(panel: Panel, origin: pd.Timestamp, horizon: int) -> tuple[Panel, Panel]:
+    """Training rows up to and including ``origin``; test rows in (origin, origin + horizon]."""
+    end = origin + horizon * panel.step
+    ds = panel.frame["ds"]
+    return panel.subset(ds <= origin), panel.subset((ds > origin) & (ds <= end))
+
+
+# --------------------------------------------------------------------------- Prophet
+
+
+def _quiet_cmdstan() -> None:
+    for name in ("cmdstanpy", "prophet", "prophet.models"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def fit_prophet_components(
+    history: pd.DataFrame,
+    predict_at: pd.DataFrame,
+    settings: ProphetSettings,
+    regressors: Sequence[str],
+) -> pd.DataFrame:
+    """Fit one Prophet (MAP) on ``history`` (ds, y, regressors) and return its components
+    (p_yhat, p_trend, p_<component>) at ``predict_at`` (ds, regressors), in that order."""
+    _quiet_cmdstan()
+    from prophet import Prophet
+
+    if settings.max_history is not None:
+        history = history.tail(settings.max_history)
+    model = Prophet(**settings.as_kwargs())
+    if settings.country_holidays:
+        model.add_country_holidays(settings.country_holidays)
+    for r in regressors:
+        model.add_regressor(r)
+    model.fit(history[["ds", "y", *regressors]])
+    pred = model.predict(predict_at[["ds", *regressors]])
+    out = pd.DataFrame({"p_yhat": pred["yhat"].to_numpy(), "p_trend": pred["trend"].to_numpy()})
+    for c in PROPHET_COMPONENTS:
+        out[f"p_{c}"] = pred[c].to_numpy() if c in pred else 0.0
+    return out
+
+
+def _fit_prophet_batch(
+    items: list[tuple[int, pd.DataFrame, pd.DataFrame]],
+    settings: ProphetSettings,
+    regressors: list[str],
+) -> list[tuple[int, pd.DataFrame]]:
+    _quiet_cmdstan()
+    return [
+        (sid, fit_prophet_components(hist, at, settings, regressors)) for sid, hist, at in items
+    ]
+
+
+def prophet_components_panel(
+    history: pd.DataFrame,
+    predict_at: pd.DataFrame,
+    settings: ProphetSettings,
+    regressors: list[str],
+    workers: int,
+    batch_size: int,
+    on_batch: ProgressFn | None = None,
+) -> pd.DataFrame:
+    """Fit Prophet per series in a process pool, in batches (one progress call per batch).
+
+    Returns ``predict_at`` (sid, ds, ...) with the p_* component columns joined on."""
+    from joblib import Parallel, delayed
+
+    hist_groups = dict(tuple(history.groupby("sid", sort=True)))
+    at_groups = dict(tuple(predict_at.groupby("sid", sort=True)))
+    items = [
+        (sid, hist_groups[sid][["ds", "y", *regressors]], at_groups[sid][["ds", *regressors]])
+        for sid in sorted(at_groups)
+    ]
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    results: dict[int, pd.DataFrame] = {}
+    t0 = time.perf_counter()
+    parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator")
+    done = 0
+    tasks = (delayed(_fit_prophet_batch)(b, settings, regressors) for b in batches)
+    for i, batch_result in enumerate(parallel(tasks) if workers > 1 else map(_run, tasks)):
+        for sid, comps in batch_result:
+            results[sid] = comps
+        done += len(batch_result)
+        logger.info(
+            "Prophet: batch %s/%s done, %s/%s series, %.1fs",
+            i + 1,
+            len(batches),
+            done,
+            len(items),
+            time.perf_counter() - t0,
+        )
+        if on_batch:
+            on_batch(i, len(batches), done)
+    parts = []
+    for sid in sorted(at_groups):
+        at = at_groups[sid].reset_index(drop=True)
+        parts.append(pd.concat([at[["sid", "ds"]], results[sid]], axis=1))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _run(task):  # sequential stand-in for joblib when workers == 1
+    fn, args, kwargs = task
+    return fn(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- features
+
+
+def calendar_features(ds: pd.Series, names: Sequence[str]) -> pd.DataFrame:
+    d = pd.DatetimeIndex(ds)
+    makers = {
+        "dayofweek": lambda: d.dayofweek,
+        "dayofmonth": lambda: d.day,
+        "dayofyear": lambda: d.dayofyear,
+        "weekofyear": lambda: d.isocalendar().week.to_numpy().astype(int),
+        "month": lambda: d.month,
+        "quarter": lambda: d.quarter,
+        "year": lambda: d.year,
+    }
+    return pd.DataFrame({f"cal_{n}": np.asarray(makers[n](), dtype=float) for n in names})
+
+
+def lag_features(frame: pd.DataFrame, cfg: ForecastConfig) -> pd.DataFrame:
+    """Lag/rolling features of ``y`` per series (frame sorted by sid, ds; regular grid).
+
+    Every feature of the row at ``t`` is a function of y at ``t - min(lags)`` or earlier, so with
+    min(lags) >= horizon nothing after the forecast origin is read. Features are normalised by
+    the series level (mean of the ``level_window`` periods ending at ``t - min(lags)``)."""
+    f = cfg.features
+    sid = frame["sid"].to_numpy()
+    y = frame["y"]
+    g = y.groupby(sid)
+    base = g.shift(cfg.min_lag)
+    bg = base.groupby(sid)
+    level = bg.rolling(f.level_window, min_periods=1).mean().reset_index(level=0, drop=True)
+    level = level.sort_index()
+    out = pd.DataFrame(index=frame.index)
+    out["level"] = level
+    safe = level.clip(lower=1e-6)
+    for lag in f.lags:
+        out[f"lag_{lag}"] = g.shift(lag) / safe
+    for w in f.rolling_windows:
+        roll = bg.rolling(w, min_periods=1).mean().reset_index(level=0, drop=True).sort_index()
+        out[f"roll_{w}"] = roll / safe
+    out["log_level"] = np.log1p(level.clip(lower=0))
+    return out
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass
+class IntervalCalibration:
+    """Out-of-sample residual scale per series and pooled quantiles of scaled residuals."""
+
+    level: float
+    scale: dict[int, float]
+    default_scale: float
+    q_low: float
+    q_high: float
+    n_residuals: int
+
+    def bounds(self, sid: np.ndarray, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = np.array([self.scale.get(int(i), self.default_scale) for i in sid], dtype=float)
+        return np.maximum(yhat + self.q_low * s, 0.0), np.maximum(yhat + self.q_high * s, 0.0)
+
+
+def calibrate_intervals(
+    residuals: pd.DataFrame, level: float, min_per_series: int
+) -> IntervalCalibration:
+    """``residuals``: sid, y, yhat from out-of-sample forecasts (a backtest fold)."""
+    r = residuals.dropna(subset=["y", "yhat"])
+    if r.empty:
+        raise ValueError("no out-of-sample residuals to calibrate prediction intervals")
+    err = r["y"].to_numpy() - r["yhat"].to_numpy()
+    stats = (
+        pd.DataFrame({"sid": r["sid"].to_numpy(), "abs": np.abs(err)})
+        .groupby("sid")["abs"]
+        .agg(["mean", "size"])
+    )
+    good = stats[(stats["size"] >= min_per_series) & (stats["mean"] > 0)]
+    default = float(good["mean"].median()) if len(good) else float(np.mean(np.abs(err)) or 1.0)
+    scale = {int(k): float(v) for k, v in good["mean"].items()}
+    s = np.array([scale.get(int(i), default) for i in r["sid"]], dtype=float)
+    z = err / s
+    alpha = 1.0 - level
+    return IntervalCalibration(
+        level=level,
+        scale=scale,
+        default_scale=default,
+        q_low=float(np.quantile(z, alpha / 2)),
+        q_high=float(np.quantile(z, 1 - alpha / 2)),
+        n_residuals=len(z),
+    )
+
+
+class _GlobalForecaster:
+    """Shared machinery of the hybrid and of XGBoost alone: one global XGBoost over all series,
+    a stored tail of each series for lag features, and precomputed future rows."""
+
+    family = "global"
+    uses_prophet = False
+
+    def __init__(self, cfg: ForecastConfig):
+        self.cfg = cfg
+        self.booster = None
+        self.feature_names: list[str] = []
+        self.key_columns: list[str] = []
+        self.regressors: list[str] = []
+        self.frequency = "D"
+        self.keys: pd.DataFrame | None = None
+        self.series_mean: dict[int, float] = {}
+        self.tail: pd.DataFrame | None = None  # last periods of history needed for lags
+        self.future: pd.DataFrame | None = None  # sid, ds, regressors (+ p_* for the hybrid)
+        self.last_date: dict[int, pd.Timestamp] = {}
+        self.calibration: IntervalCalibration | None = None
+        self.fit_seconds: dict[str, float] = {}
+
+    # -- shared pieces
+    @property
+    def tail_periods(self) -> int:
+        f = self.cfg.features
+        return max(max(f.lags), self.cfg.min_lag + max(f.level_window, *f.rolling_windows)) + 1
+
+    def _future_rows(self, panel: Panel, future_regressors: pd.DataFrame | None) -> pd.DataFrame:
+        h, step = self.cfg.horizon, panel.step
+        last = panel.frame.groupby("sid")["ds"].max()
+        rows = pd.DataFrame(
+            {
+                "sid": np.repeat(last.index.to_numpy(), h),
+                "ds": np.concatenate(
+                    [pd.date_range(d + step, periods=h, freq=step).to_numpy() for d in last]
+                ),
+            }
+        )
+        if panel.regressors:
+            rows = self._attach_future_regressors(rows, panel, future_regressors)
+        return rows
+
+    def _attach_future_regressors(
+        self, rows: pd.DataFrame, panel: Panel, future_regressors: pd.DataFrame | None
+    ) -> pd.DataFrame:
+        regs = panel.regressors
+        last_vals = panel.frame.groupby("sid")[regs].last()
+        if future_regressors is not None:
+            known = future_regressors.merge(panel.keys, on=panel.key_columns)[["sid", "ds", *regs]]
+            rows = rows.merge(known, on=["sid", "ds"], how="left")
+        else:
+            rows = rows.assign(**{r: np.nan for r in regs})
+        missing = rows[regs].isna().any(axis=1)
+        if missing.any():
+            logger.info(
+                "%s future rows lack regressor values: carrying each series' last values forward",
+                int(missing.sum()),
+            )
+            fill = last_vals.loc[rows["sid"]].reset_index(drop=True)
+            rows[regs] = rows[regs].fillna(fill)
+        return rows
+
+    def _key_codes(self, sid: pd.Series) -> pd.DataFrame:
+        assert self.keys is not None
+        codes = {}
+        for k in self.key_columns:
+            cats = pd.Index(sorted(self.keys[k].unique()))
+            vals = self.keys.set_index("sid")[k].reindex(sid.to_numpy()).to_numpy()
+            codes[f"key_{k}"] = cats.get_indexer(vals).astype(float)
+        return pd.DataFrame(codes, index=sid.index)
+
+    def _design(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Features for every row of ``frame`` (sid, ds, y, regressors[, p_*]), sorted."""
+        lags = lag_features(frame, self.cfg)
+        parts = [
+            self._key_codes(frame["sid"]),
+            calendar_features(frame["ds"], self.cfg.features.calendar).set_index(frame.index),
+            lags,
+        ]
+        if self.regressors:
+            parts.append(frame[self.regressors].add_prefix("reg_"))
+        X = pd.concat(parts, axis=1)
+        floor = self._floor(frame["sid"])
+        X["_floor"] = floor
+        if self.uses_prophet:
+            trend = np.maximum(frame["p_trend"].to_numpy(), floor)
+            X["p_trend_to_level"] = trend / np.maximum(lags["level"].to_numpy(), floor)
+            X["p_yhat_to_trend"] = frame["p_yhat"].to_numpy() / trend
+            for c in PROPHET_COMPONENTS:
+                X[f"p_{c}_to_trend"] = frame[f"p_{c}"].to_numpy() / trend
+            X["_trend"] = trend
+            X["_p_yhat"] = frame["p_yhat"].to_numpy()
+        return X
+
+    def _floor(self, sid: pd.Series) -> np.ndarray:
+        means = pd.Series(self.series_mean)
+        return np.maximum(0.05 * means.reindex(sid.to_numpy()).to_numpy(), 1e-3)
+
+    def _base(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(multiplier, offset): y = offset + multiplier * model output."""
+        level = np.maximum(X["level"].to_numpy(), X["_floor"].to_numpy())
+        return level, np.zeros(len(X))
+
+    def _features_only(self, X: pd.DataFrame) -> pd.DataFrame:
+        return X[self.feature_names]
+
+    # -- fit / predict
+    def fit(self, panel: Panel, future_regressors: pd.DataFrame | None = None):
+        t0 = time.perf_counter()
+        self.key_columns = list(panel.key_columns)
+        self.regressors = list(panel.regressors)
+        self.frequency = panel.frequency
+        self.keys = panel.keys
+        frame = panel.frame.sort_values(["sid", "ds"]).reset_index(drop=True)
+        self.series_mean = frame.groupby("sid")["y"].mean().astype(float).to_dict()
+        self.last_date = frame.groupby("sid")["ds"].max().to_dict()
+        future = self._future_rows(panel, future_regressors)
+        frame, future = self._add_components(frame, future, panel)
+        self.fit_seconds["components"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        X = self._design(frame)
+        mult, off = self._base(X)
+        target = (frame["y"].to_numpy() - off) / mult
+        ok = X["level"].notna().to_numpy() & np.isfinite(target)
+        if self.cfg.xgboost.max_train_periods is not None:
+            rank = frame.groupby("sid").cumcount(ascending=False).to_numpy()
+            ok &= rank < self.cfg.xgboost.max_train_periods
+        self.feature_names = [c for c in X.columns if not c.startswith("_")]
+        import xgboost as xgb
+
+        model = xgb.XGBRegressor(**self.cfg.xgboost.as_kwargs(), tree_method="hist")
+        logger.info(
+            "%s: fitting global XGBoost on %s rows x %s features",
+            self.family,
+            int(ok.sum()),
+            len(self.feature_names),
+        )
+        model.fit(X.loc[ok, self.feature_names], target[ok])
+        self.booster = model
+        self.fit_seconds["xgboost"] = time.perf_counter() - t1
+        keep = frame.groupby("sid").cumcount(ascending=False) < self.tail_periods
+        self.tail = frame.loc[keep, ["sid", "ds", "y", *self.regressors]].reset_index(drop=True)
+        self.future = future
+        logger.info(
+            "%s: fitted %s series in %.1fs (%s)",
+            self.family,
+            panel.n_series,
+            time.perf_counter() - t0,
+            ", ".join(f"{k} {v:.1f}s" for k, v in self.fit_seconds.items()),
+        )
+        return self
+
+    def _add_components(
+        self, frame: pd.DataFrame, future: pd.DataFrame, panel: Panel
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return frame, future
+
+    def _resolve(self, request: pd.DataFrame) -> pd.DataFrame:
+        """request: key columns + ds -> sid, ds (errors name the offending key/date)."""
+        missing = [c for c in [*self.key_columns, "ds"] if c not in request.columns]
+        if missing:
+            raise ValueError(f"forecast request lacks column(s) {missing}")
+        assert self.keys is not None
+        req = request[[*self.key_columns, "ds"]].copy()
+        req["ds"] = pd.to_datetime(req["ds"])
+        for k in self.key_columns:
+            req[k] = req[k].astype(self.keys[k].dtype)
+        merged = req.merge(self.keys, on=self.key_columns, how="left")
+        unknown = merged["sid"].isna()
+        if unknown.any():
+            row = merged[unknown].iloc[0]
+            raise ValueError(
+                f"unknown series ({_key_label(row, self.key_columns)}): not in the training data"
+            )
+        merged["sid"] = merged["sid"].astype(int)
+        assert self.future is not None
+        window = self.future.groupby("sid")["ds"].agg(["min", "max"])
+        lo = window["min"].reindex(merged["sid"]).to_numpy()
+        hi = window["max"].reindex(merged["sid"]).to_numpy()
+        bad = (merged["ds"].to_numpy() < lo) | (merged["ds"].to_numpy() > hi)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            row = merged.iloc[i]
+            raise ValueError(
+                f"date {row['ds'].date()} for series ({_key_label(row, self.key_columns)}) is "
+                f"outside the forecast window {pd.Timestamp(lo[i]).date()} .. "
+                f"{pd.Timestamp(hi[i]).date()} (horizon {self.cfg.horizon} after the last date)"
+            )
+        return merged
+
+    def predict(self, request: pd.DataFrame, components: bool = False) -> pd.DataFrame:
+        """request: key columns + ds. Returns key columns, ds, yhat, yhat_lower, yhat_upper
+        (NaN bounds when uncalibrated) in request order; with ``components`` also p_yhat."""
+        req = self._resolve(request)
+        assert self.tail is not None and self.future is not None
+        sids = np.unique(req["sid"].to_numpy())
+        fut = self.future[self.future["sid"].isin(sids)]
+        tail = self.tail[self.tail["sid"].isin(sids)]
+        frame = pd.concat([tail, fut.assign(y=np.nan)], ignore_index=True)
+        frame = frame.sort_values(["sid", "ds"]).reset_index(drop=True)
+        X = self._design(frame)
+        mult, off = self._base(X)
+        yhat = np.maximum(off + mult * self.booster.predict(X[self.feature_names]), 0.0)
+        out = frame[["sid", "ds"]].assign(yhat=yhat)
+        if self.uses_prophet:
+            out["p_yhat"] = np.maximum(frame["p_yhat"].to_numpy(), 0.0)
+        result = req[["sid", *self.key_columns, "ds"]].merge(out, on=["sid", "ds"], how="left")
+        if self.calibration is not None:
+            lo, hi = self.calibration.bounds(result["sid"].to_numpy(), result["yhat"].to_numpy())
+        else:
+            lo = hi = np.full(len(result), np.nan)
+        result["yhat_lower"], result["yhat_upper"] = lo, hi
+        cols = [*self.key_columns, "ds", "yhat", "yhat_lower", "yhat_upper"]
+        if components and self.uses_prophet:
+            cols.append("p_yhat")
+        return result[["sid", *cols]] if components else result[cols]
+
+    def future_request(self, horizon: int | None = None) -> pd.DataFrame:
+        """Every series x the first ``horizon`` future periods (default: the whole window)."""
+        assert self.future is not None and self.keys is not None
+        h = horizon or self.cfg.horizon
+        fut = self.future[self.future.groupby("sid").cumcount() < h][["sid", "ds"]]
+        return fut.merge(self.keys, on="sid")[[*self.key_columns, "ds"]]
+
+    def calibrate(self, residuals: pd.DataFrame) -> IntervalCalibration:
+        self.calibration = calibrate_intervals(
+            residuals, self.cfg.intervals.level, self.cfg.intervals.min_residuals_per_series
+        )
+        logger.info(
+            "%s: %.0f%% intervals from %s out-of-sample residuals (scaled quantiles %.2f, %.2f)",
+            self.family,
+            100 * self.calibration.level,
+            self.calibration.n_residuals,
+            self.calibration.q_low,
+            self.calibration.q_high,
+        )
+        return self.calibration
+
+
+class GlobalXGBoost(_GlobalForecaster):
+    """XGBoost alone (baseline): calendar, keys, regressors and lag >= horizon features;
+    target y / series level."""
+
+    family = "xgboost"
+
+
+class HybridProphetXGBoost(_GlobalForecaster):
+    """Prophet per series + one global XGBoost on Prophet's residuals (see module docstring).
+
+    ``features.residual`` picks what XGBoost learns: ``ratio_trend`` (y / Prophet trend, with
+    Prophet's seasonal/holiday/regressor components as features), ``ratio_yhat`` (y / yhat) or
+    ``difference_yhat`` ((y - yhat) / series mean)."""
+
+    family = "hybrid"
+    uses_prophet = True
+
+    def __init__(self, cfg: ForecastConfig, on_batch: ProgressFn | None = None):
+        super().__init__(cfg)
+        self.on_batch = on_batch
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["on_batch"] = None  # progress callbacks (loggers, closures) are not model state
+        return state
+
+    def _add_components(
+        self, frame: pd.DataFrame, future: pd.DataFrame, panel: Panel
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        at = pd.concat(
+            [frame[["sid", "ds", *self.regressors]], future[["sid", "ds", *self.regressors]]],
+            ignore_index=True,
+        ).sort_values(["sid", "ds"])
+        comps = prophet_components_panel(
+            frame,
+            at,
+            self.cfg.prophet,
+            self.regressors,
+            self.cfg.workers,
+            self.cfg.batch_size,
+            self.on_batch,
+        )
+        frame = frame.merge(comps, on=["sid", "ds"], how="left")
+        future = future.merge(comps, on=["sid", "ds"], how="left")
+        return frame, future
+
+    def _base(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        mode = self.cfg.features.residual
+        floor = X["_floor"].to_numpy()
+        if mode == "ratio_trend":
+            return X["_trend"].to_numpy(), np.zeros(len(X))
+        if mode == "ratio_yhat":
+            return np.maximum(X["_p_yhat"].to_numpy(), floor), np.zeros(len(X))
+        return floor / 0.05, X["_p_yhat"].to_numpy()  # difference scaled by the series mean
+
+
+# --------------------------------------------------------------------------- seasonal naive
+
+
+def seasonal_naive(history: Panel, request: pd.DataFrame, period: int) -> pd.DataFrame:
+    """Repeat the last ``period`` observed periods of each series: the forecast for t is y at
+    t - period * ceil((t - last) / period). request: sid, ds -> adds yhat."""
+    frame = history.frame
+    last = frame.groupby("sid")["ds"].max()
+    step = history.step
+    req = request[["sid", "ds"]].copy()
+    k = ((req["ds"] - last.reindex(req["sid"]).to_numpy()) / step).round().astype(int)
+    back = period * np.ceil(k / period).astype(int)
+    src = req["ds"] - back * step
+    lookup = frame.set_index(["sid", "ds"])["y"]
+    idx = pd.MultiIndex.from_arrays([req["sid"], src])
+    req["yhat"] = lookup.reindex(idx).to_numpy()
+    return req

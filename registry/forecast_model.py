@@ -1,0 +1,155 @@
+"""The fitted hybrid as one MLflow pyfunc, so one registered version of ``demand_forecast``
+holds Prophet's precomputed components, the global XGBoost, each series' recent history and the
+interval calibration.
+
+Input: the series key columns plus either ``horizon`` (the next N periods after the training
+data) or ``date`` (one period) per row. Output: ``date``, the key columns, ``yhat``,
+``yhat_lower``, ``yhat_upper``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import joblib
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types.schema import ColSpec, Schema
+
+from models.forecast import HybridProphetXGBoost
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_KEY = "hybrid"
+PIP_REQUIREMENTS = [
+    "mlflow==3.17.2",
+    "xgboost==3.2.0",
+    "prophet==1.5.0",
+    "scikit-learn==1.9.1",
+    "pandas>=2.2,<3",
+    "joblib",
+]
+
+
+def expand_request(model: HybridProphetXGBoost, request: pd.DataFrame) -> pd.DataFrame:
+    """Rows of key columns + ``horizon`` or ``date`` -> rows of key columns + ``ds``."""
+    keys = model.key_columns
+    missing = [k for k in keys if k not in request.columns]
+    if missing:
+        raise ValueError(f"forecast request lacks key column(s) {missing}")
+    has_date = "date" in request.columns
+    has_h = "horizon" in request.columns
+    if not (has_date or has_h):
+        raise ValueError("forecast request needs a 'horizon' or a 'date' column")
+    parts = []
+    dated = request["date"].notna() if has_date else pd.Series(False, index=request.index)
+    if dated.any():
+        parts.append(request.loc[dated, keys].assign(ds=pd.to_datetime(request.loc[dated, "date"])))
+    rest = request.loc[~dated]
+    if len(rest):
+        if not has_h or rest["horizon"].isna().any():
+            raise ValueError("each request row needs a 'date' or a 'horizon'")
+        h = rest["horizon"].astype(int)
+        if (h < 1).any() or (h > model.cfg.horizon).any():
+            raise ValueError(f"horizon must be between 1 and {model.cfg.horizon}")
+        assert model.future is not None and model.keys is not None
+        fut = model.future[["sid", "ds"]].assign(step=model.future.groupby("sid").cumcount() + 1)
+        want = rest[keys].assign(horizon=h.to_numpy()).merge(model.keys, on=keys, how="left")
+        if want["sid"].isna().any():
+            row = want[want["sid"].isna()].iloc[0]
+            label = ", ".join(f"{k}={row[k]}" for k in keys)
+            raise ValueError(f"unknown series ({label}): not in the training data")
+        want["sid"] = want["sid"].astype(int)
+        rows = want.merge(fut, on="sid")
+        rows = rows[rows["step"] <= rows["horizon"]]
+        parts.append(rows[[*keys, "ds"]])
+    return pd.concat(parts, ignore_index=True)
+
+
+def forecast(model: HybridProphetXGBoost, request: pd.DataFrame) -> pd.DataFrame:
+    out = model.predict(expand_request(model, request))
+    out = out.rename(columns={"ds": "date"})
+    return out[["date", *model.key_columns, "yhat", "yhat_lower", "yhat_upper"]]
+
+
+class DemandForecastModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: ``predict`` answers key columns + horizon/date requests."""
+
+    def load_context(self, context) -> None:
+        self.model: HybridProphetXGBoost = joblib.load(context.artifacts[ARTIFACT_KEY])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return forecast(self.model, model_input)
+
+
+def _col_type(dtype) -> str:
+    if pd.api.types.is_integer_dtype(dtype):
+        return "long"
+    if pd.api.types.is_float_dtype(dtype):
+        return "double"
+    return "string"
+
+
+def forecast_signature(model: HybridProphetXGBoost) -> ModelSignature:
+    assert model.keys is not None
+    keys = [ColSpec(_col_type(model.keys[k].dtype), k) for k in model.key_columns]
+    inputs = Schema(
+        [
+            *keys,
+            ColSpec("long", "horizon", required=False),
+            ColSpec("datetime", "date", required=False),
+        ]
+    )
+    outputs = Schema(
+        [
+            ColSpec("datetime", "date"),
+            *keys,
+            ColSpec("double", "yhat"),
+            ColSpec("double", "yhat_lower"),
+            ColSpec("double", "yhat_upper"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def input_example(model: HybridProphetXGBoost, n_series: int = 2, horizon: int = 7) -> pd.DataFrame:
+    assert model.keys is not None
+    ex = model.keys.head(n_series)[model.key_columns].copy()
+    ex["horizon"] = np.int64(min(horizon, model.cfg.horizon))
+    return ex.reset_index(drop=True)
+
+
+def log_forecast_model(model: HybridProphetXGBoost, name: str = "model") -> ModelInfo:
+    """Log the fitted hybrid as a pyfunc (in the active run) with signature and input example."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "hybrid.joblib"
+        joblib.dump(model, path, compress=3)
+        logger.info("logging the hybrid pyfunc (%.1f MB)", path.stat().st_size / 1e6)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=DemandForecastModel(),
+            artifacts={ARTIFACT_KEY: str(path)},
+            signature=forecast_signature(model),
+            input_example=input_example(model),
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+
+
+def save_forecast_model(model: HybridProphetXGBoost, path: str | Path) -> None:
+    """Save the pyfunc to a local directory (benchmarks; the flow logs to the registry)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        art = Path(tmp) / "hybrid.joblib"
+        joblib.dump(model, art, compress=3)
+        mlflow.pyfunc.save_model(
+            str(path),
+            python_model=DemandForecastModel(),
+            artifacts={ARTIFACT_KEY: str(art)},
+            signature=forecast_signature(model),
+            input_example=input_example(model),
+            pip_requirements=PIP_REQUIREMENTS,
+        )

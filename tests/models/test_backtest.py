@@ -1,0 +1,89 @@
+"""Rolling origins, splits, interval calibration and forecast metrics (pure functions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.backtest import rolling_origins
+from models.forecast import Panel, calibrate_intervals, split_at
+from models.forecast_metrics import (
+    coverage,
+    mase_scale,
+    metrics_by_series,
+    overall_metrics,
+    smape,
+)
+
+
+def _panel(n_days=100, n_series=2):
+    ds = pd.date_range("2021-01-01", periods=n_days, freq="D")
+    frame = pd.concat(
+        [
+            pd.DataFrame({"sid": s, "store": s, "ds": ds, "y": np.arange(n_days, dtype=float)})
+            for s in range(n_series)
+        ],
+        ignore_index=True,
+    )
+    return Panel(frame, ["store"], [], "D")
+
+
+def test_rolling_origins_end_at_last_date_minus_horizon():
+    p = _panel()
+    origins = rolling_origins(p, horizon=10, folds=3, step=None)
+    last = p.frame["ds"].max()
+    assert origins == [last - pd.Timedelta(days=d) for d in (30, 20, 10)]
+    assert rolling_origins(p, 10, 3, step=5)[0] == last - pd.Timedelta(days=20)
+
+
+def test_split_has_no_test_row_in_training():
+    p = _panel()
+    origin = p.frame["ds"].max() - pd.Timedelta(days=10)
+    train, test = split_at(p, origin, 7)
+    assert train.frame["ds"].max() == origin
+    assert test.frame["ds"].min() == origin + pd.Timedelta(days=1)
+    assert test.frame.groupby("sid").size().eq(7).all()
+
+
+def test_smape_known_values():
+    assert smape([100, 0], [110, 0]) == pytest.approx(100 * (20 / 210) / 2)
+    assert smape([1, 2], [1, 2]) == 0
+    assert smape([0], [5]) == pytest.approx(200)
+
+
+def test_mase_scale_and_coverage():
+    assert mase_scale(np.array([1.0, 3, 2, 6]), 1) == pytest.approx((2 + 1 + 4) / 3)
+    assert coverage([1, 2, 3, 4], [0, 2.5, 2, 5], [2, 3, 4, 6]) == pytest.approx(0.5)
+    assert np.isnan(coverage([1.0], [np.nan], [np.nan]))
+
+
+def test_overall_and_per_series_metrics():
+    f = pd.DataFrame(
+        {
+            "sid": [0, 0, 1, 1],
+            "y": [10.0, 10, 20, 20],
+            "yhat": [12.0, 8, 20, 22],
+            "yhat_lower": [9.0, 9, 19, 21],
+            "yhat_upper": [13.0, 13, 21, 23],
+        }
+    )
+    scales = pd.Series({0: 2.0, 1: 1.0})
+    per = metrics_by_series(f, scales).set_index("sid")
+    assert per.loc[0, "mae"] == pytest.approx(2.0) and per.loc[0, "mase"] == pytest.approx(1.0)
+    assert per.loc[1, "coverage"] == pytest.approx(0.5)
+    overall = overall_metrics(f, scales)
+    assert overall["mae"] == pytest.approx(1.5)
+    assert overall["mase"] == pytest.approx((1.0 + 1.0) / 2)
+    assert overall["rmse"] == pytest.approx(np.sqrt((4 + 4 + 0 + 4) / 4))
+
+
+def test_interval_calibration_reaches_nominal_coverage_on_fresh_draws():
+    rng = np.random.default_rng(0)
+    sids = np.repeat(np.arange(50), 60)
+    scale = 1 + sids % 5
+    res = pd.DataFrame({"sid": sids, "yhat": 100.0, "y": 100 + rng.normal(0, scale)})
+    cal = calibrate_intervals(res, level=0.8, min_per_series=10)
+    fresh = 100 + rng.normal(0, scale)
+    lo, hi = cal.bounds(sids, np.full(len(sids), 100.0))
+    assert coverage(fresh, lo, hi) == pytest.approx(0.8, abs=0.03)
