@@ -20,6 +20,7 @@ def configure_logging(verbose: bool = False) -> None:
 def configure_prefect_home(state_dir: Path) -> None:
     """Keep Prefect's state inside the project's state folder unless the user chose otherwise."""
     os.environ.setdefault("PREFECT_HOME", str((state_dir / "prefect").resolve()))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_UI_ENABLED", "true")

@@ -136,6 +136,10 @@ def test_shift_triggers_retrain_and_no_false_alarm(loop_env, prefect_harness) ->
     # 4) retraining on original data + feedback rows beats the old model on the new segment
     retrained = retrain_delay_risk(model=name, trigger="drift", config=str(env["mon"]))
     assert int(retrained["version"]) > int(first["version"])
+    gate = retrained["extra"]["gate"]
+    # the gate compared both on the same rows (held-out low-discount + held-out feedback rows)
+    assert client.get_model_version_by_alias(name, "champion").version == retrained["version"], gate
+    assert client.get_model_version_by_alias(name, "previous").version == first["version"]
     new = mlflow.sklearn.load_model(f"models:/{name}/{retrained['version']}")
     unseen = pd.concat([env["low_holdout"].iloc[1500:], env["high"].iloc[1000:]])
     y = unseen[spec.target].to_numpy()
