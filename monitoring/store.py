@@ -1,0 +1,487 @@
+"""The platform's prediction + feedback store (SQLAlchemy 2: SQLite by default, PostgreSQL by URL).
+
+Two tables, created on first use:
+
+- ``predictions(prediction_id pk, created_at UTC, model_name, model_version, order_id, inputs JSON,
+  outputs JSON)``: one row per served prediction;
+- ``feedback(prediction_id pk -> predictions, actual, received_at UTC)``: the ground truth.
+
+``BufferedPredictionLogger`` keeps the writes off the request path: requests enqueue records, a
+background thread writes them in batches, ``flush()``/``close()`` write everything still queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+    create_engine,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+logger = logging.getLogger(__name__)
+
+BASE_COLUMNS = ("prediction_id", "created_at", "model_name", "model_version", "order_id")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached or written. The message names the store URL (no password)."""
+
+
+class UnknownPredictionError(LookupError):
+    """Feedback names a prediction id or order id that the store does not hold."""
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no offset: we restore it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the store needs timezone-aware times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+predictions_table = Table(
+    "predictions",
+    metadata,
+    Column("prediction_id", String(64), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("order_id", String(200), nullable=True),
+    Column("inputs", JSON, nullable=False),
+    Column("outputs", JSON, nullable=False),
+    Index("ix_predictions_model_created", "model_name", "created_at"),
+    Index("ix_predictions_order", "order_id", "created_at"),
+)
+
+feedback_table = Table(
+    "feedback",
+    metadata,
+    Column(
+        "prediction_id",
+        String(64),
+        ForeignKey("predictions.prediction_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("actual", Float, nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Index("ix_feedback_received", "received_at"),
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    prediction_id: str
+    model_name: str
+    model_version: str
+    inputs: Mapping[str, Any]
+    outputs: Mapping[str, Any]
+    order_id: str | None = None
+    created_at: datetime = field(default_factory=utc_now)
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "prediction_id": self.prediction_id,
+            "created_at": self.created_at,
+            "model_name": self.model_name,
+            "model_version": str(self.model_version),
+            "order_id": self.order_id,
+            "inputs": dict(self.inputs),
+            "outputs": dict(self.outputs),
+        }
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    prediction_id: str
+    actual: float
+    status: Literal["stored", "updated", "unchanged"]
+    previous: float | None = None
+    received_at: datetime | None = None
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (the driver the project pins)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str) -> Engine:
+    norm = normalise_url(url)
+    parsed = make_url(norm)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            # one shared connection, or every connection would see its own empty database
+            return create_engine(
+                norm, connect_args={"check_same_thread": False}, poolclass=StaticPool
+            )
+        return create_engine(norm, connect_args={"check_same_thread": False, "timeout": 30})
+    return create_engine(norm, pool_pre_ping=True)
+
+
+class PredictionStore:
+    """Predictions and their ground truth in one SQL database (tables created on init)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._safe_url = make_url(normalise_url(url)).render_as_string(hide_password=True)
+        parsed = make_url(normalise_url(url))
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            from pathlib import Path
+
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(url)
+        try:
+            metadata.create_all(self.engine)
+        except Exception as exc:
+            raise StoreError(f"cannot create tables in store {self._safe_url}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"PredictionStore({self._safe_url!r})"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def log_predictions(self, records: Iterable[PredictionRecord]) -> int:
+        """Insert all records in one transaction; return how many were written."""
+        rows = [r.as_row() for r in records]
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            conn.execute(insert(predictions_table), rows)
+        return len(rows)
+
+    def record_feedback(
+        self,
+        prediction_id: str | None = None,
+        order_id: str | None = None,
+        actual: float | None = None,
+    ) -> FeedbackResult:
+        """Store the actual outcome of a prediction (by id, or the latest prediction of an order).
+
+        Idempotent: the same value again changes nothing and reports ``unchanged``; a different
+        value replaces the old one and reports ``updated`` with the previous value.
+        """
+        if (prediction_id is None) == (order_id is None):
+            raise ValueError("give exactly one of prediction_id or order_id")
+        if actual is None:
+            raise ValueError("actual is required")
+        try:
+            value = float(actual)
+        except (TypeError, ValueError):
+            raise ValueError(f"actual must be a number, got {actual!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"actual must be a finite number, got {actual!r}")
+        now = utc_now()
+        p = predictions_table
+        fb = feedback_table
+        with self.engine.begin() as conn:
+            if prediction_id is not None:
+                found = conn.execute(
+                    select(p.c.prediction_id).where(p.c.prediction_id == prediction_id)
+                ).scalar_one_or_none()
+                if found is None:
+                    raise UnknownPredictionError(f"unknown prediction_id {prediction_id!r}")
+            else:
+                found = conn.execute(
+                    select(p.c.prediction_id)
+                    .where(p.c.order_id == order_id)
+                    .order_by(p.c.created_at.desc(), p.c.prediction_id.desc())
+                    .limit(1)
+                ).scalar_one_or_none()
+                if found is None:
+                    raise UnknownPredictionError(f"no prediction for order_id {order_id!r}")
+            pid = str(found)
+            previous = conn.execute(
+                select(fb.c.actual).where(fb.c.prediction_id == pid)
+            ).scalar_one_or_none()
+            if previous is None:
+                conn.execute(insert(fb).values(prediction_id=pid, actual=value, received_at=now))
+                return FeedbackResult(pid, value, "stored", None, now)
+            if float(previous) == value:
+                return FeedbackResult(pid, value, "unchanged", float(previous), None)
+            conn.execute(
+                update(fb).where(fb.c.prediction_id == pid).values(actual=value, received_at=now)
+            )
+            return FeedbackResult(pid, value, "updated", float(previous), now)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def predictions_frame(
+        self,
+        model_name: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Predictions of ``model_name`` in ``[since, until)`` joined to their feedback.
+
+        Columns: prediction_id, created_at (UTC), model_name, model_version, order_id, one
+        column per input field, one per output field, then ``actual`` (NaN without feedback).
+        A field whose name clashes with a base column is prefixed ``input_``/``output_``.
+        ``limit`` keeps the most recent rows. Rows are sorted by created_at, oldest first.
+        """
+        p, fb = predictions_table, feedback_table
+        query = (
+            select(*[p.c[name] for name in BASE_COLUMNS], p.c.inputs, p.c.outputs, fb.c.actual)
+            .select_from(p.outerjoin(fb, fb.c.prediction_id == p.c.prediction_id))
+            .where(p.c.model_name == model_name)
+        )
+        if since is not None:
+            query = query.where(p.c.created_at >= _aware(since, "since"))
+        if until is not None:
+            query = query.where(p.c.created_at < _aware(until, "until"))
+        query = query.order_by(p.c.created_at.desc(), p.c.prediction_id.desc())
+        if limit is not None:
+            if limit < 0:
+                raise ValueError(f"limit must be >= 0, got {limit}")
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return _frame(list(reversed(rows)))
+
+    def feedback_count_since(self, model_name: str, since: datetime) -> int:
+        """Feedback rows received at or after ``since`` for predictions of ``model_name``."""
+        p, fb = predictions_table, feedback_table
+        query = (
+            select(func.count())
+            .select_from(fb.join(p, fb.c.prediction_id == p.c.prediction_id))
+            .where(p.c.model_name == model_name, fb.c.received_at >= _aware(since, "since"))
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def count_predictions(self, model_name: str | None = None) -> int:
+        query = select(func.count()).select_from(predictions_table)
+        if model_name is not None:
+            query = query.where(predictions_table.c.model_name == model_name)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware (got naive {value!r})")
+    return value.astimezone(UTC)
+
+
+def _frame(rows: list[Any]) -> pd.DataFrame:
+    input_keys: dict[str, None] = {}
+    output_keys: dict[str, None] = {}
+    for row in rows:
+        input_keys.update(dict.fromkeys(row.inputs or {}))
+        output_keys.update(dict.fromkeys(row.outputs or {}))
+    reserved = {*BASE_COLUMNS, "actual"}
+    in_names = {k: (f"input_{k}" if k in reserved else k) for k in input_keys}
+    reserved |= set(in_names.values())
+    out_names = {k: (f"output_{k}" if k in reserved else k) for k in output_keys}
+    data: dict[str, list[Any]] = {c: [] for c in BASE_COLUMNS}
+    for col in [*in_names.values(), *out_names.values()]:
+        data[col] = []
+    data["actual"] = []
+    for row in rows:
+        for c in BASE_COLUMNS:
+            data[c].append(getattr(row, c))
+        inputs, outputs = row.inputs or {}, row.outputs or {}
+        for k, col in in_names.items():
+            data[col].append(inputs.get(k))
+        for k, col in out_names.items():
+            data[col].append(outputs.get(k))
+        data["actual"].append(np.nan if row.actual is None else float(row.actual))
+    df = pd.DataFrame(data)
+    df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
+    df["actual"] = df["actual"].astype(float)
+    for col in [*in_names.values(), *out_names.values()]:
+        converted = pd.to_numeric(df[col], errors="coerce")
+        if len(df) and converted.notna().sum() == df[col].notna().sum():
+            df[col] = converted  # a numeric field stays numeric (None -> NaN)
+    return df
+
+
+# -- off the request path ---------------------------------------------------------------------
+
+
+class _Flush:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+_STOP = object()
+
+
+class BufferedPredictionLogger:
+    """Queue + background writer: ``log()`` never touches the database.
+
+    A batch is written every ``flush_interval_ms`` or as soon as ``max_batch_rows`` are waiting.
+    A failed write is retried (the rows are kept) until it succeeds or the logger is closed;
+    ``close()`` writes everything still queued. Beyond ``max_queue_rows`` waiting rows, new
+    rows are dropped and counted in ``dropped`` (a full disk must not take the service down).
+    """
+
+    def __init__(
+        self,
+        store: PredictionStore,
+        flush_interval_ms: int = 200,
+        max_batch_rows: int = 500,
+        max_queue_rows: int = 200_000,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.flush_interval_s = flush_interval_ms / 1000.0
+        self.max_batch_rows = max_batch_rows
+        self.retry_backoff_s = retry_backoff_s
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue_rows)
+        self._closed = False
+        self._lock = threading.Lock()
+        self.written = 0
+        self.dropped = 0
+        self.failed_writes = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(
+            target=self._run, name="shelfwise-prediction-logger", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def log(self, record: PredictionRecord) -> None:
+        if self._closed:
+            raise RuntimeError("prediction logger is closed")
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                logger.error("prediction log queue full: %s rows dropped so far", self.dropped)
+
+    def log_many(self, records: Iterable[PredictionRecord]) -> None:
+        for r in records:
+            self.log(r)
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Write everything logged before this call; True when done within ``timeout``."""
+        if not self._thread.is_alive():
+            return self._queue.empty()
+        marker = _Flush()
+        try:
+            self._queue.put(marker, timeout=timeout)
+        except queue.Full:
+            return False
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Stop accepting rows, write everything queued, stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.error("prediction logger did not finish within %s s", timeout)
+        else:
+            logger.info("prediction logger closed: %s rows written", self.written)
+
+    def _write(self, batch: list[PredictionRecord], final: bool) -> None:
+        attempts = 0
+        while batch:
+            attempts += 1
+            try:
+                self.store.log_predictions(batch)
+            except Exception as exc:  # keep the rows and retry: nothing is lost on a blip
+                self.failed_writes += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                logger.warning("writing %s predictions failed (%s); retrying", len(batch), exc)
+                if (final or self._closed) and attempts >= 3:
+                    logger.error("giving up on %s predictions at shutdown", len(batch))
+                    return
+                time.sleep(self.retry_backoff_s)
+                continue
+            self.written += len(batch)
+            return
+
+    def _run(self) -> None:
+        batch: list[PredictionRecord] = []
+        deadline = time.monotonic() + self.flush_interval_s
+        while True:
+            timeout = max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if isinstance(item, PredictionRecord):
+                batch.append(item)
+                if len(batch) < self.max_batch_rows and time.monotonic() < deadline:
+                    continue
+            if batch:
+                self._write(batch, final=item is _STOP)
+                batch = []
+                deadline = time.monotonic() + self.flush_interval_s
+            if isinstance(item, _Flush):
+                item.done.set()
+            elif item is _STOP:
+                # anything that raced in after close() still gets written
+                rest = []
+                while True:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(more, PredictionRecord):
+                        rest.append(more)
+                    elif isinstance(more, _Flush):
+                        more.done.set()
+                self._write(rest, final=True)
+                return
+            if item is None or time.monotonic() >= deadline:
+                deadline = time.monotonic() + self.flush_interval_s
