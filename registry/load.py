@@ -58,14 +58,16 @@ def resolve_alias(client: MlflowClient, name: str, alias: str) -> str | None:
         raise
 
 
-def download_version(tracking_uri: str, name: str, version: str, dst: str) -> str:
+def download_version(
+    client: MlflowClient, tracking_uri: str, name: str, version: str, dst: str
+) -> str:
+    """Download one version's files through the tracking server (``models:/`` URIs would go
+    through the process-global registry URI, which serving never sets)."""
     import mlflow.artifacts
 
+    uri = client.get_model_version_download_uri(name, version)
     return mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}",
-        dst_path=dst,
-        tracking_uri=tracking_uri,
-        registry_uri=tracking_uri,
+        artifact_uri=uri, dst_path=dst, tracking_uri=tracking_uri
     )
 
 
@@ -169,7 +171,7 @@ def load_delay_model(
     try:
         mv = client.get_model_version(registered_name, str(version))
         with tempfile.TemporaryDirectory(prefix="shelfwise-model-") as tmp:
-            local = download_version(tracking_uri, registered_name, str(version), tmp)
+            local = download_version(client, tracking_uri, registered_name, str(version), tmp)
             pipeline = mlflow.sklearn.load_model(local)
     except Exception as exc:
         raise ModelLoadError(
