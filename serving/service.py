@@ -94,6 +94,9 @@ BatchOfOrders = Annotated[
 class ShelfwiseService:
     def __init__(self) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        for name in ("serving", "registry", "monitoring"):  # swaps and flushes in the server log
+            if logging.getLogger(name).level == logging.NOTSET:
+                logging.getLogger(name).setLevel(logging.INFO)
         self.settings = serving_config()
         self.platform = platform_config()
         self.tracking_uri = tracking_uri_for(self.platform)
@@ -240,19 +243,20 @@ class ShelfwiseService:
             return self.store.record_feedback(prediction_id, order_id, actual)
 
     @bentoml.api(route=VERSIONS_ROUTE)
-    def versions(self) -> VersionsResponse:
-        """Which versions are served, since when, what the alias points to, the last load error."""
+    async def versions(self) -> VersionsResponse:
+        """Which versions are served, since when, what the alias points to, the last load error.
+        (Each worker follows the alias on its own; this is the answering worker's view.)"""
+        return self._versions()
+
+    def _versions(self) -> VersionsResponse:
         models = []
+        fields = ServedModel.model_fields
         for follower in self.followers.values():
             status = follower.status()
             current = follower.current
             models.append(
                 ServedModel(
-                    **{
-                        k: getattr(status, k)
-                        for k in ServedModel.model_fields
-                        if hasattr(status, k)
-                    },
+                    **{k: getattr(status, k) for k in fields if hasattr(status, k)},
                     run_id=getattr(current, "run_id", None),
                     path=getattr(current, "fast_path_note", None),
                 )
@@ -280,7 +284,7 @@ class ShelfwiseService:
         A failed load keeps the old version serving and is reported in the answer."""
         for follower in self.followers.values():
             follower.check(force=True)
-        return self.versions()
+        return self._versions()
 
 
 def _record(

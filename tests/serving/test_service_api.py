@@ -173,43 +173,45 @@ def test_versions_and_readiness(client, delay_v1) -> None:
     assert client.get("/healthz").status_code == 200
 
 
-def test_fuzz_openapi_no_5xx(served) -> None:
-    """Every operation of the service's own OpenAPI document, bounded examples, valid key."""
+def _fuzz_operation(client, operation, seen: dict[str, set[int]]) -> None:
     from hypothesis import given
 
+    label = f"{operation.method.upper()} {operation.path}"
+
+    @given(case=operation.as_strategy())
+    @settings(
+        max_examples=30,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
+    def run(case) -> None:
+        kw = case.as_transport_kwargs(base_url="http://testserver")
+        headers = {**(kw.get("headers") or {}), "X-API-Key": KEY}
+        body = {}
+        if "json" in kw:
+            body["json"] = kw["json"]
+        elif kw.get("data") is not None:
+            body["content"] = kw["data"]
+        r = client.request(
+            kw["method"], kw["url"], headers=headers, params=kw.get("params"), **body
+        )
+        seen.setdefault(label, set()).add(r.status_code)
+        assert r.status_code < 500, f"{label} {body}: {r.status_code} {r.text}"
+
+    run()
+
+
+def test_fuzz_openapi_no_5xx(served) -> None:
+    """Every operation of the service's own OpenAPI document, bounded examples, valid key."""
     client = served[1]
-    spec = client.get("/docs.json").json()
-    schema = schemathesis.openapi.from_dict(spec)
+    schema = schemathesis.openapi.from_dict(client.get("/docs.json").json())
     seen: dict[str, set[int]] = {}
     # /metrics needs the Prometheus set-up of `bentoml serve`: tested in the subprocess test
     operations = [op.ok() for op in schema.get_all_operations() if op.ok().path != "/metrics"]
     assert {op.path for op in operations} >= {"/v1/delay-risk", "/v1/delay-risk/batch"}
     for operation in operations:
-
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=30,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=True,
-            database=None,
-        )
-        def fuzz(case) -> None:
-            kw = case.as_transport_kwargs(base_url="http://testserver")
-            headers = {**(kw.get("headers") or {}), "X-API-Key": KEY}
-            body = {}
-            if "json" in kw:
-                body["json"] = kw["json"]
-            elif kw.get("data") is not None:
-                body["content"] = kw["data"]
-            r = client.request(
-                kw["method"], kw["url"], headers=headers, params=kw.get("params"), **body
-            )
-            seen.setdefault(f"{kw['method']} {operation.path}", set()).add(r.status_code)
-            assert r.status_code < 500, (
-                f"{kw['method']} {kw['url']} {body}: {r.status_code} {r.text}"
-            )
-
-        fuzz()
+        _fuzz_operation(client, operation, seen)
     # the fuzz reached the model (2xx) and the validation (4xx), not only one of them
     assert 200 in seen["POST /v1/delay-risk"] and 400 in seen["POST /v1/delay-risk"], seen
