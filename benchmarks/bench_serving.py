@@ -142,7 +142,9 @@ async def _http_cell(url: str, bodies: list[bytes], n: int, concurrency: int) ->
 
 
 def http_cell(url: str, bodies: list[bytes], n: int, concurrency: int) -> dict[str, Any]:
-    return asyncio.run(_http_cell(url, bodies, n, concurrency))
+    out = asyncio.run(_http_cell(url, bodies, n, concurrency))
+    logger.info("%s c=%s: %s", url, concurrency, out)
+    return out
 
 
 def inprocess_cell(call: Callable[[int], Any], n: int, concurrency: int) -> dict[str, Any]:
@@ -261,7 +263,10 @@ def run_mlflow_serve(
         "-p",
         str(port),
     ]
-    start_server(server, cmd, "127.0.0.1", port, 300, env={"MLFLOW_TRACKING_URI": tracking_uri})
+    # mlflow runs `uvicorn` through bash: the venv's bin directory must be on PATH
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
+    start_server(server, cmd, "127.0.0.1", port, 300, env=env)
     rows = []
     try:
         for c in CONCURRENCY:

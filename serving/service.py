@@ -124,11 +124,12 @@ class ShelfwiseService:
         )
         self.delay.check()  # load the champion now; if it is absent, polling picks it up later
         self.delay.start()
-        # Extension point (forecast): once models:/demand_forecast@champion exists, add an
-        # AliasFollower with a loader for the hybrid pyfunc (as above, with its own LoadedModel
-        # type) to ``self.followers`` and a ``@bentoml.api(route="/v1/forecast")`` method that
-        # reads ``follower.current`` once per request. The versions endpoint already lists every
-        # follower, and readiness only waits for the delay-risk model.
+        # Extension point (forecast): once models:/demand_forecast@champion exists, add a
+        # ``forecast: FollowedModel`` to configs/serving.py, an AliasFollower here with a loader
+        # for the hybrid pyfunc (its own immutable LoadedModel type, like registry/load.py) in
+        # ``self.followers``, and a ``@bentoml.api(route="/v1/forecast")`` method that reads
+        # ``follower.current`` once per request. The versions and reload endpoints already cover
+        # every follower; readiness waits only for the delay-risk model.
         self.followers: dict[str, AliasFollower[Any]] = {"delay_risk": self.delay}
         logger.info(
             "shelfwise service: tracking %s, store %s, delay-risk version %s",
@@ -162,8 +163,12 @@ class ShelfwiseService:
         return model
 
     def _log(self, records: list[PredictionRecord]) -> None:
-        if self.prediction_log is not None:
+        if self.prediction_log is None:
+            return
+        try:
             self.prediction_log.log_many(records)
+        except RuntimeError:  # closed: only during shutdown, after in-flight requests drained
+            logger.error("prediction log already closed: %s predictions not logged", len(records))
 
     @bentoml.api(route=DELAY_ROUTE)
     async def delay_risk(self, order: DelayOrder, /) -> DelayRiskResponse:
