@@ -16,7 +16,6 @@ ENV_OVERRIDES: dict[str, str] = {
     "auth.protect_predictions": "SHELFWISE_PROTECT_PREDICTIONS",
     "prediction_log.enabled": "SHELFWISE_PREDICTION_LOG",
     "delay_risk.registered_name": "SHELFWISE_DELAY_MODEL_NAME",
-    "forecast.registered_name": "SHELFWISE_FORECAST_MODEL_NAME",
     "workers": "SHELFWISE_SERVING_WORKERS",
 }
 
@@ -28,7 +27,6 @@ MIN_BATCH_LATENCY_MS = 200
 class FollowedModel(StrictModel):
     registered_name: str = Field(min_length=1)
     alias: str = Field("champion", min_length=1)
-    enabled: bool = True
 
 
 class BatchingConfig(StrictModel):
@@ -51,7 +49,6 @@ class PredictionLogConfig(StrictModel):
 class ServingSettings(StrictModel):
     poll_interval_s: float = Field(10.0, gt=0, le=3600)
     delay_risk: FollowedModel = FollowedModel(registered_name="delay_risk")
-    forecast: FollowedModel = FollowedModel(registered_name="demand_forecast")
     batching: BatchingConfig = BatchingConfig()
     auth: AuthConfig = AuthConfig()
     prediction_log: PredictionLogConfig = PredictionLogConfig()

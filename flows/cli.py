@@ -11,11 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows import cli_serving
+
 app = typer.Typer(
     help="Shelfwise: registry-centred ML lifecycle for retail operations.", no_args_is_help=True
 )
 server_app = typer.Typer(help="Local servers (MLflow tracking server).", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+app.command("serve")(cli_serving.serve)
 console = Console()
 
 

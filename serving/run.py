@@ -1,0 +1,90 @@
+"""Start and stop `bentoml serve` for the Shelfwise service as a local detached server
+(registry/server.py does the process handling; readiness is BentoML's /readyz, which answers
+once a delay-risk version is loaded)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from configs.platform import PlatformConfig
+from registry.server import LocalServer, start_server, stop_server
+
+SERVICE_IMPORT = "serving.service:ShelfwiseService"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def bentoml_server(
+    state_dir: Path, host: str, port: int, name: str = "bentoml-serve"
+) -> LocalServer:
+    state = state_dir.resolve()
+    return LocalServer(
+        name=name,
+        url=f"http://{host}:{port}",
+        health_path="/readyz",
+        pid_file=state / "run" / f"{name}.pid",
+        log_file=state / "logs" / f"{name}.log",
+    )
+
+
+def serve_command(
+    host: str,
+    port: int,
+    target: str = SERVICE_IMPORT,
+    working_dir: Path = REPO_ROOT,
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        target,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--working-dir",
+        str(working_dir),
+    ]
+
+
+def serving_env(platform: PlatformConfig, tracking_uri: str) -> dict[str, str]:
+    """What the service process needs to find the registry and the store."""
+    return {
+        "SHELFWISE_TRACKING_URI": tracking_uri,
+        "SHELFWISE_STORE_URL": platform.store_url,
+        "SHELFWISE_HOME": str(platform.state_path),
+        "SHELFWISE_DATA_DIR": str(platform.data_dir.resolve()),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+
+
+def start_serving(
+    platform: PlatformConfig,
+    tracking_uri: str,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 180.0,
+    name: str = "bentoml-serve",
+    target: str = SERVICE_IMPORT,
+) -> tuple[LocalServer, int]:
+    """Start `bentoml serve` detached and wait until /readyz answers; returns (server, pid)."""
+    host = platform.serving.host
+    port = port or platform.serving.port
+    server = bentoml_server(platform.state_path, host, port, name)
+    full_env = {**serving_env(platform, tracking_uri), **(env or {})}
+    pid = start_server(
+        server,
+        serve_command(host, port, target),
+        host,
+        port,
+        timeout_s,
+        env=full_env,
+        cwd=REPO_ROOT,
+    )
+    return server, pid
+
+
+def stop_serving(server: LocalServer) -> bool:
+    return stop_server(server)
