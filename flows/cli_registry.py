@@ -92,7 +92,7 @@ def tune(
             seed_offset=seed_offset,
             pruning=pruning,
             cv_folds=cv_folds,
-            register=register,
+            register_best=register,
             promote=promote,
             model_name=model_name,
             trigger=trigger,

@@ -320,6 +320,12 @@ def train_delay_risk(
 ) -> dict:
     """Train the delay-risk classifier and its baseline, log both, register the XGBoost version,
     then (``promote``) mark it ``@challenger`` and run the gate against ``@champion``."""
+    if promote:
+        from registry.aliases import RegistryError
+        from registry.history import TRIGGERS
+
+        if trigger not in TRIGGERS:  # fail before training, not after registering
+            raise RegistryError(f"unknown trigger {trigger!r}; one of {list(TRIGGERS)}")
     cfg = load_delay_config(config)
     if model_name:
         cfg = cfg.model_copy(update={"registered_model_name": model_name})

@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 import optuna
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from sqlalchemy.engine import make_url
 
 from configs.datasets import TabularDatasetSpec, load_tabular_spec
@@ -34,7 +35,8 @@ from models.tune import (
     params_with,
 )
 from registry import log as rlog
-from registry.aliases import set_challenger
+from registry.aliases import RegistryError, set_challenger
+from registry.history import TRIGGERS
 from registry.tracking import ensure_tracking_uri
 
 logger = logging.getLogger(__name__)
@@ -127,7 +129,7 @@ def study_figures(study: optuna.Study) -> dict:
     return figs
 
 
-@task(name="optimize")
+@task(name="optimize", cache_policy=NO_CACHE)
 def optimize(
     study: optuna.Study,
     prepared: Prepared,
@@ -171,7 +173,7 @@ def tune_delay_risk(
     seed_offset: int = 0,
     pruning: bool | None = None,
     cv_folds: int | None = None,
-    register: bool = True,
+    register_best: bool = True,
     promote: bool = True,
     model_name: str | None = None,
     trigger: str = "manual",
@@ -182,6 +184,8 @@ def tune_delay_risk(
 ) -> dict:
     """Tune, refit the best configuration, register it as ``@challenger`` and gate it."""
     started = time.perf_counter()
+    if register_best and promote and trigger not in TRIGGERS:
+        raise RegistryError(f"unknown trigger {trigger!r}; one of {list(TRIGGERS)}")
     cfg = load_delay_config(config)
     if model_name:
         cfg = cfg.model_copy(update={"registered_model_name": model_name})
@@ -271,7 +275,7 @@ def tune_delay_risk(
             tracking_uri=tracking_uri,
             seconds=0.0,
         )
-        if register:
+        if register_best:
             params = params_with(cfg.xgboost, best.params)
             _, version, metrics = fit_log_register(
                 spec,
@@ -294,7 +298,7 @@ def tune_delay_risk(
             mlflow.set_tag("shelfwise.registered_version", version)
             result.registered_version = version
             result.refit_metrics = metrics
-    if register and promote:
+    if register_best and promote:
         from flows.promote import gate_and_promote_flow
 
         result.gate = gate_and_promote_flow(

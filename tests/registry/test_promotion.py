@@ -148,3 +148,35 @@ def test_crash_between_evaluating_and_moving_aliases_keeps_the_champion(
     # and the gate still works afterwards
     out = gate_and_promote(client, sqlite_store, name, v["better"], evaluator(client, name))
     assert out.promoted and al.alias_version(client, name, al.CHAMPION) == v["better"]
+
+
+def test_concurrent_manual_promotions_on_sqlite_keep_one_chain(
+    mlflow_server, fresh_model, sqlite_store
+):
+    """The SQLite path of the lock (BEGIN IMMEDIATE): same guarantees as on PostgreSQL."""
+    import threading
+
+    client = mlflow.MlflowClient(mlflow_server)
+    name, _ = fresh_model(*["default"] * 4)
+    promote_manual(client, sqlite_store, name, "1", "seed", actor="pytest")
+    barrier, errors = threading.Barrier(3), []
+
+    def race(version: str) -> None:
+        barrier.wait()
+        try:
+            promote_manual(mlflow.MlflowClient(mlflow_server), sqlite_store, name, version, "race")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(v,)) for v in ("2", "3", "4")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == []
+    hist = sqlite_store.entries(name)
+    assert sorted(e.to_version for e in hist) == ["1", "2", "3", "4"]
+    for before, after in zip(hist, hist[1:], strict=False):
+        assert after.from_version == before.champion_after
+    assert al.alias_version(client, name, al.CHAMPION) == hist[-1].champion_after
+    assert al.alias_version(client, name, al.PREVIOUS) == hist[-1].from_version
