@@ -125,6 +125,10 @@ from flows.cli_registry import register as _register_registry_commands  # noqa: 
 
 _register_registry_commands(app)
 
+from flows.cli_monitor import register as _register_monitor  # noqa: E402
+
+_register_monitor(app)
+
 
 def main() -> None:  # pragma: no cover - console script entry
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -284,6 +284,7 @@ def retrain_delay_risk(
     reason: str = "",
     config: str = "monitoring",
     platform_config: str = "platform",
+    gate_config: str = "gate",
 ) -> dict:
     """Original training data plus the feedback-labelled production rows -> a challenger,
     which the train flow registers and sends through the gate."""
@@ -302,6 +303,7 @@ def retrain_delay_risk(
         platform_config=platform_config,
         trigger=trigger,
         extra_data=str(path) if path else None,
+        gate_config=gate_config,
     )
     result["feedback_rows_file"] = str(path) if path else None
     return json.loads(json.dumps(result, default=str))

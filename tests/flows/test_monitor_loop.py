@@ -45,6 +45,10 @@ def loop_env(tmp_path, monkeypatch, mlflow_server, delay_config, data_dir):
             }
         )
     )
+    gate = read_yaml(Path(__file__).resolve().parents[2] / "configs" / "gate.yaml")
+    gate["rules"]["delay_risk"]["floors"] = {"roc_auc": 0.5}  # this segment's model, see above
+    gate_path = tmp_path / "gate.yaml"
+    gate_path.write_text(yaml.safe_dump(gate))
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     monkeypatch.setenv("SHELFWISE_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("SHELFWISE_STORE_URL", store_url)
@@ -63,6 +67,7 @@ def loop_env(tmp_path, monkeypatch, mlflow_server, delay_config, data_dir):
         "low_holdout": low_holdout,
         "high": high,
         "uri": mlflow_server,
+        "gate": gate_path,
     }
 
 
@@ -134,11 +139,16 @@ def test_shift_triggers_retrain_and_no_false_alarm(loop_env, prefect_harness) ->
     assert again["decision"]["retrain"] is False and again["decision"]["suppressed"]
 
     # 4) retraining on original data + feedback rows beats the old model on the new segment
-    retrained = retrain_delay_risk(model=name, trigger="drift", config=str(env["mon"]))
+    retrained = retrain_delay_risk(
+        model=name, trigger="drift", config=str(env["mon"]), gate_config=str(env["gate"])
+    )
     assert int(retrained["version"]) > int(first["version"])
     gate = retrained["extra"]["gate"]
     # the gate compared both on the same rows (held-out low-discount + held-out feedback rows)
-    assert client.get_model_version_by_alias(name, "champion").version == retrained["version"], gate
+    assert client.get_model_version_by_alias(name, "champion").version == retrained["version"], (
+        gate.get("reasons"),
+        gate,
+    )
     assert client.get_model_version_by_alias(name, "previous").version == first["version"]
     new = mlflow.sklearn.load_model(f"models:/{name}/{retrained['version']}")
     unseen = pd.concat([env["low_holdout"].iloc[1500:], env["high"].iloc[1000:]])
