@@ -66,7 +66,11 @@ def test_rendering_carries_schedules_trigger_pull_step_and_work_pool(tmp_path, d
     (trigger,) = by_name[RETRAIN]["triggers"]
     assert trigger["expect"] == [EVENT]
     assert trigger["match"] == {"prefect.resource.id": "shelfwise.model.delay_risk"}
-    assert trigger["parameters"] == {"trigger": "{{ event.payload.trigger }}"}
+    assert trigger["parameters"] == {
+        "model": "{{ event.payload.model }}",
+        "trigger": "{{ event.payload.trigger }}",
+        "reason": "{{ event.payload.reason }}",
+    }
     step = doc["pull"][0]["prefect.deployments.steps.set_working_directory"]
     assert step["directory"] == "{{ $SHELFWISE_PROJECT_ROOT }}"
     # the YAML round-trips (templates are quoted, not parsed as flow mappings)
@@ -117,7 +121,11 @@ def deployed(tmp_path_factory, mlflow_server, data_dir):
     platform = stack_platform(tmp / ".shelfwise", data_dir, tracking_uri=mlflow_server)
     plan = plan_stack(platform, minimal_stack_config(), serving=False, evidently=False)
     cfg = load_deployments_config()
-    reduced = str(reduced_delay_config(tmp / "delay_risk_reduced.yaml"))
+    reduced_delay = reduced_delay_config(tmp / "delay_risk_reduced.yaml")
+    # retrain-delay-risk takes the monitoring config, which names the delay-risk config
+    reduced = tmp / "monitoring_reduced.yaml"
+    reduced.write_text(yaml.safe_dump({"delay_config": str(reduced_delay)}), encoding="utf-8")
+    reduced = str(reduced)
     cfg = cfg.model_copy(
         update={
             "schedules_active": False,  # no scheduled run may start during the tests
