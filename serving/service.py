@@ -192,8 +192,9 @@ class ShelfwiseService:
         max_batch_size=_BOOT.batching.max_batch_size,
         max_latency_ms=_BOOT.batching.max_latency_ms,
     )
-    async def delay_risk_batch(self, orders: BatchOfOrders, /) -> list[DelayRiskResponse]:
-        """Delay risk of a list of orders (requests are merged by BentoML's adaptive batching)."""
+    async def delay_risk_batch(self, orders: BatchOfOrders) -> list[DelayRiskResponse]:
+        """Delay risk of a list of orders, body ``{"orders": [...]}`` (BentoML's adaptive batching
+        merges concurrent requests into one model call)."""
         model = self._model()
         rows = [o.model_row() for o in orders]
         probabilities = model.predict_many(rows)
