@@ -188,7 +188,7 @@ def step_deploy(ctx: DemoContext) -> str:
 def step_train_delay_risk(ctx: DemoContext) -> str:
     task = ctx.demo.delay_risk
     config = model_config_for(ctx, task, "delay_risk")
-    return run_flow(ctx, task.deployment, {"config": config, "trigger": "demo"})
+    return run_flow(ctx, task.deployment, {"config": config, "trigger": "manual"})
 
 
 def step_summarise_registry(ctx: DemoContext) -> str:

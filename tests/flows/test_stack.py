@@ -147,7 +147,7 @@ def test_demo_twice_and_the_stack_lifecycle(tmp_path, data_dir):
         first = run_demo(platform, stack_cfg, demo_cfg, reduced=True, keep=True)
         assert [s.status for s in first.steps] == ["ok"] * len(first.steps)
         assert [v.version for v in first.versions] == ["1"]
-        assert first.versions[0].trigger == "demo"
+        assert first.versions[0].trigger == "manual"
         assert first.versions[0].metrics["roc_auc"] > 0.70
         assert first.urls["mlflow_ui"] == f"http://127.0.0.1:{platform.tracking.port}"
         assert first.urls["prefect_ui"] == f"http://127.0.0.1:{platform.prefect.port}"
