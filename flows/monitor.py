@@ -267,9 +267,10 @@ def export_feedback(
     store: PredictionStore, model_name: str, spec: TabularDatasetSpec, out_dir: Path
 ) -> Path | None:
     frame = store.predictions_frame(model_name)
-    rows = feedback_training_rows(frame, spec)
-    if rows.empty:
+    if labelled(frame).empty:
+        get_run_logger().info("no feedback-labelled production rows yet: original data only")
         return None
+    rows = feedback_training_rows(frame, spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"feedback-{time.strftime('%Y%m%d-%H%M%S')}.csv"
     rows.to_csv(path, index=False)

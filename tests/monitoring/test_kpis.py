@@ -33,3 +33,22 @@ def test_kpis_on_empty_log() -> None:
     empty = pd.DataFrame(columns=["created_at", "delay_probability", "actual"])
     k = fulfilment_kpis(empty, NOW, 30, 0.7, ["Warehouse_block"])
     assert k.orders == 0 and k.on_time_rate is None and k.mean_delay_probability is None
+
+
+def test_feedback_training_rows_map_actuals_to_the_target() -> None:
+    from configs.datasets import load_tabular_spec
+    from flows.monitor import feedback_training_rows
+
+    spec = load_tabular_spec("ecommerce_shipping")
+    row = {c: ("A" if c in spec.categorical else 1.0) for c in spec.features}
+    frame = pd.DataFrame(
+        [
+            {**row, "prediction_id": "p1", "order_id": "o1", "actual": 1.0},
+            {**row, "prediction_id": "p2", "order_id": None, "actual": np.nan},
+            {**row, "prediction_id": "p3", "order_id": None, "actual": 0.0},
+        ]
+    )
+    out = feedback_training_rows(frame, spec)
+    assert list(out[spec.target]) == [1, 0]  # unlabelled rows are not training rows
+    assert list(out[spec.id_column]) == ["o1", "p3"]
+    assert list(out.columns) == [spec.id_column, *spec.features, spec.target]
