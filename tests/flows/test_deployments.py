@@ -171,13 +171,14 @@ def test_retrain_event_runs_the_deployment_and_registers_a_version(deployed, mlf
     client = MlflowClient(mlflow_server)
     before = {v.version for v in client.search_model_versions("name='delay_risk'")}
     dep = deployment_id(platform, RETRAIN)
-    trigger = f"drift-{uuid.uuid4().hex[:6]}"
+    trigger = "drift"
+    reason = f"test-{uuid.uuid4().hex[:6]}"  # identifies this event's run
     t0 = time.monotonic()
     with temporary_settings({PREFECT_API_URL: plan.prefect_api_url}):
-        emit_retrain_requested("delay_risk", reason="test", trigger=trigger)
+        emit_retrain_requested("delay_risk", reason=reason, trigger=trigger)
     (run,) = wait_for(lambda: flow_runs(plan.prefect_api_url, dep), 120, "the triggered run")
     latency = time.monotonic() - t0
-    assert run["parameters"]["trigger"] == trigger
+    assert run["parameters"]["trigger"] == trigger and run["parameters"]["reason"] == reason
     final = wait_for(
         lambda: next(
             (
