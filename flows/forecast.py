@@ -17,6 +17,7 @@ from prefect.cache_policies import NONE
 from configs.datasets import TimeSeriesDatasetSpec, load_timeseries_spec
 from configs.forecast import ForecastConfig, load_forecast_config
 from configs.platform import PlatformConfig, load_platform_config
+from flows.train import connect_tracking
 from models import plots
 from models.backtest import HYBRID, BacktestResult, backtest, families
 from models.datasets import fingerprint, load_timeseries
@@ -24,7 +25,6 @@ from models.forecast import HybridProphetXGBoost, Panel, prepare_panel
 from models.forecast_metrics import FORECAST_METRICS
 from registry import log as rlog
 from registry.forecast_model import log_forecast_model
-from registry.tracking import ensure_tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def log_baselines(
     for fam in families(cfg):
         if fam == HYBRID:
             continue
-        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{fam}-{stamp}"):
+        with rlog.tracked_run(experiment_id=experiment_id, run_name=f"{fam}-{stamp}"):
             mlflow.set_tags(_tags(cfg, spec, fam, fp, trigger))
             mlflow.log_params({"family": fam, "horizon": cfg.horizon, "dataset": spec.name})
             out[fam] = _log_backtest_metrics(result, fam)
@@ -164,7 +164,7 @@ def fit_and_register(
 ) -> tuple[str, str, dict[str, float], float]:
     log = get_run_logger()
     tags = _tags(cfg, spec, HYBRID, fp, trigger)
-    with mlflow.start_run(
+    with rlog.tracked_run(
         experiment_id=experiment_id, run_name=f"hybrid-{time.strftime('%Y%m%d-%H%M%S')}"
     ) as run:
         mlflow.set_tags(tags)
@@ -247,9 +247,7 @@ def train_demand_forecast(
     platform = load_platform_config(platform_config)
     spec = load_timeseries_spec(cfg.dataset)
     panel, source, fp = load_panel(spec, cfg, platform)
-    tracking_uri = ensure_tracking_uri(platform)
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = rlog.get_or_create_experiment(cfg.experiment)
+    tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
     result = run_backtest(panel, cfg)
     baselines = log_baselines(result, cfg, spec, experiment_id, fp, source, trigger)
     run_id, version, metrics, secs = fit_and_register(

@@ -21,6 +21,7 @@ from configs.datasets import TabularDatasetSpec, load_tabular_spec
 from configs.delay import load_delay_config
 from configs.monitoring import MonitoringConfig, load_monitoring_config
 from configs.platform import load_platform_config
+from flows.train import connect_tracking
 from monitoring import records
 from monitoring.drift import DriftSummary, drift_report
 from monitoring.kpis import fulfilment_kpis
@@ -30,7 +31,6 @@ from monitoring.store import PredictionStore
 from monitoring.workspace import add_snapshots
 from registry import log as rlog
 from registry.reference import VersionReference, load_reference
-from registry.tracking import ensure_tracking_uri
 
 
 @dataclass
@@ -153,8 +153,7 @@ def monitor_delay_risk(
     delay_cfg = load_delay_config(cfg.delay_config)
     spec = load_tabular_spec(delay_cfg.dataset)
     now = now or datetime.now(UTC)
-    tracking_uri = ensure_tracking_uri(platform)
-    mlflow.set_tracking_uri(tracking_uri)
+    tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
     store = PredictionStore(platform.store_url)
     ref = champion_reference(tracking_uri, cfg.model_name)
     window = read_window(store, cfg, now)
@@ -181,7 +180,7 @@ def monitor_delay_risk(
         gate_metric=ref.gate_metrics.get(cfg.policy.performance.metric),
         new_feedback_rows=store.feedback_count_since(cfg.model_name, ref.created_at),
     )
-    engine = records.engine_for(platform.store_url)
+    engine = records.ensure_tables(store.engine)
     decision = decide(
         evidence, cfg.policy, cfg.window.min_rows, records.last_retrain(engine, cfg.model_name), now
     )
@@ -194,7 +193,6 @@ def monitor_delay_risk(
         "RETRAIN" if decision.retrain else "keep",
         "; ".join(decision.reasons),
     )
-    experiment_id = rlog.get_or_create_experiment(cfg.experiment)
     run_id = _log_monitoring_run(
         experiment_id,
         ref,
@@ -233,7 +231,7 @@ def monitor_delay_risk(
             mlflow_run_id=run_id,
         ),
     )
-    engine.dispose()
+    store.dispose()
     return MonitorResult(
         model_name=cfg.model_name,
         model_version=ref.version,

@@ -24,7 +24,7 @@ from configs.datasets import TabularDatasetSpec, load_tabular_spec
 from configs.delay import DelayRiskConfig, XGBoostParams, load_delay_config
 from configs.platform import load_platform_config
 from configs.tuning import TuningConfig, load_tuning_config
-from flows.train import Prepared, fit_log_register, prepare_data
+from flows.train import Prepared, connect_tracking, fit_log_register, prepare_data
 from models.delay import features_and_target
 from models.tune import (
     FOLD_SCORES_ATTR,
@@ -37,7 +37,6 @@ from models.tune import (
 from registry import log as rlog
 from registry.aliases import RegistryError, set_challenger
 from registry.history import TRIGGERS
-from registry.tracking import ensure_tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def trial_logger(
     def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         folds = list(trial.user_attrs.get(FOLD_SCORES_ATTR, []))
         state = trial.state.name.lower()
-        with mlflow.start_run(
+        with rlog.tracked_run(
             experiment_id=experiment_id, run_name=f"trial-{trial.number}", nested=True
         ):
             mlflow.set_tags(
@@ -200,9 +199,7 @@ def tune_delay_risk(
     platform = load_platform_config(platform_config)
     spec = load_tabular_spec(cfg.dataset)
     prepared = prepare_data(spec, cfg, platform)
-    tracking_uri = ensure_tracking_uri(platform)
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = rlog.get_or_create_experiment(cfg.experiment)
+    tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
     storage_url = storage or tcfg.storage_url(platform.state_path)
     if storage_url.startswith("sqlite:///"):
         platform.state_path.mkdir(parents=True, exist_ok=True)
@@ -211,7 +208,7 @@ def tune_delay_risk(
     study = open_study(tcfg, storage_url, name, seed_offset)
     base = cfg.xgboost.model_copy(update={"n_jobs": tcfg.n_jobs})
     budget = tcfg.n_trials if n_trials is None else n_trials
-    with mlflow.start_run(
+    with rlog.tracked_run(
         experiment_id=experiment_id, run_name=f"tune-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     ) as parent:
         mlflow.set_tags(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, create_engine, select
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -35,8 +35,8 @@ class MonitoringRecord(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
-def engine_for(url: str) -> Engine:
-    engine = create_engine(url, future=True, pool_pre_ping=True)
+def ensure_tables(engine: Engine) -> Engine:
+    """Create the monitoring tables beside the prediction log (same database, same engine)."""
     Base.metadata.create_all(engine)
     return engine
 

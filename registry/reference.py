@@ -22,14 +22,10 @@ class VersionReference:
     gate_metrics: dict[str, float]
 
 
-def version_by_alias(client: MlflowClient, model_name: str, alias: str):
-    return client.get_model_version_by_alias(model_name, alias)
-
-
 def load_reference(
     client: MlflowClient, model_name: str, alias: str = "champion"
 ) -> VersionReference:
-    mv = version_by_alias(client, model_name, alias)
+    mv = client.get_model_version_by_alias(model_name, alias)
     reference = read_frame(client, mv.run_id, REFERENCE_ARTIFACT)
     metrics = {
         k.removeprefix("metric."): float(v) for k, v in mv.tags.items() if k.startswith("metric.")

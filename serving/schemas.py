@@ -38,28 +38,29 @@ Severity = Literal["critical", "warning", "info", "none"]
 _POSITIVE_3_0 = {"minimum": 0, "exclusiveMinimum": True}
 
 
+EXAMPLE_ORDER: dict[str, object] = {
+    "order_id": "SO-10001",
+    "warehouse_block": "F",
+    "shipment_mode": "Ship",
+    "carrier": "DHL",
+    "customer_care_calls": 4,
+    "customer_rating": 3,
+    "prior_purchases": 3,
+    "gender": "F",
+    "product_importance": "medium",
+    "cost": 214.0,
+    "discount": 10.0,
+    "weight": 1800.0,
+}
+
+
 class DelayOrder(BaseModel):
     """One order to score. Unknown extra fields are kept (logged) but not used by the model."""
 
     model_config = ConfigDict(
         extra="allow",
         allow_inf_nan=False,
-        json_schema_extra={
-            "example": {
-                "order_id": "SO-10001",
-                "warehouse_block": "F",
-                "shipment_mode": "Ship",
-                "carrier": "DHL",
-                "customer_care_calls": 4,
-                "customer_rating": 3,
-                "prior_purchases": 3,
-                "gender": "F",
-                "product_importance": "medium",
-                "cost": 214.0,
-                "discount": 10.0,
-                "weight": 1800.0,
-            }
-        },
+        json_schema_extra={"example": EXAMPLE_ORDER},
     )
 
     order_id: str = Field(min_length=1, max_length=128, description="the shop's order id")

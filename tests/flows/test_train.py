@@ -57,26 +57,14 @@ def _assert_registered_version(uri: str, name: str, result: dict) -> None:
 
 
 def _predict_real_rows(uri: str, name: str, version: str, data_dir: Path) -> None:
-    import pandas as pd
+    from configs.datasets import load_tabular_spec
+    from models.datasets import load_tabular
 
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    rows = pd.read_csv(data_dir / "ecommerce_shipping" / "Train.csv", encoding="utf-8-sig").head(20)
-    out = model.predict(
-        rows.drop(columns=["ID", "Reached.on.Time_Y.N"]).astype(
-            {
-                c: float
-                for c in [
-                    "Customer_care_calls",
-                    "Customer_rating",
-                    "Cost_of_the_Product",
-                    "Prior_purchases",
-                    "Discount_offered",
-                    "Weight_in_gms",
-                ]
-            }
-        )
-    )
+    spec = load_tabular_spec("ecommerce_shipping")
+    rows, _ = load_tabular(spec, data_dir)
+    out = model.predict(rows[spec.features].head(20))
     proba = out[:, 1] if hasattr(out, "shape") else out.iloc[:, 1]
     assert ((proba >= 0) & (proba <= 1)).all()
 

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from configs.datasets import load_tabular_spec
 from serving.schemas import (
+    EXAMPLE_ORDER,
     GENDERS,
     ORDER_TO_COLUMN,
     PRODUCT_IMPORTANCE,
@@ -16,20 +17,7 @@ from serving.schemas import (
     FeedbackRequest,
 )
 
-ORDER = {
-    "order_id": "SO-1",
-    "warehouse_block": "F",
-    "shipment_mode": "Ship",
-    "carrier": "DHL",
-    "customer_care_calls": 4,
-    "customer_rating": 3,
-    "prior_purchases": 3,
-    "gender": "F",
-    "product_importance": "medium",
-    "cost": 214,
-    "discount": 10.0,
-    "weight": 1800.5,
-}
+ORDER = {**EXAMPLE_ORDER, "order_id": "SO-1", "cost": 214, "weight": 1800.5}
 
 
 def test_mapping_covers_exactly_the_dataset_spec_features(shipping_frame) -> None:

@@ -8,24 +8,12 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from monitoring.store import PredictionStore
+from serving.schemas import EXAMPLE_ORDER
 
 pytestmark = pytest.mark.integration
 
 KEY = "test-key-123"
-ORDER = {
-    "order_id": "SO-1",
-    "warehouse_block": "F",
-    "shipment_mode": "Ship",
-    "carrier": "DHL",
-    "customer_care_calls": 4,
-    "customer_rating": 3,
-    "prior_purchases": 3,
-    "gender": "F",
-    "product_importance": "medium",
-    "cost": 214,
-    "discount": 10.0,
-    "weight": 1800.0,
-}
+ORDER = {**EXAMPLE_ORDER, "order_id": "SO-1", "cost": 214, "weight": 1800.0}
 
 
 @pytest.fixture(scope="module")
