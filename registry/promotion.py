@@ -51,6 +51,28 @@ class PromotionOutcome:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_entry(
+        cls,
+        entry: HistoryEntry,
+        history_id: int,
+        reasons: list[str] | None = None,
+        gate: dict[str, Any] | None = None,
+    ) -> PromotionOutcome:
+        """The outcome is what the recorded history row says (one source for both)."""
+        return cls(
+            model_name=entry.model_name,
+            action=entry.action,
+            decision=entry.decision,
+            promoted=entry.promoted,
+            candidate=str(entry.to_version),
+            champion_before=entry.from_version,
+            champion_after=entry.champion_after,
+            reasons=reasons if reasons is not None else [entry.reason],
+            history_id=history_id,
+            gate=gate,
+        )
+
 
 def default_actor() -> str:
     """Who is acting: ``SHELFWISE_ACTOR`` if set, else the OS user."""
@@ -147,17 +169,8 @@ def gate_and_promote(
                 al.move_champion(client, model_name, candidate)
                 al.clear_challenger_if(client, model_name, candidate)
         _tag_decision(client, entry, history_id, decision)
-        return PromotionOutcome(
-            model_name=model_name,
-            action="gate",
-            decision=entry.decision,
-            promoted=decision.promote,
-            candidate=candidate,
-            champion_before=champion,
-            champion_after=entry.champion_after,
-            reasons=decision.reasons,
-            history_id=history_id,
-            gate=decision.as_dict(),
+        return PromotionOutcome.from_entry(
+            entry, history_id, reasons=decision.reasons, gate=decision.as_dict()
         )
     raise al.RegistryError(
         f"{model_name}: @champion kept moving while the gate ran ({max_attempts} attempts); "
@@ -203,17 +216,7 @@ def promote_manual(
         al.move_champion(client, model_name, version)
         al.clear_challenger_if(client, model_name, version)
     _tag_decision(client, entry, history_id, None)
-    return PromotionOutcome(
-        model_name,
-        "manual",
-        "promoted",
-        True,
-        version,
-        champion,
-        version,
-        [entry.reason],
-        history_id,
-    )
+    return PromotionOutcome.from_entry(entry, history_id)
 
 
 def rollback(
@@ -246,17 +249,7 @@ def rollback(
         history_id = store.record(conn, entry)
         al.apply_rollback(client, model_name, champion, previous)
     _tag_decision(client, entry, history_id, None)
-    return PromotionOutcome(
-        model_name,
-        "rollback",
-        "rolled_back",
-        True,
-        previous,
-        champion,
-        previous,
-        [entry.reason],
-        history_id,
-    )
+    return PromotionOutcome.from_entry(entry, history_id)
 
 
 def _tag_decision(
