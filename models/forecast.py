@@ -527,6 +527,7 @@ class _GlobalForecaster:
         keep = frame.groupby("sid").cumcount(ascending=False) < self.tail_periods
         self.tail = frame.loc[keep, ["sid", "ds", "y", *self.regressors]].reset_index(drop=True)
         self.future = future
+        self._drop_caches()
         logger.info(
             "%s: fitted %s series in %.1fs (%s)",
             self.family,
@@ -559,8 +560,7 @@ class _GlobalForecaster:
                 f"unknown series ({_key_label(row, self.key_columns)}): not in the training data"
             )
         merged["sid"] = merged["sid"].astype(int)
-        assert self.future is not None
-        window = self.future.groupby("sid")["ds"].agg(["min", "max"])
+        window = self._window()
         lo = window["min"].reindex(merged["sid"]).to_numpy()
         hi = window["max"].reindex(merged["sid"]).to_numpy()
         bad = (merged["ds"].to_numpy() < lo) | (merged["ds"].to_numpy() > hi)
@@ -574,22 +574,69 @@ class _GlobalForecaster:
             )
         return merged
 
-    def predict(self, request: pd.DataFrame, components: bool = False) -> pd.DataFrame:
-        """request: key columns + ds. Returns key columns, ds, yhat, yhat_lower, yhat_upper
-        (NaN bounds when uncalibrated) in request order; with ``components`` also p_yhat."""
-        req = self._resolve(request)
+    # -- caches: derived from ``tail`` and ``future`` (fixed after fit), never pickled
+    _CACHES = ("_window_cache", "_forecast_cache")
+
+    def _drop_caches(self) -> None:
+        for name in self._CACHES:
+            self.__dict__.pop(name, None)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in self._CACHES:
+            state.pop(name, None)
+        return state
+
+    def _window(self) -> pd.DataFrame:
+        """First and last forecastable date per sid (columns min, max)."""
+        window = self.__dict__.get("_window_cache")
+        if window is None:
+            assert self.future is not None
+            window = self.future.groupby("sid")["ds"].agg(["min", "max"])
+            self._window_cache = window
+        return window
+
+    def _future_forecast(self, sids: np.ndarray | None = None) -> pd.DataFrame:
+        """sid, ds, yhat (+ p_yhat for the hybrid) for every future row of ``sids`` (None: all).
+
+        Lag features need each series' stored tail, but only the future rows are scored (the
+        booster scores rows independently, so the subset changes no value)."""
         assert self.tail is not None and self.future is not None
-        sids = np.unique(req["sid"].to_numpy())
-        fut = self.future[self.future["sid"].isin(sids)]
-        tail = self.tail[self.tail["sid"].isin(sids)]
-        frame = pd.concat([tail, fut.assign(y=np.nan)], ignore_index=True)
+        fut, tail = self.future, self.tail
+        if sids is not None:
+            fut, tail = fut[fut["sid"].isin(sids)], tail[tail["sid"].isin(sids)]
+        frame = pd.concat(
+            [tail.assign(_future=False), fut.assign(y=np.nan, _future=True)], ignore_index=True
+        )
         frame = frame.sort_values(["sid", "ds"]).reset_index(drop=True)
-        X = self._design(frame)
+        rows = frame.pop("_future").to_numpy(dtype=bool)
+        X = self._design(frame)[rows]
+        frame = frame[rows]
         mult, off = self._base(X)
         yhat = np.maximum(off + mult * self.booster.predict(X[self.feature_names]), 0.0)
         out = frame[["sid", "ds"]].assign(yhat=yhat)
         if self.uses_prophet:
             out["p_yhat"] = np.maximum(frame["p_yhat"].to_numpy(), 0.0)
+        return out.reset_index(drop=True)
+
+    def precompute(self) -> pd.DataFrame:
+        """Forecast the whole window of every series once; ``predict`` then only looks rows up
+        (serving: a one-series request costs a lookup instead of a feature build + booster call).
+        Returns the table (sid, ds, yhat[, p_yhat])."""
+        table = self.__dict__.get("_forecast_cache")
+        if table is None:
+            table = self._future_forecast()
+            self._forecast_cache = table
+        return table
+
+    def predict(self, request: pd.DataFrame, components: bool = False) -> pd.DataFrame:
+        """request: key columns + ds. Returns key columns, ds, yhat, yhat_lower, yhat_upper
+        (NaN bounds when uncalibrated) in request order; with ``components`` also p_yhat.
+        Uses the ``precompute`` table when it exists (same values)."""
+        req = self._resolve(request)
+        out = self.__dict__.get("_forecast_cache")
+        if out is None:
+            out = self._future_forecast(np.unique(req["sid"].to_numpy()))
         result = req[["sid", *self.key_columns, "ds"]].merge(out, on=["sid", "ds"], how="left")
         if self.calibration is not None:
             lo, hi = self.calibration.bounds(result["sid"].to_numpy(), result["yhat"].to_numpy())
@@ -645,7 +692,7 @@ class HybridProphetXGBoost(_GlobalForecaster):
         self.on_batch = on_batch
 
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["on_batch"] = None  # progress callbacks (loggers, closures) are not model state
         return state
 

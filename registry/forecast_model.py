@@ -58,13 +58,14 @@ def expand_request(model: HybridProphetXGBoost, request: pd.DataFrame) -> pd.Dat
         if (h < 1).any() or (h > model.cfg.horizon).any():
             raise ValueError(f"horizon must be between 1 and {model.cfg.horizon}")
         assert model.future is not None and model.keys is not None
-        fut = model.future[["sid", "ds"]].assign(step=model.future.groupby("sid").cumcount() + 1)
         want = rest[keys].assign(horizon=h.to_numpy()).merge(model.keys, on=keys, how="left")
         if want["sid"].isna().any():
             row = want[want["sid"].isna()].iloc[0]
             label = ", ".join(f"{k}={row[k]}" for k in keys)
             raise ValueError(f"unknown series ({label}): not in the training data")
         want["sid"] = want["sid"].astype(int)
+        fut = model.future.loc[model.future["sid"].isin(want["sid"]), ["sid", "ds"]]
+        fut = fut.assign(step=fut.groupby("sid").cumcount() + 1)  # only the requested series
         rows = want.merge(fut, on="sid")
         rows = rows[rows["step"] <= rows["horizon"]]
         parts.append(rows[[*keys, "ds"]])
@@ -82,6 +83,7 @@ class DemandForecastModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.model: HybridProphetXGBoost = joblib.load(context.artifacts[ARTIFACT_KEY])
+        self.model.precompute()  # the whole window once: a request is then a lookup
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return forecast(self.model, model_input)

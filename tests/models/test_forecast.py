@@ -142,6 +142,37 @@ def test_served_forecast_from_stored_tail_matches_full_history(store_item):
     assert len(pred) == 3 * HORIZON
 
 
+def test_precomputed_window_and_subset_scoring_change_no_value(store_item):
+    """predict scores only the requested series' future rows, or looks them up in the
+    ``precompute`` table: both give exactly what scoring tail + future rows together gave."""
+    import pickle
+
+    spec, df = store_item
+    cfg = small_config(4)
+    panel = prepare_panel(df, spec, cfg)
+    model = GlobalXGBoost(
+        cfg.model_copy(update={"xgboost": cfg.xgboost.model_copy(update={"n_estimators": 20})})
+    ).fit(panel)
+    # the way predict scored before: every tail + future row of the series, then the future ones
+    frame = pd.concat([model.tail, model.future.assign(y=np.nan)], ignore_index=True)
+    frame = frame.sort_values(["sid", "ds"]).reset_index(drop=True)
+    X = model._design(frame)
+    mult, off = model._base(X)
+    scored = np.maximum(off + mult * model.booster.predict(X[model.feature_names]), 0.0)
+    fut = frame["y"].isna().to_numpy()
+    expected = frame.loc[fut, ["sid", "ds"]].assign(yhat=scored[fut]).reset_index(drop=True)
+
+    request = model.future_request().sample(frac=0.5, random_state=1)
+    one = model.future_request()
+    one = one[(one["store"] == 1) & (one["item"] == 3)].head(9)
+    lazy_all, lazy_one = model.predict(request), model.predict(one)
+    table = model.precompute()
+    pd.testing.assert_frame_equal(table, expected, check_exact=True)
+    pd.testing.assert_frame_equal(model.predict(request), lazy_all, check_exact=True)
+    pd.testing.assert_frame_equal(model.predict(one), lazy_one, check_exact=True)
+    assert "_forecast_cache" not in pickle.loads(pickle.dumps(model)).__dict__
+
+
 def test_seasonal_naive_repeats_last_season(store_item):
     spec, df = store_item
     panel = prepare_panel(df, spec, small_config(1))
