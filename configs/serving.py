@@ -16,6 +16,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "auth.protect_predictions": "SHELFWISE_PROTECT_PREDICTIONS",
     "prediction_log.enabled": "SHELFWISE_PREDICTION_LOG",
     "delay_risk.registered_name": "SHELFWISE_DELAY_MODEL_NAME",
+    "demand_forecast.registered_name": "SHELFWISE_FORECAST_MODEL_NAME",
     "workers": "SHELFWISE_SERVING_WORKERS",
 }
 
@@ -49,6 +50,7 @@ class PredictionLogConfig(StrictModel):
 class ServingSettings(StrictModel):
     poll_interval_s: float = Field(10.0, gt=0, le=3600)
     delay_risk: FollowedModel = FollowedModel(registered_name="delay_risk")
+    demand_forecast: FollowedModel = FollowedModel(registered_name="demand_forecast")
     batching: BatchingConfig = BatchingConfig()
     auth: AuthConfig = AuthConfig()
     prediction_log: PredictionLogConfig = PredictionLogConfig()

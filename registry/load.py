@@ -4,6 +4,8 @@
 not exist yet). ``load_delay_model`` downloads one version, loads the scikit-learn pipeline,
 builds the fast path (models/fast_delay.py), checks it against the pipeline on probe rows and
 warms it; the result is an immutable object that serving swaps in with one assignment.
+``load_forecast_model`` does the same for the demand-forecast pyfunc: it precomputes the fitted
+window of every series (a request is then a lookup) and carries the version's gate metrics.
 """
 
 from __future__ import annotations
@@ -184,6 +186,113 @@ def load_delay_model(
         )
     try:
         return prepare_delay_model(pipeline, registered_name, str(version), bands, mv.run_id)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{registered_name} version {version} failed its warm-up: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- demand forecast
+
+
+@dataclass(frozen=True)
+class LoadedForecastModel:
+    """One registered demand-forecast version (the hybrid pyfunc), loaded with its whole forecast
+    window precomputed, plus the metrics it was gated on. Never mutated after load."""
+
+    registered_name: str
+    version: str
+    run_id: str | None
+    loaded_at: datetime
+    model: Any  # models.forecast.HybridProphetXGBoost (or another _GlobalForecaster)
+    key_columns: tuple[str, ...]
+    integer_keys: frozenset[str]  # key columns whose values are integers (else strings)
+    series: frozenset[tuple[Any, ...]]  # every series' key values, in key_columns order
+    horizon: int
+    frequency: str
+    interval_level: float | None  # None: the version has no calibrated intervals
+    gate_metrics: dict[str, float]
+    fast_path_note: str
+
+    def forecast(self, keys: Mapping[str, Any], horizon: int) -> pd.DataFrame:
+        """date, key columns, yhat, yhat_lower, yhat_upper for the next ``horizon`` periods of
+        one series: exactly what the registered pyfunc answers for that request."""
+        from registry.forecast_model import forecast
+
+        request = pd.DataFrame({k: [keys[k]] for k in self.key_columns}).assign(horizon=horizon)
+        return forecast(self.model, request)
+
+
+def prepare_forecast_model(
+    model: Any,
+    registered_name: str,
+    version: str,
+    gate_metrics: Mapping[str, float] | None = None,
+    run_id: str | None = None,
+) -> LoadedForecastModel:
+    """Precompute the forecast window, describe the series keys and warm the request path."""
+    keys = getattr(model, "keys", None)
+    if keys is None or getattr(model, "future", None) is None:
+        raise ModelLoadError(f"{registered_name} v{version}: the forecaster is not fitted")
+    columns = tuple(model.key_columns)
+    table = model.precompute()
+    calibration = model.calibration
+    loaded = LoadedForecastModel(
+        registered_name=registered_name,
+        version=str(version),
+        run_id=run_id,
+        loaded_at=datetime.now(UTC),
+        model=model,
+        key_columns=columns,
+        integer_keys=frozenset(c for c in columns if pd.api.types.is_integer_dtype(keys[c])),
+        series=frozenset(keys[list(columns)].itertuples(index=False, name=None)),
+        horizon=int(model.cfg.horizon),
+        frequency=str(model.frequency),
+        interval_level=float(calibration.level) if calibration is not None else None,
+        gate_metrics={k: v for k, v in (gate_metrics or {}).items() if np.isfinite(v)},
+        fast_path_note=(
+            f"precomputed window: {len(keys)} series x {model.cfg.horizon} periods "
+            f"({len(table)} rows)"
+        ),
+    )
+    first = dict(zip(columns, next(iter(keys[list(columns)].itertuples(index=False))), strict=True))
+    for _ in range(3):  # first calls allocate: pay for them before the model sees traffic
+        loaded.forecast(first, loaded.horizon)
+    return loaded
+
+
+def load_forecast_model(
+    tracking_uri: str, registered_name: str, version: str
+) -> LoadedForecastModel:
+    """Download, load (the pyfunc: the fitted hybrid inside it), precompute and warm
+    ``registered_name`` version ``version``; its ``metric.*`` tags are the gate metrics."""
+    import mlflow.pyfunc
+
+    from registry.forecast_model import DemandForecastModel
+    from registry.reference import gate_metrics
+
+    client = registry_client(tracking_uri)
+    try:
+        mv = client.get_model_version(registered_name, str(version))
+        with tempfile.TemporaryDirectory(prefix="shelfwise-model-") as tmp:
+            local = download_version(client, tracking_uri, registered_name, str(version), tmp)
+            pyfunc = mlflow.pyfunc.load_model(local)
+        python_model = pyfunc.unwrap_python_model()
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load {registered_name} version {version}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(python_model, DemandForecastModel):
+        raise ModelLoadError(
+            f"{registered_name} version {version} is a {type(python_model).__name__}, not the "
+            "demand-forecast pyfunc (registry/forecast_model.py)"
+        )
+    try:
+        return prepare_forecast_model(
+            python_model.model, registered_name, str(version), gate_metrics(mv.tags), mv.run_id
+        )
     except ModelLoadError:
         raise
     except Exception as exc:

@@ -8,10 +8,10 @@ Extra fields are accepted, kept in the prediction log, and not used by the model
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
 WAREHOUSE_BLOCKS = ("A", "B", "C", "D", "F")
 SHIPMENT_MODES = ("Flight", "Road", "Ship")
@@ -101,6 +101,97 @@ class DelayRiskResponse(BaseModel):
     delay_probability: float = Field(ge=0, le=1)
     severity: Severity
     model_version: str
+
+
+# -- demand forecast ---------------------------------------------------------------------------
+
+# Upper bounds of the schema; the served model's own horizon (its config) is checked per request.
+MAX_SCHEMA_HORIZON = 10_000
+MIN_SERVICE_LEVEL, MAX_SERVICE_LEVEL = 0.5, 0.999
+
+EXAMPLE_FORECAST: dict[str, object] = {
+    "series": {"store": 1, "item": 1},
+    "horizon": 28,
+    "on_hand": 400.0,
+    "lead_time": 7,
+    "service_level": 0.95,
+}
+
+KeyName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+KeyValue = StrictInt | Annotated[str, StringConstraints(min_length=1, max_length=128, strict=True)]
+
+
+class ForecastRequest(BaseModel):
+    """A forecast of one series for the next ``horizon`` periods after the training data.
+
+    ``series`` names the series by its key columns (the model's dataset spec, e.g. store and
+    item). With ``lead_time`` and ``service_level`` the answer also has safety stock and reorder
+    point; with ``on_hand`` as well, the probability of a stockout over the lead time."""
+
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra={"example": EXAMPLE_FORECAST}
+    )
+
+    series: dict[KeyName, KeyValue] = Field(
+        min_length=1, max_length=16, description="series key columns -> values"
+    )
+    horizon: int = Field(
+        ge=1,
+        le=MAX_SCHEMA_HORIZON,
+        strict=True,
+        description="periods ahead, at most the served model's horizon",
+    )
+    on_hand: float | None = Field(None, ge=0, le=1e12, description="stock on hand now (units)")
+    lead_time: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_SCHEMA_HORIZON,
+        strict=True,
+        description="replenishment lead time (periods)",
+    )
+    service_level: float | None = Field(
+        None,
+        ge=MIN_SERVICE_LEVEL,
+        le=MAX_SERVICE_LEVEL,
+        description="target cycle service level (probability of no stockout per cycle)",
+    )
+
+
+class ForecastPoint(BaseModel):
+    date: date
+    yhat: float
+    yhat_lower: float | None = Field(None, description="None: the version has no intervals")
+    yhat_upper: float | None = None
+
+
+class InventoryAdvice(BaseModel):
+    """From models/inventory.py over the first ``lead_time`` forecast periods."""
+
+    lead_time: int
+    service_level: float
+    lead_time_demand_mean: float
+    lead_time_demand_sd: float
+    safety_stock: float
+    reorder_point: float
+    on_hand: float | None = None
+    stockout_probability: float | None = Field(
+        None, description="P(lead-time demand > on_hand); given only with on_hand"
+    )
+
+
+class ForecastResponse(BaseModel):
+    prediction_id: str
+    model_name: str
+    model_version: str
+    series: dict[str, int | str]
+    horizon: int
+    frequency: str = Field(description="D (days) or W (weeks)")
+    interval_level: float | None = Field(None, description="nominal coverage of the intervals")
+    forecast: list[ForecastPoint]
+    gate_metrics: dict[str, float] = Field(
+        description="the version's metrics on the promotion gate's holdout"
+    )
+    inventory: InventoryAdvice | None = None
 
 
 class FeedbackRequest(BaseModel):

@@ -1,5 +1,6 @@
 """The Shelfwise BentoML service: delay risk (one order, or a batch with adaptive batching),
-feedback, served versions and admin reload; follows ``models:/<name>@champion`` and hot-swaps.
+demand forecast (one series, with inventory advice), feedback, served versions and admin reload;
+follows ``models:/<name>@champion`` of each task and hot-swaps.
 
 Run it with ``shelfwise serve`` or ``bentoml serve serving.service:ShelfwiseService``.
 Configuration: configs/platform.yaml (tracking URI, store URL, port, API key) and
@@ -8,7 +9,9 @@ configs/serving.yaml (polling, batching, auth, prediction log); environment vari
 ``SHELFWISE_PLATFORM_CONFIG`` / ``SHELFWISE_SERVING_CONFIG`` name other YAML files.
 
 BentoML's own /healthz (/livez), /readyz (ready once a delay-risk version is loaded) and /metrics
-(Prometheus) are served as usual; OpenAPI docs at / and /docs.json.
+(Prometheus) are served as usual; OpenAPI docs at / and /docs.json. A task whose champion does not
+exist yet is not an error: the service starts, its endpoint answers 503 naming the model and
+alias, /v1/versions shows it as not loaded, and polling picks the champion up once it appears.
 
 Nothing is loaded at import: BentoML's decorators need the worker/batching numbers when the class
 is defined, so those few values are read from configs/serving.yaml here; models, store and threads
@@ -27,6 +30,7 @@ from typing import Annotated, Any
 import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
+from starlette.responses import JSONResponse
 
 from configs.delay import load_delay_config
 from configs.platform import PlatformConfig, load_platform_config
@@ -37,14 +41,30 @@ from monitoring.store import (
     PredictionStore,
     UnknownPredictionError,
 )
-from registry.load import LoadedDelayModel, load_delay_model, registry_client, resolve_alias
+from registry.load import (
+    LoadedDelayModel,
+    LoadedForecastModel,
+    load_delay_model,
+    load_forecast_model,
+    registry_client,
+    resolve_alias,
+)
 from serving.auth import ApiKeyMiddleware, protected_routes
 from serving.follow import AliasFollower
+from serving.forecast import (
+    ForecastInputError,
+    forecast_record,
+    forecast_response,
+    periods_needed,
+    series_keys,
+)
 from serving.schemas import (
     DelayOrder,
     DelayRiskResponse,
     FeedbackRequest,
     FeedbackResponse,
+    ForecastRequest,
+    ForecastResponse,
     PredictionLogStatus,
     ServedModel,
     VersionsResponse,
@@ -54,10 +74,11 @@ logger = logging.getLogger(__name__)
 
 DELAY_ROUTE = "/v1/delay-risk"
 DELAY_BATCH_ROUTE = "/v1/delay-risk/batch"
+FORECAST_ROUTE = "/v1/forecast"
 FEEDBACK_ROUTE = "/v1/feedback"
 VERSIONS_ROUTE = "/v1/versions"
 RELOAD_ROUTE = "/v1/admin/reload"
-PREDICTION_ROUTES = (DELAY_ROUTE, DELAY_BATCH_ROUTE)
+PREDICTION_ROUTES = (DELAY_ROUTE, DELAY_BATCH_ROUTE, FORECAST_ROUTE)
 ADMIN_ROUTES = (FEEDBACK_ROUTE, RELOAD_ROUTE)
 
 
@@ -122,20 +143,30 @@ class ShelfwiseService:
             load=partial(load_delay_model, self.tracking_uri, cfg.registered_name, bands=bands),
             poll_interval_s=self.settings.poll_interval_s,
         )
-        self.delay.check()  # load the champion now; if it is absent, polling picks it up later
-        self.delay.start()
-        # Extension point (forecast): once models:/demand_forecast@champion exists, add a
-        # ``forecast: FollowedModel`` to configs/serving.py, an AliasFollower here with a loader
-        # for the hybrid pyfunc (its own immutable LoadedModel type, like registry/load.py) in
-        # ``self.followers``, and a ``@bentoml.api(route="/v1/forecast")`` method that reads
-        # ``follower.current`` once per request. The versions and reload endpoints already cover
-        # every follower; readiness waits only for the delay-risk model.
-        self.followers: dict[str, AliasFollower[Any]] = {"delay_risk": self.delay}
+        fcfg = self.settings.demand_forecast
+        self.forecaster: AliasFollower[LoadedForecastModel] = AliasFollower(
+            task="demand_forecast",
+            registered_name=fcfg.registered_name,
+            alias=fcfg.alias,
+            resolve=partial(resolve_alias, client, fcfg.registered_name, fcfg.alias),
+            load=partial(load_forecast_model, self.tracking_uri, fcfg.registered_name),
+            poll_interval_s=self.settings.poll_interval_s,
+        )
+        # The versions and reload endpoints cover every follower; readiness waits only for the
+        # delay-risk model (a missing forecast champion leaves /v1/forecast answering 503).
+        self.followers: dict[str, AliasFollower[Any]] = {
+            "delay_risk": self.delay,
+            "demand_forecast": self.forecaster,
+        }
+        for follower in self.followers.values():
+            follower.check()  # load the champion now; if it is absent, polling picks it up later
+            follower.start()
         logger.info(
-            "shelfwise service: tracking %s, store %s, delay-risk version %s",
+            "shelfwise service: tracking %s, store %s, delay-risk version %s, forecast version %s",
             self.tracking_uri,
             self.store,
             self.delay.current.version if self.delay.current else "none yet",
+            self.forecaster.current.version if self.forecaster.current else "none yet",
         )
 
     # -- BentoML hooks ------------------------------------------------------------------------
@@ -157,10 +188,15 @@ class ShelfwiseService:
     def _model(self) -> LoadedDelayModel:
         model = self.delay.current  # read once: this request keeps this version to the end
         if model is None:
-            raise ServiceUnavailable(
-                f"no version of {self.delay.label} is loaded yet; see {VERSIONS_ROUTE}"
-            )
+            raise ServiceUnavailable(_not_loaded(self.delay))
         return model
+
+    def _unavailable(self, follower: AliasFollower[Any]) -> JSONResponse:
+        """503 with the reason in the body (BentoML hides the message of a raised 5xx)."""
+        retry = str(max(1, round(self.settings.poll_interval_s)))
+        return JSONResponse(
+            {"error": _not_loaded(follower)}, status_code=503, headers={"Retry-After": retry}
+        )
 
     def _log(self, records: list[PredictionRecord]) -> None:
         if self.prediction_log is None:
@@ -173,7 +209,9 @@ class ShelfwiseService:
     @bentoml.api(route=DELAY_ROUTE)
     async def delay_risk(self, order: DelayOrder, /) -> DelayRiskResponse:
         """Delay risk of one order: probability of late delivery, severity band, model version."""
-        model = self._model()
+        model = self.delay.current  # read once: this request keeps this version to the end
+        if model is None:
+            return self._unavailable(self.delay)  # type: ignore[return-value]
         row = order.model_row()
         probability = model.predict_one(row)
         response = DelayRiskResponse(
@@ -214,6 +252,26 @@ class ShelfwiseService:
             records.append(_record(model, order, row, response, now))
         self._log(records)
         return responses
+
+    # -- demand forecast ----------------------------------------------------------------------
+
+    @bentoml.api(route=FORECAST_ROUTE)
+    def forecast(self, request: ForecastRequest, /) -> ForecastResponse:
+        """Demand forecast of one series for the next ``horizon`` periods: dates, point forecast,
+        interval, model version and its gate metrics; with ``lead_time`` and ``service_level``
+        also safety stock and reorder point, and with ``on_hand`` the stockout probability."""
+        model = self.forecaster.current  # read once: this request keeps this version
+        if model is None:
+            return self._unavailable(self.forecaster)  # type: ignore[return-value]
+        try:
+            keys = series_keys(model, request.series)
+            periods = periods_needed(model, request)
+        except ForecastInputError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status)  # type: ignore[return-value]
+        frame = model.forecast(keys, periods)
+        response = forecast_response(model, request, keys, frame, uuid.uuid4().hex)
+        self._log([forecast_record(model, request, response, datetime.now(UTC))])
+        return response
 
     # -- feedback, versions, admin ------------------------------------------------------------
 
@@ -291,6 +349,19 @@ class ShelfwiseService:
         for follower in self.followers.values():
             follower.check(force=True)
         return self._versions()
+
+
+def _not_loaded(follower: AliasFollower[Any]) -> str:
+    status = follower.status()
+    if status.last_error and status.last_error_version is None:  # the registry did not answer
+        why = status.last_error
+    elif status.alias_points_to is None:
+        why = f"{follower.label} does not exist (no registered version has that alias)"
+    else:
+        why = f"{follower.label} (version {status.alias_points_to}) is not loaded"
+        if status.last_error:
+            why += f": {status.last_error}"
+    return f"no {follower.task} model is served: {why}; see {VERSIONS_ROUTE}"
 
 
 def _record(

@@ -1,5 +1,6 @@
-"""Serving fixtures: the real shipping data, and small delay-risk pipelines registered in the
-session's real MLflow server under a model name of their own (other tests move `delay_risk`)."""
+"""Serving fixtures: the real shipping data, small delay-risk pipelines and a small demand-forecast
+hybrid registered in the session's real MLflow server under model names of their own (other tests
+move `delay_risk` and `demand_forecast`)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,55 @@ def register_delay(mlflow_server: str, shipping_frame) -> Callable[..., Register
 @pytest.fixture(scope="session")
 def delay_v1(register_delay) -> Registered:
     return register_delay(f"delay_risk_serving_{uuid.uuid4().hex[:8]}", n_estimators=40)
+
+
+@dataclass(frozen=True)
+class RegisteredForecast:
+    name: str
+    version: str
+    model: object  # the fitted HybridProphetXGBoost
+    metrics: dict[str, float]
+
+
+FORECAST_HORIZON = 28
+FORECAST_METRICS = {"smape": 12.5, "mase": 0.81, "coverage": 0.9}
+
+
+@pytest.fixture(scope="session")
+def forecast_v1(mlflow_server: str, data_dir: Path) -> RegisteredForecast:
+    """A small hybrid (3 store_item series, horizon 28) registered as <name>@champion with gate
+    metric tags, the way flows/forecast.py registers one."""
+    import mlflow
+    import numpy as np
+
+    from configs.datasets import load_timeseries_spec
+    from configs.forecast import ForecastConfig, load_forecast_config
+    from models.datasets import load_timeseries
+    from models.forecast import HybridProphetXGBoost, prepare_panel
+    from registry import log as rlog
+    from registry.forecast_model import log_forecast_model
+
+    raw = load_forecast_config("demand_forecast").model_dump()
+    raw.update(horizon=FORECAST_HORIZON, workers=1)
+    raw["features"]["lags"] = [FORECAST_HORIZON, 364]
+    raw["data"]["max_series"] = 3
+    raw["xgboost"].update(n_estimators=50, n_jobs=1)
+    cfg = ForecastConfig.model_validate(raw)
+    spec = load_timeseries_spec("store_item_demand")
+    df, _ = load_timeseries(spec, data_dir)
+    panel = prepare_panel(df, spec, cfg)
+    model = HybridProphetXGBoost(cfg).fit(panel)
+    tail = panel.frame.groupby("sid").tail(FORECAST_HORIZON)
+    wobble = np.where(np.arange(len(tail)) % 2 == 0, 1.1, 0.9)  # stand-in residuals
+    model.calibrate(tail.assign(yhat=tail["y"] * wobble)[["sid", "y", "yhat"]])
+
+    name = f"demand_forecast_serving_{uuid.uuid4().hex[:8]}"
+    mlflow.set_tracking_uri(mlflow_server)
+    exp = rlog.get_or_create_experiment(f"serving-tests-{name}")
+    with mlflow.start_run(experiment_id=exp):
+        info = log_forecast_model(model)
+    tags = {rlog.TAG_TASK: "demand_forecast"}
+    tags.update({f"metric.{k}": f"{v:.6f}" for k, v in FORECAST_METRICS.items()})
+    mv = rlog.register_version(info.model_uri, name, tags)
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", mv.version)
+    return RegisteredForecast(name, str(mv.version), model, dict(FORECAST_METRICS))
