@@ -1,7 +1,8 @@
 """A real `bentoml serve` subprocess against the real MLflow server: predict -> logged -> feedback
 joined -> a new version is promoted -> served within the poll interval, while a client loop sees
 zero failed requests; a broken version is refused and the old one keeps serving; a graceful stop
-writes every logged prediction."""
+writes every logged prediction. One demand forecast goes through the same server (its champion is
+the small session hybrid)."""
 
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def _wait_for(predicate, timeout: float, what: str):
 
 
 def test_serve_follow_swap_feedback_and_graceful_stop(
-    mlflow_server: str, register_delay, tmp_path: Path
+    mlflow_server: str, register_delay, forecast_v1, tmp_path: Path
 ) -> None:
     name = f"delay_risk_serve_{uuid.uuid4().hex[:8]}"
     v1 = register_delay(name, n_estimators=30, seed=0)
@@ -115,6 +116,7 @@ def test_serve_follow_swap_feedback_and_graceful_stop(
             "SHELFWISE_STORE_URL": store_url,
             "SHELFWISE_API_KEY": KEY,
             "SHELFWISE_DELAY_MODEL_NAME": name,
+            "SHELFWISE_FORECAST_MODEL_NAME": forecast_v1.name,
             "SHELFWISE_POLL_INTERVAL_S": str(POLL_S),
             "BENTOML_HOME": str(tmp_path / "bentoml"),
         },
@@ -142,6 +144,22 @@ def test_serve_follow_swap_feedback_and_graceful_stop(
         assert fb.status_code == 200 and fb.json()["prediction_id"] == first["prediction_id"]
         row = store.predictions_frame(name).set_index("prediction_id").loc[first["prediction_id"]]
         assert row["actual"] == 1.0 and row["carrier"] == "UPS" and row["Weight_in_gms"] == 4200
+
+        fc = http.post(
+            "/v1/forecast",
+            json={
+                "series": {"store": 1, "item": 1},
+                "horizon": 7,
+                "lead_time": 3,
+                "service_level": 0.9,
+                "on_hand": 60.0,
+            },
+        )
+        assert fc.status_code == 200, fc.text
+        forecast = fc.json()
+        assert forecast["model_version"] == forecast_v1.version and len(forecast["forecast"]) == 7
+        assert 0 <= forecast["inventory"]["stockout_probability"] <= 1
+        forecast_id = forecast["prediction_id"]
 
         metrics = http.get("/metrics")
         assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text
@@ -182,4 +200,5 @@ def test_serve_follow_swap_feedback_and_graceful_stop(
 
     logged_ids = set(store.predictions_frame(name)["prediction_id"])
     assert served_ids <= logged_ids, f"{len(served_ids - logged_ids)} predictions lost"
+    assert forecast_id in set(store.predictions_frame(forecast_v1.name)["prediction_id"])
     store.dispose()
