@@ -397,7 +397,12 @@ def decide(
     promote = all(c.passed for c in checks)
     failed = [c.detail for c in checks if not c.passed]
     if promote:
-        head = "first version: passes the floors" if not has_champion else "beats the champion"
+        if not has_champion:
+            head = "first version: passes the floors"
+        elif fresher and rule.primary.non_inferiority_margin is not None:
+            head = "trained on later data and not worse than the champion"
+        else:
+            head = "beats the champion"
         reasons = [head, *(c.detail for c in checks)]
     else:
         reasons = failed
