@@ -3,6 +3,7 @@ lag/rolling features, prediction intervals, parallelism and data handling."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,6 +109,11 @@ class DataHandling(StrictModel):
     )
     max_series: int | None = Field(
         None, ge=1, description="keep only the first N series (sorted by key); None = all"
+    )
+    train_end: date | None = Field(
+        None,
+        description="use the data set's rows up to and including this date only (None = all); "
+        "actuals passed to training as extra data extend past it",
     )
 
 

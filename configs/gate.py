@@ -35,6 +35,13 @@ class PrimaryMetric(StrictModel):
         True, description="the CI lower bound of the improvement must clear min_improvement"
     )
     higher_is_better: bool | None = None
+    non_inferiority_margin: float | None = Field(
+        None,
+        ge=0,
+        description="forecasters: a challenger trained on later data than the champion passes "
+        "when it is not worse by more than this (its fresher data is the improvement the "
+        "holdout cannot show); None = always require improvement",
+    )
 
 
 class Guardrail(StrictModel):

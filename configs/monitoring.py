@@ -58,6 +58,7 @@ class KPIConfig(StrictModel):
 class MonitoringConfig(StrictModel):
     model_name: str = "delay_risk"
     delay_config: str = "delay_risk"
+    gate_config: str = Field("gate", description="gate config the retraining's challenger meets")
     experiment: str = "monitoring-delay_risk"
     prediction_column: str = "delay_probability"
     window: WindowConfig = WindowConfig()

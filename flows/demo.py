@@ -1,19 +1,29 @@
 """`shelfwise demo`: the platform's loop on the real data against the local stack, as a list of
-steps. Each step is a function of the shared ``DemoContext``; adding a stage of the loop (tune,
-gate, serve, replay traffic, monitor -> retrain) is adding a function to ``demo_steps``.
+steps. Each step is a function of the shared ``DemoContext``; the list is ``demo_steps``.
 
-Ends with a summary: steps and their times, the registry's versions (metrics, aliases,
-decisions) and the URLs of the MLflow UI, the Prefect UI, the service's docs and the Evidently UI.
-Without ``keep`` it stops the stack afterwards (as `shelfwise stack down` would), even the parts
-that were already running; ``keep`` leaves everything up to explore.
+The loop (configs/demo.yaml): train delay risk on the low-discount segment and the demand
+forecaster (each through its Prefect deployment and the gate) -> tune briefly -> serve the
+champion -> replay held-out in-segment orders with their outcomes (the monitoring deployment must
+stay quiet) -> replay traffic dominated by the unseen segment -> the monitoring deployment sees
+the drift and emits ``shelfwise.retrain.requested`` -> Prefect's trigger starts the retraining
+deployment -> gate -> promotion -> the service swaps. The loop's latency is timed per stage.
+
+Ends with a summary: steps and their times, the loop's decisions and stages, the registry's
+versions (metrics, aliases, decisions) and the URLs of the MLflow UI, the Prefect UI, the
+service's docs and the Evidently UI. Without ``keep`` it stops the stack afterwards (as
+`shelfwise stack down` would), even the parts that were already running; ``keep`` leaves
+everything up to explore.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +31,6 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from configs.delay import DelayRiskConfig
 from configs.demo import DemoConfig, DemoTaskConfig
 from configs.loader import ConfigError, read_yaml, resolve_config_path
 from configs.platform import PlatformConfig
@@ -53,10 +62,44 @@ class VersionRow:
 
 
 @dataclass
+class MonitorCheck:
+    """One run of the monitoring deployment, as recorded in the platform's SQL store."""
+
+    traffic: str  # quiet | shifted
+    model_version: str
+    window_rows: int
+    labelled_rows: int
+    drift_share: float | None
+    retrain: bool
+    trigger: str | None
+    reasons: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LoopLatency:
+    """From the monitoring run that crosses the threshold to the new champion answering."""
+
+    detect_s: float = 0.0  # the monitoring flow run (drift + performance + decision + event)
+    trigger_s: float = 0.0  # monitoring run finished -> retraining flow run created by Prefect
+    start_s: float = 0.0  # flow run created -> running (worker poll + process start)
+    retrain_s: float = 0.0  # the retraining flow run, gate included
+    gate_s: float = 0.0  # of which the gate-and-promote subflow
+    swap_s: float = 0.0  # retraining finished -> the service answers with the new version
+    total_s: float = 0.0
+    old_version: str = ""
+    new_version: str = ""
+    promoted: bool = False
+    retrain_flow_run: str = ""
+
+
+@dataclass
 class DemoSummary:
     reduced: bool
     steps: list[StepRecord] = field(default_factory=list)
     versions: list[VersionRow] = field(default_factory=list)
+    monitoring: list[MonitorCheck] = field(default_factory=list)
+    loop: LoopLatency | None = None
     urls: dict[str, str] = field(default_factory=dict)
     stack: list[dict] = field(default_factory=list)
     flow_runs: list[dict] = field(default_factory=list)
@@ -84,32 +127,88 @@ class DemoStep:
     run: Callable[[DemoContext], str | None]  # returns a one-line detail for the summary
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- configs
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
         both = isinstance(v, dict) and isinstance(out.get(k), dict)
-        out[k] = _deep_merge(out[k], v) if both else v
+        out[k] = deep_merge(out[k], v) if both else v
     return out
 
 
-def model_config_for(ctx: DemoContext, task: DemoTaskConfig, name: str) -> str:
-    """The model config the demo trains with: as configured, or with the ``reduced`` overrides
-    written to ``<state>/demo/<name>.yaml`` (validated here, so a bad override fails early)."""
-    if not ctx.reduced or not task.reduced:
-        return task.config
-    base_path = resolve_config_path(task.config)
-    merged = _deep_merge(read_yaml(base_path), task.reduced)
-    out = ctx.platform.state_path / "demo" / f"{name}.yaml"
+def write_config(
+    ctx: DemoContext,
+    name: str,
+    base: str,
+    layers: list[dict],
+    validate: Callable[[dict], Any] | None = None,
+) -> str:
+    """``base`` config with ``layers`` merged over it, validated, written to
+    ``<state>/demo/<name>.yaml``; returns the path (what the deployments are given)."""
+    base_path = resolve_config_path(base)
+    merged = read_yaml(base_path)
+    for layer in layers:
+        merged = deep_merge(merged, layer)
     try:
-        DelayRiskConfig.model_validate(merged) if name == "delay_risk" else None
-    except Exception as exc:  # pydantic ValidationError
-        raise ConfigError(f"configs/demo.yaml {name}.reduced over {base_path}: {exc}") from None
+        if validate is not None:
+            validate(merged)
+    except Exception as exc:  # pydantic ValidationError: name the demo's key
+        raise ConfigError(f"configs/demo.yaml overrides of {name} ({base_path}): {exc}") from None
+    out = ctx.platform.state_path / "demo" / f"{name}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
     return str(out)
+
+
+def model_config_for(ctx: DemoContext, task: DemoTaskConfig, name: str) -> str:
+    """The delay-risk config the demo trains with: the scenario's overrides, plus the
+    ``reduced`` ones under --reduced."""
+    from configs.delay import DelayRiskConfig
+
+    layers = [task.overrides, task.reduced if ctx.reduced else {}]
+    return write_config(ctx, name, task.config, layers, DelayRiskConfig.model_validate)
+
+
+def write_demo_configs(ctx: DemoContext) -> dict[str, str]:
+    from configs.gate import GateConfig
+    from configs.monitoring import MonitoringConfig
+
+    delay = model_config_for(ctx, ctx.demo.delay_risk, "delay_risk")
+    gate = write_config(
+        ctx, "gate", ctx.demo.gate, [ctx.demo.gate_overrides], GateConfig.model_validate
+    )
+    loop = ctx.demo.loop
+    monitoring = write_config(
+        ctx,
+        "monitoring",
+        loop.monitoring,
+        [loop.monitoring_overrides, {"delay_config": delay, "gate_config": gate}],
+        MonitoringConfig.model_validate,
+    )
+    return {"delay_risk": delay, "gate": gate, "monitoring": monitoring}
+
+
+def ensure_api_key(platform: PlatformConfig) -> str:
+    """The key the feedback endpoint needs: the configured one, else one made for this state
+    folder (kept in ``<state>/demo/api_key``) and exported for the service the stack starts."""
+    from configs.serving import load_serving_config
+
+    key = load_serving_config().api_key(platform.serving.api_key)
+    if key:
+        return key
+    path = platform.state_path / "demo" / "api_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        path.write_text(secrets.token_urlsafe(24), encoding="utf-8")
+        path.chmod(0o600)
+    key = path.read_text(encoding="utf-8").strip()
+    os.environ[load_serving_config().auth.api_key_env] = key
+    return key
+
+
+# --------------------------------------------------------------------------- helpers
 
 
 def run_flow(ctx: DemoContext, deployment: str, parameters: dict[str, Any]) -> str:
@@ -161,16 +260,164 @@ def registry_rows(tracking_uri: str, model: str) -> list[VersionRow]:
     return sorted(rows, key=lambda r: int(r.version))
 
 
+def champion_version(tracking_uri: str, model: str) -> str | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(model, "champion")
+    except MlflowException:
+        return None
+    return str(mv.version)
+
+
+def latest_monitor_check(ctx: DemoContext, traffic: str) -> MonitorCheck:
+    from monitoring import records
+    from monitoring.store import PredictionStore
+
+    store = PredictionStore(ctx.platform.store_url)
+    try:
+        frame = records.history(records.ensure_tables(store.engine), "delay_risk")
+    finally:
+        store.dispose()
+    if frame.empty:
+        raise DemoError("the monitoring run recorded nothing in the platform's store")
+    row = frame.iloc[-1]
+    metrics = {
+        k.removeprefix("metric."): float(v)
+        for k, v in row.items()
+        if k.startswith("metric.") and v == v  # NaN: not measured in this run
+    }
+    return MonitorCheck(
+        traffic=traffic,
+        model_version=str(row["model_version"]),
+        window_rows=int(row["window_rows"]),
+        labelled_rows=int(row["labelled_rows"]),
+        drift_share=None if row["drift_share"] != row["drift_share"] else float(row["drift_share"]),
+        retrain=bool(row["retrain"]),
+        trigger=row["trigger"],
+        reasons=str(row["reasons"]),
+        metrics=metrics,
+    )
+
+
+def _prefect_post(ctx: DemoContext, path: str, body: dict) -> Any:
+    import httpx
+
+    r = httpx.post(f"{ctx.plan.prefect_api_url}{path}", json=body, timeout=15)
+    r.raise_for_status()
+    return r.json()
+
+
+def _parse(ts: str | None) -> datetime | None:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")) if ts else None
+
+
+def wait_triggered_run(ctx: DemoContext, deployment: str, after: datetime, timeout_s: float):
+    """The flow run of ``deployment`` that Prefect created after ``after`` (by a trigger), once it
+    is finished. Returns its JSON; DemoError if none appears or it does not complete."""
+    from flows.deployments import deployment_id
+
+    dep = deployment_id(ctx.platform, deployment)
+    deadline = time.monotonic() + timeout_s
+    run: dict | None = None
+    while time.monotonic() < deadline:
+        runs = _prefect_post(
+            ctx,
+            "/flow_runs/filter",
+            {
+                "deployments": {"id": {"any_": [dep]}},
+                "flow_runs": {"expected_start_time": {"after_": after.isoformat()}},
+                "sort": "EXPECTED_START_TIME_ASC",
+                "limit": 5,
+            },
+        )
+        run = runs[0] if runs else None
+        if run and run["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            break
+        time.sleep(1.0)
+    if run is None:
+        raise DemoError(
+            f"no flow run of {deployment} was created within {timeout_s:.0f} s of the event "
+            f"(Prefect UI: {ctx.plan.prefect_ui_url}/deployments)"
+        )
+    url = f"{ctx.plan.prefect_ui_url}/runs/flow-run/{run['id']}"
+    if run["state_type"] != "COMPLETED":
+        raise DemoError(f"flow run {run['name']} of {deployment} is {run['state_type']} ({url})")
+    ctx.summary.flow_runs.append(
+        {
+            "deployment": deployment,
+            "id": run["id"],
+            "name": run["name"],
+            "state": run["state_type"],
+            "message": (run.get("state") or {}).get("message") or "",
+            "seconds": round(run.get("total_run_time") or 0.0, 1),
+        }
+    )
+    return run
+
+
+def subflow_seconds(ctx: DemoContext, flow_name: str, after: datetime) -> float:
+    runs = _prefect_post(
+        ctx,
+        "/flow_runs/filter",
+        {
+            "flows": {"name": {"any_": [flow_name]}},
+            "flow_runs": {"start_time": {"after_": after.isoformat()}},
+            "limit": 5,
+        },
+    )
+    return round(sum(r.get("total_run_time") or 0.0 for r in runs), 1)
+
+
+def service_client(ctx: DemoContext):
+    from flows.stack import Component
+    from serving.client import ServiceClient
+
+    serving = ctx.plan.process(Component.serving)
+    if serving is None:
+        raise DemoError(f"the service is not part of the stack: {ctx.plan.disabled}")
+    return ServiceClient(serving.server.url, api_key=ctx.values["api_key"])
+
+
+def _progress(ctx: DemoContext, label: str, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=ctx.console,
+        transient=True,
+    )
+    task = progress.add_task(label, total=total)
+    return progress, lambda n: progress.advance(task, n)
+
+
 # --------------------------------------------------------------------------- steps
 
 
 def step_start_stack(ctx: DemoContext) -> str:
-    from flows.stack import plan_stack, stack_up
+    """Everything but the service, which starts once a champion exists (its readiness waits
+    for one)."""
+    from flows.stack import Component, plan_stack, stack_up
 
+    ctx.values["api_key"] = ensure_api_key(ctx.platform)
+    ev = ctx.stack.evidently
+    state = ctx.platform.state_path
+    workspace = ev.workspace if ev.workspace.is_absolute() else state / ev.workspace
+    workspace.mkdir(parents=True, exist_ok=True)  # so that `evidently ui` starts with the stack
     ctx.plan = plan_stack(ctx.platform, ctx.stack)
-    states = stack_up(ctx.plan)
+    wanted = {p.component for p in ctx.plan.processes} - {Component.serving}
+    states = stack_up(ctx.plan, only=wanted)
     ctx.summary.stack = [s.as_dict() for s in states]
     return ", ".join(f"{s.name}: {s.state}" for s in states if s.state != "disabled")
+
+
+def step_write_configs(ctx: DemoContext) -> str:
+    ctx.values["configs"] = write_demo_configs(ctx)
+    return f"{ctx.platform.state_path / 'demo'}: " + ", ".join(ctx.values["configs"])
 
 
 def step_deploy(ctx: DemoContext) -> str:
@@ -186,25 +433,230 @@ def step_deploy(ctx: DemoContext) -> str:
 
 
 def step_train_delay_risk(ctx: DemoContext) -> str:
-    task = ctx.demo.delay_risk
-    config = model_config_for(ctx, task, "delay_risk")
-    return run_flow(ctx, task.deployment, {"config": config, "trigger": "manual"})
+    cfg = ctx.values["configs"]
+    detail = run_flow(
+        ctx,
+        ctx.demo.delay_risk.deployment,
+        {"config": cfg["delay_risk"], "gate_config": cfg["gate"], "trigger": "manual"},
+    )
+    champion = champion_version(ctx.plan.tracking_uri, "delay_risk")
+    if champion is None:
+        raise DemoError("no delay_risk@champion after training: see the gate's decision in MLflow")
+    return f"{detail}; delay_risk@champion = v{champion}"
+
+
+def step_train_demand_forecast(ctx: DemoContext) -> str:
+    task = ctx.demo.demand_forecast
+    if not task.enabled:
+        return "skipped (demand_forecast.enabled: false)"
+    n = task.reduced_max_series if ctx.reduced else task.max_series
+    params = {"config": task.config, "trigger": "manual", "max_series": n}
+    detail = run_flow(ctx, task.deployment, params)
+    return f"{n} series; {detail}"
+
+
+def step_tune(ctx: DemoContext) -> str:
+    t = ctx.demo.tune
+    if not t.enabled:
+        return "skipped (tune.enabled: false)"
+    cfg = ctx.values["configs"]
+    params: dict[str, Any] = {
+        "n_trials": t.reduced_n_trials if ctx.reduced else t.n_trials,
+        "config": cfg["delay_risk"],
+        "gate_config": cfg["gate"],
+        "trigger": "manual",
+        "study_name": f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+    }
+    folds = t.reduced_cv_folds if ctx.reduced else t.cv_folds
+    if folds:
+        params["cv_folds"] = folds
+    detail = run_flow(ctx, t.deployment, params)
+    return f"{params['n_trials']} trials; {detail}"
+
+
+def step_serve(ctx: DemoContext) -> str:
+    from flows.stack import Component, stack_up
+
+    state = next(
+        s for s in stack_up(ctx.plan, only={Component.serving}) if s.component == Component.serving
+    )
+    ctx.summary.stack = [s for s in ctx.summary.stack if s["component"] != Component.serving]
+    ctx.summary.stack.append(state.as_dict())
+    if state.state not in {"started", "reused"}:
+        raise DemoError(f"the service did not start: {state.detail} (log: {state.log_file})")
+    champion = champion_version(ctx.plan.tracking_uri, "delay_risk")
+    client = service_client(ctx)
+    try:
+        waited = client.wait_for_version("delay_risk", champion, ctx.demo.loop.serve_timeout_s)
+    finally:
+        client.close()
+    ctx.values["served"] = champion
+    return f"{state.state}; serving delay_risk v{champion} ({waited:.1f} s after start-up)"
+
+
+def _traffic(ctx: DemoContext):
+    from configs.datasets import load_tabular_spec
+    from configs.delay import load_delay_config
+    from flows.replay import shift_traffic
+    from models.datasets import load_tabular
+
+    if "traffic" not in ctx.values:
+        cfg = load_delay_config(ctx.values["configs"]["delay_risk"])
+        spec = load_tabular_spec(cfg.dataset)
+        data, _ = load_tabular(spec, ctx.platform.data_dir)
+        loop = ctx.demo.loop
+        seed = int(time.time()) % 10_000  # a second demo run replays other orders
+        traffic = shift_traffic(
+            data, spec, cfg, loop.quiet_rows, loop.shifted_rows, loop.shifted_share, seed
+        )
+        ctx.values["traffic"], ctx.values["spec"], ctx.values["seed"] = traffic, spec, seed
+    return ctx.values["traffic"], ctx.values["spec"]
+
+
+def _replay(ctx: DemoContext, label: str) -> str:
+    from flows.replay import replay
+
+    traffic, spec = _traffic(ctx)
+    rows = getattr(traffic, label)
+    client = service_client(ctx)
+    progress, advance = _progress(ctx, f"{label} traffic", len(rows))
+    try:
+        with progress:
+            result = replay(
+                client,
+                rows,
+                spec,
+                ctx.demo.loop.batch_size,
+                f"demo{ctx.values['seed']}-{label}",
+                advance,
+            )
+    finally:
+        client.close()
+    versions = ", ".join(f"v{v}: {n}" for v, n in result.versions.items())
+    late = rows[spec.target].mean()
+    return (
+        f"{result.orders} orders + {result.feedback} outcomes in {result.seconds:.0f} s "
+        f"(answered by {versions}; mean delay probability {result.mean_probability:.2f}, "
+        f"actually late {late:.2f})"
+    )
+
+
+def _monitor(ctx: DemoContext, traffic: str) -> tuple[MonitorCheck, str]:
+    detail = run_flow(
+        ctx, ctx.demo.loop.monitor_deployment, {"config": ctx.values["configs"]["monitoring"]}
+    )
+    check = latest_monitor_check(ctx, traffic)
+    ctx.summary.monitoring.append(check)
+    drift = "n/a" if check.drift_share is None else f"{check.drift_share:.2f}"
+    auc = check.metrics.get("roc_auc")
+    verdict = f"RETRAIN ({check.trigger})" if check.retrain else "keep"
+    return check, (
+        f"{detail}; v{check.model_version}: {check.window_rows} rows, drift share {drift}, "
+        f"feedback ROC-AUC {'n/a' if auc is None else f'{auc:.3f}'} -> {verdict}"
+    )
+
+
+def step_quiet_traffic(ctx: DemoContext) -> str:
+    return _replay(ctx, "quiet")
+
+
+def step_monitor_quiet(ctx: DemoContext) -> str:
+    check, detail = _monitor(ctx, "quiet")
+    if check.retrain:
+        raise DemoError(f"false alarm on in-segment traffic: {check.reasons}")
+    return detail
+
+
+def step_shifted_traffic(ctx: DemoContext) -> str:
+    return _replay(ctx, "shifted")
+
+
+def step_close_the_loop(ctx: DemoContext) -> str:
+    """Monitoring deployment -> event -> Prefect's trigger -> retraining deployment -> gate ->
+    promotion -> the service swaps. Stages are timed on the wall clock from the flow runs' own
+    timestamps and the service's ``serving_since`` (one machine, one clock)."""
+    from serving.client import order_payload
+
+    loop = ctx.demo.loop
+    uri = ctx.plan.tracking_uri
+    old = champion_version(uri, "delay_risk") or ""
+    started = datetime.now(UTC)
+    check, detail = _monitor(ctx, "shifted")
+    detected = datetime.now(UTC)
+    latency = LoopLatency(detect_s=_secs(started, detected), old_version=old)
+    ctx.summary.loop = latency
+    if not check.retrain:
+        raise DemoError(f"the shift was not detected: {check.reasons or detail}")
+    ctx.console.print(f"  detected: {detail}")
+    run = wait_triggered_run(ctx, loop.retrain_deployment, started, loop.retrain_timeout_s)
+    created, start, end = (_parse(run.get(k)) for k in ("created", "start_time", "end_time"))
+    latency.retrain_flow_run = run["name"]
+    latency.trigger_s = _secs(detected, created)
+    latency.start_s = _secs(created, start)
+    latency.retrain_s = _secs(start, end)
+    latency.gate_s = subflow_seconds(ctx, "gate-and-promote", start or started)
+    new = champion_version(uri, "delay_risk") or ""
+    latency.new_version, latency.promoted = new, new != old
+    if not latency.promoted:
+        latency.total_s = _secs(started, end)
+        return f"retrained by {run['name']}; the gate kept v{old} (see the registry table)"
+    client = service_client(ctx)
+    try:
+        client.wait_for_version("delay_risk", new, loop.swap_timeout_s)
+        since = _parse(client.served("delay_risk")["serving_since"])
+        traffic, _ = _traffic(ctx)
+        row = traffic.shifted.iloc[0].to_dict()
+        answer = client.predict_batch([order_payload(row, "demo-after-swap")])[0]
+    finally:
+        client.close()
+    latency.swap_s = _secs(end, since)
+    latency.total_s = _secs(started, since)
+    if answer["model_version"] != new:
+        raise DemoError(f"the service answered with v{answer['model_version']}, not v{new}")
+    return (
+        f"v{old} -> v{new} in {latency.total_s:.0f} s (detect {latency.detect_s:.0f}, "
+        f"trigger {latency.trigger_s:.0f}, worker start {latency.start_s:.0f}, retrain "
+        f"{latency.retrain_s:.0f} incl. gate {latency.gate_s:.0f}, swap {latency.swap_s:.0f})"
+    )
+
+
+def _secs(a: datetime | None, b: datetime | None) -> float:
+    if a is None or b is None:
+        return 0.0
+    if b.tzinfo is None:
+        b = b.replace(tzinfo=UTC)
+    return round(max((b - a).total_seconds(), 0.0), 1)
 
 
 def step_summarise_registry(ctx: DemoContext) -> str:
-    rows = registry_rows(ctx.plan.tracking_uri, "delay_risk")
-    ctx.summary.versions.extend(rows)
-    return f"delay_risk: {len(rows)} version(s)"
+    parts = []
+    for model in ("delay_risk", "demand_forecast"):
+        rows = registry_rows(ctx.plan.tracking_uri, model)
+        ctx.summary.versions.extend(rows)
+        parts.append(f"{model}: {len(rows)} version(s)")
+    return "; ".join(parts)
 
 
-def demo_steps() -> list[DemoStep]:
-    """The demo, in order. The other stages of the loop slot in here as they land."""
-    return [
+def demo_steps(demo: DemoConfig | None = None) -> list[DemoStep]:
+    """The demo, in order."""
+    steps = [
         DemoStep("start the stack", step_start_stack),
+        DemoStep("write the demo's configs", step_write_configs),
         DemoStep("deploy the flows", step_deploy),
-        DemoStep("train delay risk", step_train_delay_risk),
-        DemoStep("read the registry", step_summarise_registry),
+        DemoStep("train delay risk (low-discount orders)", step_train_delay_risk),
+        DemoStep("train demand forecast", step_train_demand_forecast),
+        DemoStep("tune delay risk", step_tune),
     ]
+    if demo is None or demo.loop.enabled:
+        steps += [
+            DemoStep("serve the champion", step_serve),
+            DemoStep("replay in-segment traffic + feedback", step_quiet_traffic),
+            DemoStep("monitor: no alarm expected", step_monitor_quiet),
+            DemoStep("replay shifted traffic + feedback", step_shifted_traffic),
+            DemoStep("monitor -> event -> retrain -> gate -> swap", step_close_the_loop),
+        ]
+    steps.append(DemoStep("read the registry", step_summarise_registry))
+    return steps
 
 
 # --------------------------------------------------------------------------- run + summary
@@ -225,7 +677,7 @@ def run_demo(
     ctx = DemoContext(platform, stack, demo, reduced, console, DemoSummary(reduced=reduced))
     t0 = time.monotonic()
     try:
-        for step in steps or demo_steps():
+        for step in steps or demo_steps(demo):
             console.rule(f"[bold]{step.name}")
             s0 = time.monotonic()
             try:
@@ -249,6 +701,16 @@ def run_demo(
     return ctx.summary
 
 
+_METRICS = {
+    "delay_risk": ("roc_auc", "pr_auc", "brier"),
+    "demand_forecast": ("smape", "mase", "coverage"),
+}
+
+
+def _fmt(metrics: dict[str, float], key: str) -> str:
+    return f"{key} {metrics[key]:.4g}" if key in metrics else ""
+
+
 def print_summary(summary: DemoSummary, console: Console, keep: bool) -> None:
     steps = Table(title="demo steps")
     for col in ("step", "status", "s", "detail"):
@@ -259,26 +721,51 @@ def print_summary(summary: DemoSummary, console: Console, keep: bool) -> None:
     console.print(steps)
     if summary.versions:
         versions = Table(title="registry")
-        cols = ("model", "version", "aliases", "roc_auc", "pr_auc", "brier", "trigger", "decision")
-        for col in cols:
+        for col in ("model", "version", "aliases", "metrics", "trigger", "decision"):
             versions.add_column(col)
         for v in summary.versions:
-            m = v.metrics
-
-            def fmt(k: str, m: dict = m) -> str:
-                return f"{m[k]:.4f}" if k in m else ""
-
+            keys = _METRICS.get(v.model, ())
             versions.add_row(
                 v.model,
                 v.version,
                 ", ".join(f"@{a}" for a in v.aliases),
-                fmt("roc_auc"),
-                fmt("pr_auc"),
-                fmt("brier"),
+                ", ".join(filter(None, (_fmt(v.metrics, k) for k in keys))),
                 v.trigger,
                 v.decision,
             )
         console.print(versions)
+    if summary.monitoring:
+        mon = Table(title="monitoring (monitor-delay-risk runs)")
+        for col in ("traffic", "version", "rows", "labelled", "drift share", "ROC-AUC", "decision"):
+            mon.add_column(col)
+        for m in summary.monitoring:
+            auc = m.metrics.get("roc_auc")
+            mon.add_row(
+                m.traffic,
+                m.model_version,
+                str(m.window_rows),
+                str(m.labelled_rows),
+                "" if m.drift_share is None else f"{m.drift_share:.2f}",
+                "" if auc is None else f"{auc:.3f}",
+                f"retrain ({m.trigger}): {m.reasons}" if m.retrain else "keep",
+            )
+        console.print(mon)
+    if summary.loop is not None and summary.loop.total_s:
+        lp = summary.loop
+        loop = Table(title=f"loop latency: v{lp.old_version} -> v{lp.new_version or '?'}")
+        stages = {
+            "detect": lp.detect_s,
+            "trigger": lp.trigger_s,
+            "worker start": lp.start_s,
+            "retrain": lp.retrain_s,
+            "(of it gate)": lp.gate_s,
+            "swap": lp.swap_s,
+            "total": lp.total_s,
+        }
+        for col in stages:
+            loop.add_column(col, justify="right")
+        loop.add_row(*(f"{x:.1f} s" for x in stages.values()))
+        console.print(loop)
     for k, v in summary.urls.items():
         console.print(f"{k:13s} {v}")
     state = "left running (--keep)" if keep else "stopped (use --keep to explore)"

@@ -1,7 +1,11 @@
 """Prefect flow ``train-demand-forecast``: load + validate, rolling-origin backtest of the hybrid
 and its baselines (one MLflow run per family, same metric names), plots and a per-series table,
 then fit the hybrid on all data, register a ``demand_forecast`` version and point
-``@challenger`` at it. The promotion gate (registry/gate.py) decides about ``@champion``."""
+``@challenger`` at it; then (``promote``) the promotion gate (registry/forecast_gate.py via
+flows/promote.py) decides about ``@champion``.
+
+Training data: the data set's rows up to ``data.train_end`` (all when unset), plus realised
+actuals from a file (``actuals``) when retraining on feedback."""
 
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ from configs.platform import PlatformConfig, load_platform_config
 from flows.train import connect_tracking
 from models import plots
 from models.backtest import HYBRID, BacktestResult, backtest, families
-from models.datasets import fingerprint, load_timeseries
+from models.datasets import cut_and_extend, fingerprint, load_actuals, load_timeseries
 from models.forecast import HybridProphetXGBoost, Panel, prepare_panel
 from models.forecast_metrics import FORECAST_METRICS
+from registry import forecast_gate as fgate
 from registry import log as rlog
 from registry.forecast_model import log_forecast_model
 
@@ -43,6 +48,8 @@ class ForecastTrainResult:
     n_series: int
     data_fingerprint: str
     train_seconds: float
+    data_end: str
+    gate: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,13 +57,24 @@ class ForecastTrainResult:
 
 @task(name="load-and-validate-series", cache_policy=NONE)
 def load_panel(
-    spec: TimeSeriesDatasetSpec, cfg: ForecastConfig, platform: PlatformConfig
+    spec: TimeSeriesDatasetSpec,
+    cfg: ForecastConfig,
+    platform: PlatformConfig,
+    actuals: str | None = None,
 ) -> tuple[Panel, str, str]:
     df, path = load_timeseries(spec, platform.data_dir)
-    panel = prepare_panel(df, spec, cfg)
+    extra = load_actuals(spec, actuals) if actuals else None
+    train_end = pd.Timestamp(cfg.data.train_end) if cfg.data.train_end else None
+    panel = prepare_panel(cut_and_extend(df, spec, train_end, extra), spec, cfg)
     log = get_run_logger()
-    log.info("%s series ready (%s skipped as too short)", panel.n_series, len(panel.skipped))
-    return panel, str(path), fingerprint(panel.frame)
+    log.info(
+        "%s series ready up to %s (%s skipped as too short)",
+        panel.n_series,
+        panel.frame["ds"].max().date(),
+        len(panel.skipped),
+    )
+    source = f"{path}+{actuals}" if actuals else str(path)
+    return panel, source, fingerprint(panel.frame)
 
 
 def _progress(prefix: str):
@@ -188,6 +206,8 @@ def fit_and_register(
             mlflow.log_metric(f"smape_ratio_to_{fam}", metrics["smape"] / m["smape"])
         table = result.series_metrics().merge(panel.keys, on="sid")
         rlog.log_frame(table, "backtest/per_series_metrics.json")
+        holdout = fgate.holdout_frame(result, panel.key_columns)
+        rlog.log_frame(holdout, fgate.HOLDOUT_ARTIFACT)
         rlog.log_figures(_figures(panel, result, cfg.plot_series))
         log.info("fitting the hybrid on all %s series for registration", panel.n_series)
         t0 = time.perf_counter()
@@ -197,6 +217,13 @@ def fit_and_register(
         mlflow.log_metric("train_seconds", train_seconds)
         info = log_forecast_model(model)
         metric_tags = {f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if pd.notna(v)}
+        data_end = panel.frame["ds"].max()
+        window_tags = {
+            fgate.TAG_DATA_END: str(data_end.date()),
+            fgate.TAG_WINDOW_END: str((data_end + cfg.horizon * panel.step).date()),
+            fgate.TAG_HORIZON: str(cfg.horizon),
+            rlog.TAG_EVAL_FINGERPRINT: fgate.eval_fingerprint(holdout, panel.key_columns),
+        }
         baseline_tags = {
             f"baseline.{fam}.{k}": f"{v:.6f}"
             for fam, m in baselines.items()
@@ -206,7 +233,7 @@ def fit_and_register(
         version = rlog.register_version(
             info.model_uri,
             cfg.registered_model_name,
-            {**tags, "run_id": run.info.run_id, **metric_tags, **baseline_tags},
+            {**tags, "run_id": run.info.run_id, **metric_tags, **baseline_tags, **window_tags},
             description=(
                 f"HybridProphetXGBoost on {panel.n_series} series; latest-fold SMAPE "
                 f"{metrics['smape']:.3f} (horizon {cfg.horizon})"
@@ -237,8 +264,19 @@ def train_demand_forecast(
     platform_config: str = "platform",
     trigger: str = "manual",
     max_series: int | None = None,
+    actuals: str | None = None,
+    promote: bool = True,
+    gate_config: str = "gate",
 ) -> dict:
-    """Backtest the hybrid and its baselines, log them, register the hybrid as @challenger."""
+    """Backtest the hybrid and its baselines, log them, register the hybrid as @challenger,
+    then (``promote``) run the gate against ``@champion``. ``actuals``: a file of realised
+    actuals (the data set's columns) appended to the training data (retraining on feedback)."""
+    if promote:
+        from registry.aliases import RegistryError
+        from registry.history import TRIGGERS
+
+        if trigger not in TRIGGERS:  # fail before training, not after registering
+            raise RegistryError(f"unknown trigger {trigger!r}; one of {list(TRIGGERS)}")
     cfg = load_forecast_config(config)
     if max_series is not None:
         cfg = cfg.model_copy(
@@ -246,13 +284,26 @@ def train_demand_forecast(
         )
     platform = load_platform_config(platform_config)
     spec = load_timeseries_spec(cfg.dataset)
-    panel, source, fp = load_panel(spec, cfg, platform)
+    panel, source, fp = load_panel(spec, cfg, platform, actuals)
     tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
     result = run_backtest(panel, cfg)
     baselines = log_baselines(result, cfg, spec, experiment_id, fp, source, trigger)
     run_id, version, metrics, secs = fit_and_register(
         panel, result, cfg, spec, experiment_id, fp, source, trigger, baselines
     )
+    gate = None
+    if promote:
+        from flows.promote import gate_and_promote_flow
+
+        gate = gate_and_promote_flow(
+            model_name=cfg.registered_model_name,
+            candidate=version,
+            trigger=trigger,
+            task="demand_forecast",
+            config=config,
+            gate_config=gate_config,
+            platform_config=platform_config,
+        )
     return ForecastTrainResult(
         model_name=cfg.registered_model_name,
         version=version,
@@ -264,4 +315,6 @@ def train_demand_forecast(
         n_series=panel.n_series,
         data_fingerprint=fp,
         train_seconds=secs,
+        data_end=str(panel.frame["ds"].max().date()),
+        gate=gate,
     ).as_dict()

@@ -126,7 +126,7 @@ def _log_monitoring_run(
 
 
 def emit_retrain_event(
-    cfg: MonitoringConfig, ref: VersionReference, decision: RetrainDecision
+    cfg: MonitoringConfig, config: str, ref: VersionReference, decision: RetrainDecision
 ) -> str | None:
     from flows.events import emit_retrain_requested
 
@@ -134,6 +134,7 @@ def emit_retrain_event(
         cfg.model_name,
         "; ".join(decision.reasons),
         decision.trigger or "drift",
+        config=config,
         version=ref.version,
     )
     return str(event.id) if event is not None else None
@@ -213,7 +214,8 @@ def monitor_delay_risk(
             snaps,
             name=f"v{ref.version} {now:%Y-%m-%d %H:%M}",
         )
-    event_id = emit_retrain_event(cfg, ref, decision) if (decision.retrain and emit) else None
+    fire = decision.retrain and emit
+    event_id = emit_retrain_event(cfg, config, ref, decision) if fire else None
     record_id = records.record(
         engine,
         records.MonitoringRecord(
@@ -283,10 +285,11 @@ def retrain_delay_risk(
     reason: str = "",
     config: str = "monitoring",
     platform_config: str = "platform",
-    gate_config: str = "gate",
+    gate_config: str | None = None,
 ) -> dict:
     """Original training data plus the feedback-labelled production rows -> a challenger,
-    which the train flow registers and sends through the gate."""
+    which the train flow registers and sends through the gate (``gate_config``, by default the
+    monitoring config's)."""
     from flows.train import train_delay_risk
 
     cfg = load_monitoring_config(config)
@@ -302,7 +305,7 @@ def retrain_delay_risk(
         platform_config=platform_config,
         trigger=trigger,
         extra_data=str(path) if path else None,
-        gate_config=gate_config,
+        gate_config=gate_config or cfg.gate_config,
     )
     result["feedback_rows_file"] = str(path) if path else None
     return json.loads(json.dumps(result, default=str))

@@ -8,10 +8,12 @@ import logging
 import mlflow
 from prefect import flow
 
-from configs.datasets import load_tabular_spec
+from configs.datasets import load_tabular_spec, load_timeseries_spec
 from configs.delay import load_delay_config
+from configs.forecast import load_forecast_config
 from configs.gate import load_gate_config
 from configs.platform import PlatformConfig, load_platform_config
+from registry import forecast_gate as fgate
 from registry import gate as rgate
 from registry import log as rlog
 from registry.aliases import CHAMPION, RegistryError, resolve_version
@@ -21,7 +23,7 @@ from registry.tracking import ensure_tracking_uri
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_TASKS = ("delay_risk",)
+SUPPORTED_TASKS = ("delay_risk", "demand_forecast")
 
 
 def delay_risk_evaluator(
@@ -67,6 +69,47 @@ def delay_risk_evaluator(
     return evaluate
 
 
+def demand_forecast_evaluator(
+    client: mlflow.MlflowClient, model_name: str, key_columns: list[str], rule
+) -> Evaluate:
+    """``evaluate(candidate, champion)`` for forecasters: the candidate's stored holdout (its
+    latest backtest fold) is the evaluation set; the champion's pyfunc forecasts the same rows
+    when it is comparable (registry/forecast_gate.py)."""
+
+    def evaluate(candidate: str, champion: str | None) -> rgate.GateDecision:
+        cand = client.get_model_version(model_name, candidate)
+        eval_set = fgate.load_eval_set(client, cand.run_id, key_columns)
+        champion_pred = comparable = None
+        fresher = False
+        if champion is not None:
+            champ = client.get_model_version(model_name, champion)
+            champ_end = champ.tags.get(fgate.TAG_DATA_END)
+            comparable, rows = fgate.comparable_rows(
+                eval_set, champ_end, champ.tags.get(fgate.TAG_WINDOW_END)
+            )
+            if rows is not None:
+                eval_set = rows
+                champion_pred = fgate.score_forecaster(f"models:/{model_name}/{champion}", eval_set)
+                fresher = cand.tags.get(fgate.TAG_DATA_END, "") > (champ_end or "")
+        decision = fgate.decide_forecast(
+            rule, eval_set, champion_pred, candidate, champion, comparable, fresher
+        )
+        logger.info(
+            "gate %s v%s vs @%s=%s on %s rows from origin %s: %s (%s)",
+            model_name,
+            candidate,
+            CHAMPION,
+            champion,
+            len(eval_set.frame),
+            eval_set.origin.date(),
+            "promote" if decision.promote else "refuse",
+            "; ".join(decision.reasons),
+        )
+        return decision
+
+    return evaluate
+
+
 def history_store(platform: PlatformConfig) -> HistoryStore:
     return HistoryStore.from_url(platform.store_url)
 
@@ -87,6 +130,10 @@ def run_gate(
         raise RegistryError(
             f"no evaluation-set scorer for task {task!r} yet (supported: {SUPPORTED_TASKS}); "
             "its gate rule can be applied with registry.gate.decide on its predictions"
+        )
+    if task == "demand_forecast":
+        return _run_forecast_gate(
+            platform, model_name, candidate, trigger, actor, config, gate_config
         )
     cfg = load_delay_config(config)
     model_name = model_name or cfg.registered_model_name
@@ -110,6 +157,38 @@ def run_gate(
             model_name,
             version,
             delay_risk_evaluator(client, model_name, eval_set, rule),
+            trigger=trigger,
+            actor=actor,
+        )
+    finally:
+        store.dispose()
+    return outcome.as_dict()
+
+
+def _run_forecast_gate(
+    platform: PlatformConfig,
+    model_name: str | None,
+    candidate: str,
+    trigger: str,
+    actor: str | None,
+    config: str,
+    gate_config: str,
+) -> dict:
+    cfg = load_forecast_config(config)
+    model_name = model_name or cfg.registered_model_name
+    rule = load_gate_config(gate_config).rule_for("demand_forecast")
+    spec = load_timeseries_spec(cfg.dataset)
+    mlflow.set_tracking_uri(ensure_tracking_uri(platform))
+    client = mlflow.MlflowClient()
+    version = str(resolve_version(client, model_name, candidate).version)
+    store = history_store(platform)
+    try:
+        outcome = gate_and_promote(
+            client,
+            store,
+            model_name,
+            version,
+            demand_forecast_evaluator(client, model_name, list(spec.series_keys), rule),
             trigger=trigger,
             actor=actor,
         )

@@ -306,7 +306,7 @@ def plan_stack(
                 sv.startup_timeout_s,
                 env={**flow_run_env(platform, root), "BENTOML_HOME": str(state / "bentoml")},
                 cwd=root,
-                ui_url=f"{srv.url}/docs",
+                ui_url=f"{srv.url}/",  # BentoML serves its Swagger UI at the root
             )
         )
     else:

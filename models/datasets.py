@@ -218,3 +218,34 @@ def split_with_extra(
         test = pd.concat([test, extra_test[test.columns]], ignore_index=True)
         source = f"{path}+{extra_path}"
     return TrainEvalSplit(train, test, source)
+
+
+def load_actuals(spec: TimeSeriesDatasetSpec, path: str | Path) -> pd.DataFrame:
+    """Realised actuals dropped by the user: a CSV/Parquet in the data set's own columns
+    (time column, series keys, target, regressors), validated like the data set."""
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"actuals file {p} not found")
+    df = read_table(p, p.suffix.lstrip(".").lower() or spec.format, spec.encoding)
+    return validate_timeseries(df, spec, p)
+
+
+def cut_and_extend(
+    df: pd.DataFrame,
+    spec: TimeSeriesDatasetSpec,
+    train_end: pd.Timestamp | None,
+    actuals: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Rows up to ``train_end`` (all when None) plus the ``actuals`` (which win on the same
+    series and date). A gap between the two is left for the panel's gap handling to report."""
+    out = df if train_end is None else df[df[spec.time_column] <= pd.Timestamp(train_end)]
+    if actuals is not None and len(actuals):
+        cols = [spec.time_column, *spec.series_keys, spec.target, *spec.regressors]
+        out = pd.concat([out[cols], actuals[cols]], ignore_index=True)
+        out = out.drop_duplicates([*spec.series_keys, spec.time_column], keep="last")
+        logger.info(
+            "training data extended with %s actuals up to %s",
+            len(actuals),
+            actuals[spec.time_column].max().date(),
+        )
+    return out.reset_index(drop=True)

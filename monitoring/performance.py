@@ -52,3 +52,40 @@ def performance_report(
     return Report([ClassificationPreset()]).run(
         current_data=Dataset.from_pandas(data, data_definition=definition), reference_data=None
     )
+
+
+# --- forecasts against realised actuals ---------------------------------------------------------
+
+
+def forecast_performance(rows: pd.DataFrame) -> dict[str, float] | None:
+    """SMAPE (%), MAE and RMSE of ``yhat`` against ``y`` on scored rows; None when empty."""
+    from models.forecast_metrics import mae, rmse, smape
+
+    if rows.empty:
+        return None
+    y, yhat = rows["y"].to_numpy(dtype=float), rows["yhat"].to_numpy(dtype=float)
+    return {
+        "smape": smape(y, yhat),
+        "mae": mae(y, yhat),
+        "rmse": rmse(y, yhat),
+        "scored_rows": float(len(rows)),
+        "series": float(rows["sid"].nunique()) if "sid" in rows else float("nan"),
+    }
+
+
+def forecast_report(rows: pd.DataFrame) -> Snapshot:
+    """Evidently regression report (forecast vs actual) on scored rows."""
+    from evidently import Regression
+
+    data = pd.DataFrame(
+        {"target": rows["y"].astype(float).to_numpy(), "prediction": rows["yhat"].to_numpy()}
+    )
+    definition = DataDefinition(
+        numerical_columns=["target", "prediction"],
+        regression=[Regression(target="target", prediction="prediction")],
+    )
+    from evidently.presets import RegressionPreset
+
+    return Report([RegressionPreset()]).run(
+        current_data=Dataset.from_pandas(data, data_definition=definition), reference_data=None
+    )

@@ -84,16 +84,28 @@ def decide(
     """Retrain when a rule is broken, unless within the cooldown or this incident (same champion
     version, same trigger) already had its retrain."""
     found = findings(evidence, policy, min_window_rows)
+    return incident_decision(found, evidence.model_version, policy.cooldown_minutes, last, now)
+
+
+def incident_decision(
+    found: list[tuple[str, str]],
+    model_version: str,
+    cooldown_minutes: float,
+    last: LastRetrain | None,
+    now: datetime,
+) -> RetrainDecision:
+    """Findings -> decision, with the cooldown and one retrain per incident (shared by every
+    model's policy)."""
     if not found:
         return RetrainDecision(False, None, ["no rule broken"])
     trigger = "drift" if any(t == "drift" for t, _ in found) else found[0][0]
     reasons = [r for _, r in found]
     if last is not None:
-        if now - last.at < timedelta(minutes=policy.cooldown_minutes):
+        if now - last.at < timedelta(minutes=cooldown_minutes):
             return RetrainDecision(
                 False, trigger, reasons, [f"cooldown: last retrain at {last.at.isoformat()}"]
             )
-        if last.model_version == evidence.model_version and last.trigger == trigger:
+        if last.model_version == model_version and last.trigger == trigger:
             return RetrainDecision(
                 False,
                 trigger,

@@ -144,6 +144,7 @@ class GateDecision:
     interval: BootstrapInterval | None
     eval_fingerprint: str
     checks: list[Check] = field(default_factory=list)
+    baselines: dict[str, dict[str, float]] | None = None  # reported beside, never decisive
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,13 +187,16 @@ def paired_bootstrap(
     seed: int,
     confidence: float,
     chunk: int = 200,
+    groups: np.ndarray | None = None,
 ) -> BootstrapInterval:
     """Percentile CI of the improvement (challenger minus champion, sign-flipped for
     lower-is-better metrics) over ``n`` resamples that draw the *same* rows for both models.
 
     A resample is a vector of draw counts (multinomial, the same as sampling rows with
     replacement); metrics in WEIGHTED_METRICS are computed for a chunk of resamples at once,
-    the others row-resample by row-resample.
+    the others row-resample by row-resample. With ``groups`` (one label per row, e.g. the
+    series of a forecast row) whole groups are resampled instead of rows (a cluster
+    bootstrap: rows of one series are not independent); it needs a weighted metric.
     """
     y = np.asarray(y, dtype=float)
     a, b = np.asarray(champion_pred, float), np.asarray(challenger_pred, float)
@@ -206,9 +210,22 @@ def paired_bootstrap(
     point = sign * (fn(y, b) - fn(y, a))
     rng = np.random.default_rng(seed)
     m = len(y)
+    group_index = None
+    if groups is not None:
+        if len(groups) != m or metric not in WEIGHTED_METRICS:
+            raise GateError(
+                f"a grouped bootstrap needs one group per row and a weighted metric "
+                f"({sorted(WEIGHTED_METRICS)}); got {len(groups)} groups, metric {metric}"
+            )
+        _, group_index = np.unique(np.asarray(groups), return_inverse=True)
     parts: list[np.ndarray] = []
     for start in range(0, n, chunk):
-        W = rng.multinomial(m, np.full(m, 1.0 / m), size=min(chunk, n - start)).astype(float)
+        size = min(chunk, n - start)
+        if group_index is not None:
+            g = int(group_index.max()) + 1
+            W = rng.multinomial(g, np.full(g, 1.0 / g), size=size).astype(float)[:, group_index]
+        else:
+            W = rng.multinomial(m, np.full(m, 1.0 / m), size=size).astype(float)
         if metric in WEIGHTED_METRICS:
             wfn = WEIGHTED_METRICS[metric]
             parts.append(sign * (wfn(y, b, W) - wfn(y, a, W)))
@@ -268,19 +285,27 @@ def check_floors(metrics: Mapping[str, float], floors: Mapping[str, float]) -> l
     return out
 
 
-def check_primary(rule: GateRule, interval: BootstrapInterval) -> Check:
+def check_primary(rule: GateRule, interval: BootstrapInterval, fresher: bool = False) -> Check:
+    """Superiority: the improvement (or its CI lower bound) must exceed ``min_improvement``.
+    Non-inferiority, for a challenger trained on later data when the rule sets
+    ``non_inferiority_margin``: it must not be worse by more than the margin."""
     p = rule.primary
+    required = p.min_improvement
+    mode = ""
+    if fresher and p.non_inferiority_margin is not None:
+        required = -p.non_inferiority_margin
+        mode = " (non-inferiority: the challenger trained on later data)"
     if p.require_significant:
-        ok = interval.low > p.min_improvement
+        ok = interval.low > required
         basis = f"CI lower bound {interval.low:+.4f}"
     else:
-        ok = interval.improvement > p.min_improvement
+        ok = interval.improvement > required
         basis = f"improvement {interval.improvement:+.4f}"
     detail = (
         f"{p.metric} improvement {interval.improvement:+.4f} "
         f"({interval.confidence:.0%} CI [{interval.low:+.4f}, {interval.high:+.4f}], "
         f"{interval.n} paired resamples); {basis} {'>' if ok else '<='} required "
-        f"{p.min_improvement:+.4f}"
+        f"{required:+.4f}{mode}"
     )
     return Check(f"primary:{p.metric}", bool(ok), detail)
 
@@ -325,10 +350,17 @@ def decide(
     eval_fingerprint: str,
     challenger_fp: str | None,
     champion_fp: str | None,
+    groups: np.ndarray | None = None,
+    extra_checks: list[Check] | None = None,
+    baselines: dict[str, np.ndarray] | None = None,
+    fresher: bool = False,
 ) -> GateDecision:
     """Apply ``rule`` to predictions of both models on the same rows -> a ``GateDecision``.
 
     Without a champion, the challenger is subject to the fingerprint check and the floors only.
+    ``groups`` makes the bootstrap resample groups of rows (series) instead of rows;
+    ``extra_checks`` are task-specific checks that must pass too (e.g. no leakage);
+    ``baselines`` (name -> predictions on the same rows) are scored and reported beside.
     """
     has_champion = champion_pred is not None
     challenger_m = score_metrics(y, challenger_pred, rule)
@@ -342,6 +374,7 @@ def decide(
             rule.allow_fingerprint_mismatch,
         ),
         *check_floors(challenger_m, rule.floors),
+        *(extra_checks or []),
     ]
     interval = None
     if has_champion:
@@ -355,15 +388,21 @@ def decide(
             rule.bootstrap.n,
             rule.bootstrap.seed,
             rule.bootstrap.confidence,
+            groups=groups,
         )
-        checks.append(check_primary(rule, interval))
+        checks.append(check_primary(rule, interval, fresher))
         checks.extend(check_guardrails(rule, challenger_m, champion_m))
     if not checks:  # unreachable with a validated rule (floors are required); never default yes
         raise GateError("gate rule produced no checks")
     promote = all(c.passed for c in checks)
     failed = [c.detail for c in checks if not c.passed]
     if promote:
-        head = "first version: passes the floors" if not has_champion else "beats the champion"
+        if not has_champion:
+            head = "first version: passes the floors"
+        elif fresher and rule.primary.non_inferiority_margin is not None:
+            head = "trained on later data and not worse than the champion"
+        else:
+            head = "beats the champion"
         reasons = [head, *(c.detail for c in checks)]
     else:
         reasons = failed
@@ -378,6 +417,7 @@ def decide(
         interval=interval,
         eval_fingerprint=eval_fingerprint,
         checks=checks,
+        baselines={k: score_metrics(y, v, rule) for k, v in (baselines or {}).items()} or None,
     )
 
 

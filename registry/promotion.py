@@ -95,6 +95,7 @@ def _gate_metrics(decision: GateDecision) -> dict[str, Any]:
         "challenger": decision.challenger_metrics,
         "champion": decision.champion_metrics,
         "checks": [asdict(c) for c in decision.checks],
+        **({"baselines": decision.baselines} if decision.baselines else {}),
     }
 
 
@@ -279,6 +280,9 @@ def _tag_decision(
         if decision.champion_metrics:
             for k, v in decision.champion_metrics.items():
                 tags[f"champion_metric.{k}"] = f"{v:.6f}"
+        for fam, metrics in (decision.baselines or {}).items():
+            for k, v in metrics.items():
+                tags[f"baseline.{fam}.{k}"] = f"{v:.6f}"
     try:
         for k, v in tags.items():
             client.set_model_version_tag(entry.model_name, entry.to_version, TAG_PREFIX + k, v)

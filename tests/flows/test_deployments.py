@@ -70,6 +70,7 @@ def test_rendering_carries_schedules_trigger_pull_step_and_work_pool(tmp_path, d
         "model": "{{ event.payload.model }}",
         "trigger": "{{ event.payload.trigger }}",
         "reason": "{{ event.payload.reason }}",
+        "config": "{{ event.payload.config }}",
     }
     step = doc["pull"][0]["prefect.deployments.steps.set_working_directory"]
     assert step["directory"] == "{{ $SHELFWISE_PROJECT_ROOT }}"

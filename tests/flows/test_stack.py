@@ -1,11 +1,9 @@
-"""The local stack and the demo: plan from config, clear errors (port in use, a server that does
-not come up), and the whole lifecycle on real servers: demo --keep -> all healthy -> a second up
-reuses the same processes -> demo again on the running stack -> stopped, no process left."""
+"""The local stack: plan from config, clear errors (port in use, a server that does not come up),
+process-tree shutdown. Its whole lifecycle on real servers is in test_demo.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import socket
 import subprocess
@@ -16,9 +14,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from configs.demo import DemoConfig, DemoTaskConfig
 from configs.stack import StackConfig
-from flows.demo import run_demo
 from flows.stack import (
     Component,
     StackError,
@@ -127,56 +123,6 @@ def test_cli_reports_bad_stack_config_with_file_and_key(tmp_path, monkeypatch):
 
 def _alive(pids) -> list[int]:
     return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-
-
-@pytest.mark.integration
-@pytest.mark.slow
-def test_demo_twice_and_the_stack_lifecycle(tmp_path, data_dir):
-    platform = stack_platform(tmp_path / ".shelfwise", data_dir)
-    stack_cfg = minimal_stack_config()
-    demo_cfg = DemoConfig(
-        delay_risk=DemoTaskConfig(
-            config="delay_risk",
-            deployment="train-delay-risk-nightly",
-            reduced={"split": {"cv_folds": 2}, "xgboost": {"n_estimators": 60}},
-        )
-    )
-    plan = plan_stack(platform, stack_cfg)
-    try:
-        # 1. demo --reduced --keep: starts the stack, deploys, trains through the worker
-        first = run_demo(platform, stack_cfg, demo_cfg, reduced=True, keep=True)
-        assert [s.status for s in first.steps] == ["ok"] * len(first.steps)
-        assert [v.version for v in first.versions] == ["1"]
-        assert first.versions[0].trigger == "manual"
-        assert first.versions[0].metrics["roc_auc"] > 0.70
-        assert first.urls["mlflow_ui"] == f"http://127.0.0.1:{platform.tracking.port}"
-        assert first.urls["prefect_ui"] == f"http://127.0.0.1:{platform.prefect.port}"
-        assert first.urls["evidently_ui"].startswith("(not running")
-        assert {r["state"] for r in first.flow_runs} == {"COMPLETED"}
-        json.dumps(first.as_dict(), default=str)  # the summary serialises
-
-        # 2. all healthy; a second `up` reuses the same processes
-        status = {s.component: s for s in stack_status(plan)}
-        for c in (Component.mlflow, Component.prefect, Component.worker, "work_pool"):
-            assert status[c].state == "running", status[c]
-        pids = {c: status[c].pid for c in (Component.mlflow, Component.prefect, Component.worker)}
-        again = {s.component: s for s in stack_up(plan)}
-        for c, pid in pids.items():
-            assert again[c].state == "reused" and again[c].pid == pid
-        tree = set(pids.values())
-        for pid in pids.values():
-            tree.update(descendants(pid))
-
-        # 3. the demo again, on the running stack, without --keep: a second version, then down
-        second = run_demo(platform, stack_cfg, demo_cfg, reduced=True, keep=False)
-        assert [s.status for s in second.steps] == ["ok"] * len(second.steps)
-        assert "already deployed" in second.steps[1].detail
-        assert [v.version for v in second.versions] == ["1", "2"]
-        assert not _alive(tree), f"left running: {_alive(tree)}"
-        status = {s.component: s.state for s in stack_status(plan)}
-        assert status[Component.prefect] == status[Component.mlflow] == "stopped"
-    finally:
-        stack_down(plan)
 
 
 def test_stop_pid_also_stops_descendants_in_their_own_session():

@@ -1,0 +1,295 @@
+"""Prefect flows ``monitor-demand-forecast`` (the champion's forecasts vs realised actuals ->
+decision -> event) and ``retrain-demand-forecast`` (training data + actuals -> train -> gate).
+
+How actuals arrive: as a file the user drops (CSV or Parquet in the data set's own columns:
+time column, series keys, target), passed as ``actuals``. The forecaster is not served through
+the prediction log (its forecasts are a deterministic function of the registered version, so
+the monitor re-derives them from the champion's pyfunc for every actual's series and date
+instead of joining logged requests), and actuals are the data set's future rows, which users
+already hold as files. The retrain event carries the file's path, so the retraining trains on
+exactly the actuals the decision was made on.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE as NO_CACHE
+
+from configs.datasets import TimeSeriesDatasetSpec, load_timeseries_spec
+from configs.forecast import load_forecast_config
+from configs.monitoring_forecast import ForecastMonitoringConfig, load_forecast_monitoring_config
+from configs.platform import load_platform_config
+from flows.train import connect_tracking
+from models.datasets import load_actuals
+from monitoring import records
+from monitoring.forecast_policy import ForecastEvidence, decide_forecast_retrain, window_share
+from monitoring.performance import forecast_performance, forecast_report
+from monitoring.policy import RetrainDecision
+from monitoring.store import PredictionStore
+from registry import forecast_gate as fgate
+from registry import log as rlog
+
+
+@dataclass
+class ForecastMonitorResult:
+    model_name: str
+    model_version: str
+    evidence: dict[str, Any]
+    decision: dict[str, Any]
+    event_id: str | None
+    mlflow_run_id: str
+    record_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    data_end: str
+    window_end: str
+    gate_smape: float | None
+
+
+def read_champion(client: MlflowClient, model_name: str) -> Champion:
+    mv = client.get_model_version_by_alias(model_name, "champion")
+    tags = mv.tags
+    if fgate.TAG_DATA_END not in tags or fgate.TAG_WINDOW_END not in tags:
+        raise ValueError(f"{model_name} v{mv.version} lacks its training-window tags")
+    smape = tags.get("metric.smape")
+    return Champion(
+        str(mv.version),
+        tags[fgate.TAG_DATA_END],
+        tags[fgate.TAG_WINDOW_END],
+        float(smape) if smape is not None else None,
+    )
+
+
+def actuals_after(
+    actuals: pd.DataFrame, spec: TimeSeriesDatasetSpec, data_end: str
+) -> pd.DataFrame:
+    """Actuals in the panel's names (key columns, ds, y) for dates after the training end."""
+    out = actuals[[*spec.series_keys, spec.time_column, spec.target]].rename(
+        columns={spec.time_column: "ds", spec.target: "y"}
+    )
+    out = out[out["ds"] > pd.Timestamp(data_end)]
+    return out.sort_values([*spec.series_keys, "ds"]).reset_index(drop=True)
+
+
+@task(name="score-champion-on-actuals", cache_policy=NO_CACHE)
+def score_actuals(
+    model_uri: str, rows: pd.DataFrame, keys: list[str], window_end: str
+) -> tuple[pd.DataFrame, int, int]:
+    """(scored rows with yhat, rows of unknown series, rows beyond the forecast window)."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    hybrid = model.unwrap_python_model().model
+    known = rows.merge(hybrid.keys[[*keys, "sid"]], on=keys, how="inner")
+    unknown = len(rows) - len(known)
+    inside = known[known["ds"] <= pd.Timestamp(window_end)]
+    beyond = len(known) - len(inside)
+    if inside.empty:
+        return inside.assign(yhat=[]), unknown, beyond
+    out = model.predict(inside[keys].assign(date=inside["ds"]))
+    out = out.assign(date=pd.to_datetime(out["date"])).rename(columns={"date": "ds"})
+    scored = inside.merge(out[[*keys, "ds", "yhat"]], on=[*keys, "ds"], how="left")
+    return scored, unknown, beyond
+
+
+def _log_run(
+    experiment_id: str,
+    model_name: str,
+    champion: Champion,
+    evidence: ForecastEvidence,
+    decision: RetrainDecision,
+    scored: pd.DataFrame,
+    actuals: str,
+) -> str:
+    with rlog.tracked_run(
+        experiment_id=experiment_id,
+        run_name=f"monitor-v{champion.version}-{time.strftime('%H%M%S')}",
+    ) as run:
+        mlflow.set_tags(
+            {
+                rlog.TAG_TASK: model_name,
+                "shelfwise.monitored_version": champion.version,
+                "shelfwise.retrain": str(decision.retrain).lower(),
+                "shelfwise.trigger": decision.trigger or "none",
+                "shelfwise.actuals": actuals,
+            }
+        )
+        metrics = {
+            "actual_rows": float(evidence.actual_rows),
+            "scored_rows": float(evidence.scored_rows),
+            "beyond_window_rows": float(evidence.beyond_window_rows),
+            "window_realised_share": evidence.window_realised_share,
+        }
+        if evidence.performance:
+            metrics.update({f"feedback_{k}": v for k, v in evidence.performance.items()})
+        if evidence.gate_smape is not None:
+            metrics["gate_smape"] = evidence.gate_smape
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(evidence.as_dict(), "evidence.json")
+        mlflow.log_dict(decision.as_dict(), "decision.json")
+        if len(scored):
+            rlog.log_frame(scored, "actuals/scored_forecasts.csv")
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "forecast_performance_report.html"
+                forecast_report(scored).save_html(str(path))
+                mlflow.log_artifact(str(path), "reports")
+    return run.info.run_id
+
+
+def monitor_forecast(
+    cfg: ForecastMonitoringConfig,
+    actuals: str,
+    platform_config: str,
+    emit: bool,
+    now: datetime,
+    config: str = "monitoring_forecast",
+) -> dict:
+    log = get_run_logger()
+    platform = load_platform_config(platform_config)
+    spec = load_timeseries_spec(load_forecast_config(cfg.forecast_config).dataset)
+    tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
+    champion = read_champion(MlflowClient(tracking_uri), cfg.model_name)
+    rows = actuals_after(load_actuals(spec, actuals), spec, champion.data_end)
+    keys = list(spec.series_keys)
+    scored, unknown, beyond = score_actuals(
+        f"models:/{cfg.model_name}/{champion.version}", rows, keys, champion.window_end
+    )
+    realised_to = str(rows["ds"].max().date()) if len(rows) else None
+    evidence = ForecastEvidence(
+        model_version=champion.version,
+        data_end=champion.data_end,
+        window_end=champion.window_end,
+        actual_rows=len(rows) - unknown,
+        scored_rows=len(scored),
+        beyond_window_rows=beyond,
+        realised_to=realised_to,
+        window_realised_share=window_share(champion.data_end, champion.window_end, realised_to),
+        performance=forecast_performance(scored),
+        gate_smape=champion.gate_smape,
+    )
+    store = PredictionStore(platform.store_url)
+    engine = records.ensure_tables(store.engine)
+    try:
+        decision = decide_forecast_retrain(
+            evidence, cfg.policy, records.last_retrain(engine, cfg.model_name), now
+        )
+        log.info(
+            "v%s: %s actuals (%s scored, %s beyond the window, %s of unknown series), "
+            "smape %s vs gate %s: %s (%s)",
+            champion.version,
+            evidence.actual_rows,
+            evidence.scored_rows,
+            beyond,
+            unknown,
+            None if not evidence.performance else f"{evidence.performance['smape']:.3f}",
+            champion.gate_smape,
+            "RETRAIN" if decision.retrain else "keep",
+            "; ".join(decision.reasons + decision.suppressed),
+        )
+        run_id = _log_run(
+            experiment_id, cfg.model_name, champion, evidence, decision, scored, actuals
+        )
+        event_id = None
+        if decision.retrain and emit:
+            from flows.events import emit_retrain_requested
+
+            event = emit_retrain_requested(
+                cfg.model_name,
+                "; ".join(decision.reasons),
+                decision.trigger or "feedback",
+                config=config,
+                version=champion.version,
+                actuals=str(Path(actuals).resolve()),
+            )
+            event_id = str(event.id) if event is not None else None
+        record_id = records.record(
+            engine,
+            records.MonitoringRecord(
+                created_at=now,
+                model_name=cfg.model_name,
+                model_version=champion.version,
+                window_rows=evidence.actual_rows,
+                labelled_rows=evidence.scored_rows,
+                drift_share=None,
+                prediction_drift_score=None,
+                metrics={
+                    **(evidence.performance or {}),
+                    "window_realised_share": evidence.window_realised_share,
+                    "beyond_window_rows": float(beyond),
+                    **({"gate_smape": champion.gate_smape} if champion.gate_smape else {}),
+                },
+                retrain=decision.retrain,
+                trigger=decision.trigger,
+                reasons=[*decision.reasons, *decision.suppressed],
+                mlflow_run_id=run_id,
+            ),
+        )
+    finally:
+        store.dispose()
+    return ForecastMonitorResult(
+        model_name=cfg.model_name,
+        model_version=champion.version,
+        evidence=evidence.as_dict(),
+        decision=decision.as_dict(),
+        event_id=event_id,
+        mlflow_run_id=run_id,
+        record_id=record_id,
+    ).as_dict()
+
+
+@flow(name="monitor-demand-forecast")
+def monitor_demand_forecast(
+    actuals: str,
+    config: str = "monitoring_forecast",
+    platform_config: str = "platform",
+    emit: bool = True,
+    now: datetime | None = None,
+) -> dict:
+    """Score the champion's forecasts on the realised ``actuals`` (a file in the data set's
+    columns), compare with its gate SMAPE, decide, record, and emit the retrain event."""
+    cfg = load_forecast_monitoring_config(config)
+    return monitor_forecast(cfg, actuals, platform_config, emit, now or datetime.now(UTC), config)
+
+
+@flow(name="retrain-demand-forecast")
+def retrain_demand_forecast(
+    actuals: str,
+    model: str = "demand_forecast",
+    trigger: str = "feedback",
+    reason: str = "",
+    config: str = "monitoring_forecast",
+    platform_config: str = "platform",
+    gate_config: str = "gate",
+) -> dict:
+    """The training data plus the realised ``actuals`` -> a challenger, registered and sent
+    through the gate by the train flow."""
+    from flows.forecast import train_demand_forecast
+
+    cfg = load_forecast_monitoring_config(config)
+    if model != cfg.model_name:
+        raise ValueError(f"retrain-demand-forecast monitors {cfg.model_name!r}, not {model!r}")
+    get_run_logger().info("retraining %s on %s (trigger %s): %s", model, actuals, trigger, reason)
+    result = train_demand_forecast(
+        config=cfg.forecast_config,
+        platform_config=platform_config,
+        trigger=trigger,
+        actuals=actuals,
+        gate_config=gate_config,
+    )
+    result["actuals_file"] = actuals
+    return json.loads(json.dumps(result, default=str))

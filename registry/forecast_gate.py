@@ -1,0 +1,192 @@
+"""The promotion gate for forecasters: champion and challenger on the same rows.
+
+The evaluation set is the holdout of the challenger's latest backtest fold: every series, the
+``horizon`` periods after the fold's origin, with the actuals. The challenger's forecasts there
+come from its recipe fitted on the data up to the origin (the backtest fold model; the registered
+version itself trained on those rows); they are stored with the version's run as
+``gate/holdout.csv`` together with the baselines' forecasts for the same rows.
+
+The champion is scored through its registered pyfunc on the same (series, date) rows. That is
+only fair when it never saw them and can forecast them: its training data must end at or before
+the origin and its forecast window must cover the holdout (``champion_comparable``). The
+retraining scenario meets this by construction: a champion trained up to ``E`` with horizon
+``H``, retrained once the actuals of ``(E, E + H]`` have arrived, is compared on exactly the
+window it was serving. Otherwise the gate refuses (fail closed) and says why.
+
+The bootstrap resamples whole series (rows of one series are not independent).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from configs.gate import GateRule
+from models.backtest import HYBRID, BacktestResult
+from models.datasets import fingerprint
+from registry.gate import Check, GateDecision, GateError, decide
+
+logger = logging.getLogger(__name__)
+
+HOLDOUT_ARTIFACT = "gate/holdout.csv"
+TAG_DATA_END = "shelfwise.data_end"  # last date of the version's training data
+TAG_WINDOW_END = "shelfwise.forecast_window_end"  # last date its pyfunc can forecast
+TAG_HORIZON = "shelfwise.horizon"
+
+
+@dataclass(frozen=True)
+class ForecastEvalSet:
+    """Holdout rows (key columns, ``ds``, ``y``, ``sid``) with the challenger's and the
+    baselines' forecasts as columns ``yhat.<family>``."""
+
+    frame: pd.DataFrame
+    key_columns: list[str]
+    origin: pd.Timestamp
+    fingerprint: str
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.frame["y"].to_numpy(dtype=float)
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.frame["sid"].to_numpy()
+
+    def forecasts(self, family: str) -> np.ndarray:
+        return self.frame[f"yhat.{family}"].to_numpy(dtype=float)
+
+    @property
+    def baseline_families(self) -> list[str]:
+        fams = [c.removeprefix("yhat.") for c in self.frame.columns if c.startswith("yhat.")]
+        return [f for f in fams if f != HYBRID]
+
+
+def holdout_frame(result: BacktestResult, key_columns: list[str]) -> pd.DataFrame:
+    """The latest fold's rows, one per (series, date), forecasts of each family as columns."""
+    f = result.forecasts[result.forecasts["fold"] == result.latest_fold]
+    wide = f.pivot_table(index=["sid", "ds"], columns="family", values="yhat", dropna=False)
+    wide.columns = [f"yhat.{c}" for c in wide.columns]
+    truth = f[f["family"] == HYBRID][["sid", *key_columns, "ds", "y", "origin"]]
+    out = truth.merge(wide.reset_index(), on=["sid", "ds"], how="left")
+    return out.sort_values(["sid", "ds"]).reset_index(drop=True)
+
+
+def eval_fingerprint(frame: pd.DataFrame, key_columns: list[str]) -> str:
+    """Identity of the evaluation rows: series keys, dates and actuals."""
+    cols = [*key_columns, "ds", "y"]
+    return fingerprint(frame[cols].sort_values(cols[:-1]).reset_index(drop=True))
+
+
+def eval_set_from_frame(frame: pd.DataFrame, key_columns: list[str]) -> ForecastEvalSet:
+    frame = frame.copy()
+    frame["ds"] = pd.to_datetime(frame["ds"])
+    origin = pd.Timestamp(pd.to_datetime(frame["origin"]).iloc[0])
+    return ForecastEvalSet(frame, key_columns, origin, eval_fingerprint(frame, key_columns))
+
+
+def load_eval_set(client: mlflow.MlflowClient, run_id: str, key_columns: list[str]):
+    """The evaluation set stored with a version's training run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, HOLDOUT_ARTIFACT, tmp)
+        except Exception as exc:
+            raise GateError(
+                f"run {run_id} has no {HOLDOUT_ARTIFACT}: not trained by train-demand-forecast "
+                f"with gate support ({exc})"
+            ) from exc
+        return eval_set_from_frame(pd.read_csv(path), key_columns)
+
+
+def comparable_rows(
+    eval_set: ForecastEvalSet, data_end: str | None, window_end: str | None
+) -> tuple[Check, ForecastEvalSet | None]:
+    """May the champion's registered forecasts be scored on ``eval_set``, and on which rows?
+
+    It must not have trained on any holdout row (its data ends at or before the origin) and its
+    forecast window must reach into the holdout; the rows its window covers are the evaluation
+    set for both versions (all of them when it was trained up to the origin)."""
+    name = "champion_comparable"
+    if not data_end or not window_end:
+        return Check(
+            name,
+            False,
+            f"champion lacks {TAG_DATA_END}/{TAG_WINDOW_END} tags: cannot tell whether it "
+            "trained on the gate's holdout",
+        ), None
+    end, wend = pd.Timestamp(data_end), pd.Timestamp(window_end)
+    first, last = eval_set.frame["ds"].min(), eval_set.frame["ds"].max()
+    if end > eval_set.origin:
+        return Check(
+            name,
+            False,
+            f"champion trained on data up to {end.date()}, after the gate's origin "
+            f"{eval_set.origin.date()}: it saw the holdout {first.date()} .. {last.date()}",
+        ), None
+    if wend < first:
+        return Check(
+            name,
+            False,
+            f"champion's forecast window ended {wend.date()}, before the holdout starts "
+            f"{first.date()}: it has no forecast to compare",
+        ), None
+    rows = eval_set.frame[eval_set.frame["ds"] <= wend].reset_index(drop=True)
+    restricted = ForecastEvalSet(
+        rows, eval_set.key_columns, eval_set.origin, eval_fingerprint(rows, eval_set.key_columns)
+    )
+    return Check(
+        name,
+        True,
+        f"champion trained up to {end.date()} <= origin {eval_set.origin.date()}; both scored on "
+        f"{len(rows)} rows {first.date()} .. {min(wend, last).date()} of the challenger's holdout",
+    ), restricted
+
+
+def score_forecaster(model_uri: str, eval_set: ForecastEvalSet) -> np.ndarray:
+    """A registered forecaster's ``yhat`` for every (series, date) row of ``eval_set``."""
+    keys = eval_set.key_columns
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:
+        raise GateError(f"cannot load {model_uri}: {exc}") from exc
+    request = eval_set.frame[keys].assign(date=eval_set.frame["ds"])
+    out = model.predict(request)
+    out = out.assign(date=pd.to_datetime(out["date"]))
+    merged = request.merge(out[[*keys, "date", "yhat"]], on=[*keys, "date"], how="left")
+    if len(merged) != len(request) or merged["yhat"].isna().any():
+        raise GateError(f"{model_uri} did not forecast every row of the evaluation set")
+    return merged["yhat"].to_numpy(dtype=float)
+
+
+def decide_forecast(
+    rule: GateRule,
+    eval_set: ForecastEvalSet,
+    champion_pred: np.ndarray | None,
+    candidate_version: str,
+    champion_version: str | None,
+    comparable: Check | None,
+    fresher: bool = False,
+) -> GateDecision:
+    """Apply the rule: challenger = its backtest fold forecasts, champion = its pyfunc on the
+    same rows (None when there is no champion, or it is not comparable: then ``comparable``
+    fails and nothing is promoted). ``fresher``: the challenger trained on later data than
+    the champion (the rule's non-inferiority margin then applies)."""
+    return decide(
+        rule,
+        eval_set.y,
+        eval_set.forecasts(HYBRID),
+        champion_pred,
+        candidate_version,
+        champion_version,
+        eval_set.fingerprint,
+        eval_set.fingerprint,  # the challenger's forecasts are on this set by construction
+        eval_set.fingerprint if champion_pred is not None else None,
+        groups=eval_set.groups,
+        extra_checks=[comparable] if comparable is not None else None,
+        baselines={f: eval_set.forecasts(f) for f in eval_set.baseline_families},
+        fresher=fresher,
+    )

@@ -1,0 +1,59 @@
+"""CI-sized demand-forecast configs for the gate and monitoring tests: a few real series of
+store_item_demand, a 90-day horizon (the shipped one), two backtest folds, light XGBoost."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from configs.datasets import load_timeseries_spec
+from configs.loader import configs_dir, read_yaml
+from models.datasets import load_timeseries
+
+N_SERIES = 5
+HORIZON = 90
+CUTOFF = pd.Timestamp("2017-06-30")  # "trained through mid-2017"
+CRIPPLED_XGB = {"n_estimators": 1, "max_depth": 1, "learning_rate": 0.01}
+
+
+def forecast_config(tmp_path: Path, name: str | None = None, **data) -> Path:
+    """A demand_forecast YAML with its own registered model and experiment."""
+    raw = read_yaml(configs_dir() / "demand_forecast.yaml")
+    name = name or f"demand_forecast_{uuid.uuid4().hex[:8]}"
+    raw.update(registered_model_name=name, experiment=name, workers=1, plot_series=1)
+    raw["horizon"] = HORIZON
+    raw["backtest"]["folds"] = 2
+    raw["xgboost"].update(n_estimators=100, n_jobs=1)
+    raw["data"].update(max_series=N_SERIES, **data)
+    path = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def crippled(path: Path) -> Path:
+    """The same config with an XGBoost that learns (almost) nothing: a deliberately worse model."""
+    raw = read_yaml(path)
+    raw["xgboost"].update(CRIPPLED_XGB)
+    out = path.with_name(path.stem + "-crippled.yaml")
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
+def actual_rows(data_dir: Path, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The data set's rows of the CI series in [start, end]: the realised actuals."""
+    spec = load_timeseries_spec("store_item_demand")
+    df, _ = load_timeseries(spec, data_dir)
+    keys = df[spec.series_keys].drop_duplicates().sort_values(spec.series_keys).head(N_SERIES)
+    df = df.merge(keys, on=spec.series_keys)
+    rows = df[(df[spec.time_column] >= start) & (df[spec.time_column] <= end)]
+    return rows.sort_values([*spec.series_keys, spec.time_column]).reset_index(drop=True)
+
+
+def write_actuals(path: Path, rows: pd.DataFrame) -> Path:
+    out = rows.copy()
+    out["date"] = out["date"].dt.strftime("%Y-%m-%d")
+    out.to_csv(path, index=False)
+    return path

@@ -1,0 +1,137 @@
+"""Demand-forecast monitoring on real data: a forecaster trained through mid-2017 (2017-06-30,
+90-day window to 2017-09-28) is fed the later actuals as feedback.
+
+* the first four weeks of actuals (inside the window): SMAPE close to the gate SMAPE, 31% of
+  the window realised -> no retrain (no false alarm);
+* the whole window realised (2017-07-01 .. 2017-09-28) plus October: the decision fires
+  (trigger feedback), the retrain event carries the actuals file, the retraining trains on data
+  through the actuals, goes through the gate and forecasts the following, unseen period (to the
+  end of 2017), which the old version cannot forecast at all, better than the yearly naive.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from configs.loader import read_yaml
+from models.forecast_metrics import smape
+from monitoring import records
+from monitoring.store import PredictionStore
+from tests.flows.forecast_helpers import (
+    CUTOFF,
+    HORIZON,
+    actual_rows,
+    forecast_config,
+    write_actuals,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+DAY = pd.Timedelta(days=1)
+
+
+def test_forecast_monitoring_scenario(
+    tmp_path, monkeypatch, mlflow_server, prefect_harness, data_dir
+):
+    from flows.forecast import train_demand_forecast
+    from flows.monitor_forecast import monitor_demand_forecast, retrain_demand_forecast
+
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("SHELFWISE_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("SHELFWISE_STORE_URL", store_url)
+    monkeypatch.setenv("SHELFWISE_HOME", str(tmp_path / ".shelfwise"))
+    cfg_path = forecast_config(tmp_path, train_end=str(CUTOFF.date()))
+    name = read_yaml(cfg_path)["registered_model_name"]
+    mon = tmp_path / "monitoring_forecast.yaml"
+    mon.write_text(
+        yaml.safe_dump(
+            {
+                "model_name": name,
+                "forecast_config": str(cfg_path),
+                "experiment": f"monitoring-{name}",
+            }
+        )
+    )
+    client = MlflowClient(mlflow_server)
+
+    v1 = train_demand_forecast(config=str(cfg_path))
+    assert v1["gate"]["promoted"] and v1["data_end"] == "2017-06-30"
+    gate_smape = v1["metrics"]["smape"]
+    window_end = CUTOFF + HORIZON * DAY
+
+    # -- no false alarm: the first four weeks after the cutoff
+    first = write_actuals(
+        tmp_path / "actuals-july.csv", actual_rows(data_dir, CUTOFF + DAY, CUTOFF + 28 * DAY)
+    )
+    now = datetime(2017, 7, 29, tzinfo=UTC)
+    quiet = monitor_demand_forecast(actuals=str(first), config=str(mon), now=now)
+    ev = quiet["evidence"]
+    assert not quiet["decision"]["retrain"], quiet["decision"]
+    assert ev["scored_rows"] == 28 * 5 and ev["beyond_window_rows"] == 0
+    assert ev["window_realised_share"] == pytest.approx(28 / 90)
+    assert abs(ev["performance"]["smape"] - gate_smape) < 5.0
+
+    # -- the window runs out: actuals to the end of October
+    later = write_actuals(
+        tmp_path / "actuals-jul-oct.csv",
+        actual_rows(data_dir, CUTOFF + DAY, pd.Timestamp("2017-10-31")),
+    )
+    fired = monitor_demand_forecast(
+        actuals=str(later), config=str(mon), emit=False, now=now + timedelta(days=95)
+    )
+    ev = fired["evidence"]
+    assert fired["decision"]["retrain"] and fired["decision"]["trigger"] == "feedback"
+    assert ev["scored_rows"] == 90 * 5 and ev["beyond_window_rows"] == 33 * 5
+    assert ev["window_realised_share"] == 1.0
+    assert any("of the forecast window" in r for r in fired["decision"]["reasons"])
+    print(
+        "monitor numbers",
+        {
+            "gate_smape": gate_smape,
+            "first_weeks": quiet["evidence"],
+            "window": ev,
+            "decision": fired["decision"],
+        },
+    )
+
+    store = PredictionStore(store_url)
+    try:
+        hist = records.history(records.ensure_tables(store.engine), name)
+    finally:
+        store.dispose()
+    assert list(hist["retrain"]) == [False, True]
+
+    # -- retraining on the data plus the actuals, through the gate
+    window_actuals = write_actuals(
+        tmp_path / "actuals-window.csv", actual_rows(data_dir, CUTOFF + DAY, window_end)
+    )
+    v2 = retrain_demand_forecast(actuals=str(window_actuals), model=name, config=str(mon))
+    assert v2["version"] == "2" and v2["data_end"] == str(window_end.date())
+    g = v2["gate"]
+    print(
+        "retrain gate", g["reasons"], g["gate"]["challenger_metrics"], g["gate"]["champion_metrics"]
+    )
+    assert g["promoted"], g["reasons"]
+    assert client.get_model_version_by_alias(name, "champion").version == "2"
+
+    # -- the following, unseen period: v2 forecasts it; v1 cannot (its window has ended)
+    unseen = actual_rows(data_dir, window_end + DAY, window_end + HORIZON * DAY)
+    mlflow.set_tracking_uri(mlflow_server)
+    request = unseen[["store", "item"]].assign(date=unseen["date"])
+    new = mlflow.pyfunc.load_model(f"models:/{name}/2").predict(request)
+    assert len(new) == len(unseen)
+    new_smape = smape(unseen["sales"].to_numpy(), new["yhat"].to_numpy())
+    with pytest.raises(Exception, match="outside the forecast window"):
+        mlflow.pyfunc.load_model(f"models:/{name}/1").predict(request)
+    history = actual_rows(data_dir, window_end - 400 * DAY, window_end)
+    naive = unseen.assign(src=unseen["date"] - pd.Timedelta(days=364)).merge(
+        history.rename(columns={"date": "src", "sales": "naive"}), on=["store", "item", "src"]
+    )
+    naive_smape = smape(naive["sales"].to_numpy(), naive["naive"].to_numpy())
+    print("unseen period", {"v2_smape": new_smape, "naive_year_smape": naive_smape})
+    assert new_smape < naive_smape

@@ -1,0 +1,64 @@
+"""The scenario's traffic (flows/replay.py) and the service client's order mapping."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from configs.datasets import load_tabular_spec
+from configs.delay import load_delay_config
+from flows.replay import ScenarioError, shift_traffic
+from models.datasets import load_tabular, stratified_split
+from serving.client import BATCH_ROUTE, FEEDBACK_ROUTE, VERSIONS_ROUTE, order_payload
+from serving.schemas import DelayOrder
+
+LOW = "Discount_offered <= 10"
+
+
+@pytest.fixture(scope="module")
+def shipping(data_dir):
+    spec = load_tabular_spec("ecommerce_shipping")
+    data, _ = load_tabular(spec, data_dir)
+    cfg = load_delay_config("delay_risk").model_copy(update={"row_filter": LOW})
+    return spec, data, cfg
+
+
+def test_quiet_traffic_is_the_segment_the_model_never_trained_on(shipping) -> None:
+    spec, data, cfg = shipping
+    traffic = shift_traffic(data, spec, cfg, 1000, 1000, 0.67, seed=5)
+    train, _ = stratified_split(
+        data.query(LOW).reset_index(drop=True), spec.target, cfg.split.test_size, cfg.split.seed
+    )
+    trained_ids = set(train[spec.id_column])
+    in_segment = pd.concat([traffic.quiet, traffic.shifted.query(LOW)])
+    assert len(traffic.quiet) == 1000 and traffic.quiet.eval(LOW).all()
+    assert not trained_ids & set(in_segment[spec.id_column])
+    assert in_segment[spec.id_column].is_unique  # quiet and shifted never repeat an order
+    assert len(traffic.shifted) == 1000
+    assert (~traffic.shifted.eval(LOW)).sum() == 670 and traffic.shifted_share == 0.67
+    # a different seed replays other orders (a second demo run)
+    other = shift_traffic(data, spec, cfg, 1000, 1000, 0.67, seed=6)
+    assert set(other.quiet[spec.id_column]) != set(traffic.quiet[spec.id_column])
+
+
+def test_scenario_errors_name_what_is_missing(shipping) -> None:
+    spec, data, cfg = shipping
+    with pytest.raises(ScenarioError, match="no row_filter"):
+        shift_traffic(data, spec, cfg.model_copy(update={"row_filter": None}), 10, 10, 0.5)
+    with pytest.raises(ScenarioError, match="held-out rows"):
+        shift_traffic(data, spec, cfg, 5000, 1000, 0.5)
+
+
+def test_order_payload_round_trips_through_the_strict_schema(shipping) -> None:
+    spec, data, _ = shipping
+    for row in data.sample(50, random_state=1).to_dict("records"):
+        order = DelayOrder.model_validate(order_payload(row, f"o-{row[spec.id_column]}"))
+        assert order.model_row() == {c: row[c] for c in spec.features}
+
+
+def test_client_routes_are_the_service_routes() -> None:
+    from serving import service
+
+    assert BATCH_ROUTE == service.DELAY_BATCH_ROUTE
+    assert FEEDBACK_ROUTE == service.FEEDBACK_ROUTE
+    assert VERSIONS_ROUTE == service.VERSIONS_ROUTE
