@@ -23,7 +23,17 @@ install: $(STAMP) ## Create .venv and install Shelfwise with dev + PostgreSQL ex
 lock: ## Re-resolve requirements.lock from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra postgres -q -o requirements.lock
 
-test: install ## Run every test (unit, model quality on real data, real servers, PostgreSQL)
+browser: ## Install Debian's chromium for the UI checks (needs root or sudo; skipped otherwise)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  if [ -n "$$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then \
+	    echo "chromium missing and no root: the browser checks will be skipped"; exit 0; fi; \
+	  $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && \
+	    $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; }; }
+	@command -v chromium >/dev/null 2>&1 && chromium --version || true
+
+test: install browser ## Run every test (unit, model quality on real data, real servers, PostgreSQL, browser)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## Unit tests only (no slow/integration)
@@ -52,4 +62,4 @@ down: install ## Stop every local server Shelfwise started
 clean: ## Remove local state (.shelfwise) but keep .venv
 	rm -rf .shelfwise
 
-.PHONY: help install lock test test-fast lint format demo up bench down clean
+.PHONY: help install browser lock test test-fast lint format demo up bench down clean

@@ -8,7 +8,7 @@ import inspect
 import logging
 import sys
 
-BENCHMARKS = ("bench_tuning", "bench_serving", "bench_forecast", "bench_stack")
+BENCHMARKS = ("bench_tuning", "bench_serving", "bench_forecast", "bench_stack", "bench_loop")
 
 
 def main(argv: list[str]) -> int:

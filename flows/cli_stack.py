@@ -193,7 +193,9 @@ def demo_command(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     try:
-        summary = run_demo(platform, stack, demo_cfg, reduced=reduced, keep=keep, console=console)
+        # a log file or CI console is not a terminal: keep the summary tables readable there
+        out = console if console.is_terminal else Console(width=160)
+        summary = run_demo(platform, stack, demo_cfg, reduced=reduced, keep=keep, console=out)
     except DemoError as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -452,7 +452,10 @@ def step_train_demand_forecast(ctx: DemoContext) -> str:
     n = task.reduced_max_series if ctx.reduced else task.max_series
     params = {"config": task.config, "trigger": "manual", "max_series": n}
     detail = run_flow(ctx, task.deployment, params)
-    return f"{n} series; {detail}"
+    champion = champion_version(ctx.plan.tracking_uri, "demand_forecast")
+    if champion is None:
+        raise DemoError("no demand_forecast@champion after training: see the gate in MLflow")
+    return f"{n} series; {detail}; demand_forecast@champion = v{champion}"
 
 
 def step_tune(ctx: DemoContext) -> str:
@@ -492,6 +495,31 @@ def step_serve(ctx: DemoContext) -> str:
         client.close()
     ctx.values["served"] = champion
     return f"{state.state}; serving delay_risk v{champion} ({waited:.1f} s after start-up)"
+
+
+def step_forecast(ctx: DemoContext) -> str:
+    """A forecast with inventory advice through the service, as a store manager's tool asks."""
+    from serving.schemas import EXAMPLE_FORECAST
+
+    if not ctx.demo.demand_forecast.enabled:
+        return "skipped (demand_forecast.enabled: false)"
+    champion = champion_version(ctx.plan.tracking_uri, "demand_forecast")
+    client = service_client(ctx)
+    try:
+        client.wait_for_version("demand_forecast", champion, ctx.demo.loop.serve_timeout_s)
+        answer = client.forecast(dict(EXAMPLE_FORECAST))
+    finally:
+        client.close()
+    inv = answer["inventory"]
+    ctx.values["forecast"] = answer
+    keys = ", ".join(f"{k}={v}" for k, v in answer["series"].items())
+    return (
+        f"v{answer['model_version']} {keys}: {answer['horizon']} days, first day "
+        f"{answer['forecast'][0]['yhat']:.1f}; lead time {inv['lead_time']} at "
+        f"{inv['service_level']:.0%}: safety stock {inv['safety_stock']:.0f}, reorder point "
+        f"{inv['reorder_point']:.0f}, P(stockout with {inv['on_hand']:.0f} on hand) "
+        f"{inv['stockout_probability']:.2f}"
+    )
 
 
 def _traffic(ctx: DemoContext):
@@ -650,6 +678,7 @@ def demo_steps(demo: DemoConfig | None = None) -> list[DemoStep]:
     if demo is None or demo.loop.enabled:
         steps += [
             DemoStep("serve the champion", step_serve),
+            DemoStep("forecast + inventory through the service", step_forecast),
             DemoStep("replay in-segment traffic + feedback", step_quiet_traffic),
             DemoStep("monitor: no alarm expected", step_monitor_quiet),
             DemoStep("replay shifted traffic + feedback", step_shifted_traffic),

@@ -257,6 +257,10 @@ def plan_stack(
                     "PREFECT_HOME": str(prefect_home(platform)),
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                     "PREFECT_UI_ENABLED": "true",
+                    # the UI calls the API the server tells it; an inherited PREFECT_API_URL
+                    # (another server, a test harness) would point it elsewhere
+                    "PREFECT_API_URL": f"{url}/api",
+                    "PREFECT_UI_API_URL": f"{url}/api",
                 },
                 ui_url=srv.url,
             )

@@ -15,6 +15,7 @@ from serving.schemas import ORDER_TO_COLUMN, DelayOrder
 BATCH_ROUTE = "/v1/delay-risk/batch"
 FEEDBACK_ROUTE = "/v1/feedback"
 VERSIONS_ROUTE = "/v1/versions"
+FORECAST_ROUTE = "/v1/forecast"
 
 
 class ServiceError(RuntimeError):
@@ -58,6 +59,10 @@ class ServiceClient:
 
     def feedback(self, prediction_id: str, actual: float) -> dict[str, Any]:
         return self._post(FEEDBACK_ROUTE, {"prediction_id": prediction_id, "actual": actual})
+
+    def forecast(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``{"series": {...}, "horizon": n, "on_hand"?, "lead_time"?, "service_level"?}``"""
+        return self._post(FORECAST_ROUTE, request)
 
     def versions(self) -> dict[str, Any]:
         return self._post(VERSIONS_ROUTE, {})

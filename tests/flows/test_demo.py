@@ -60,7 +60,10 @@ def test_demo_runs_the_loop_shows_the_faces_and_runs_twice(tmp_path, data_dir, m
         retrained = delay[loop.new_version]
         assert retrained.trigger == "drift" and "champion" in retrained.aliases
         assert delay[loop.old_version].aliases == ["previous"]
-        assert any(v.model == "demand_forecast" for v in first.versions)
+        forecast = {v.version: v for v in first.versions if v.model == "demand_forecast"}
+        assert "champion" in forecast["1"].aliases and forecast["1"].metrics["smape"] < 30
+        served = next(s for s in first.steps if s.name.startswith("forecast"))
+        assert "reorder point" in served.detail and f"v{1}" in served.detail
 
         serving_port, ev_port = platform.serving.port, stack_cfg.evidently.port
         assert first.urls == {
@@ -79,7 +82,7 @@ def test_demo_runs_the_loop_shows_the_faces_and_runs_twice(tmp_path, data_dir, m
             ),
             "service_docs": (
                 first.urls["service_docs"],
-                ["/v1/delay-risk", "/v1/delay-risk/batch", "/v1/feedback", "/v1/versions"],
+                ["/v1/delay-risk", "/v1/delay-risk/batch", "/v1/forecast", "/v1/feedback"],
             ),
             "evidently": (first.urls["evidently_ui"], ["Shelfwise delay risk"]),
         }

@@ -9,7 +9,13 @@ from configs.datasets import load_tabular_spec
 from configs.delay import load_delay_config
 from flows.replay import ScenarioError, shift_traffic
 from models.datasets import load_tabular, stratified_split
-from serving.client import BATCH_ROUTE, FEEDBACK_ROUTE, VERSIONS_ROUTE, order_payload
+from serving.client import (
+    BATCH_ROUTE,
+    FEEDBACK_ROUTE,
+    FORECAST_ROUTE,
+    VERSIONS_ROUTE,
+    order_payload,
+)
 from serving.schemas import DelayOrder
 
 LOW = "Discount_offered <= 10"
@@ -62,3 +68,4 @@ def test_client_routes_are_the_service_routes() -> None:
     assert BATCH_ROUTE == service.DELAY_BATCH_ROUTE
     assert FEEDBACK_ROUTE == service.FEEDBACK_ROUTE
     assert VERSIONS_ROUTE == service.VERSIONS_ROUTE
+    assert FORECAST_ROUTE == service.FORECAST_ROUTE
