@@ -8,7 +8,14 @@ import inspect
 import logging
 import sys
 
-BENCHMARKS = ("bench_tuning", "bench_serving", "bench_forecast", "bench_stack", "bench_loop")
+BENCHMARKS = (
+    "bench_tuning",
+    "bench_serving",
+    "bench_forecast",
+    "bench_stack",
+    "bench_loop",
+    "forecast_floor",
+)
 
 
 def main(argv: list[str]) -> int:
