@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 
@@ -25,6 +27,27 @@ console = Console()
 class Task(StrEnum):
     delay_risk = "delay-risk"
     demand_forecast = "demand-forecast"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A user's mistake (bad config or data, no champion yet, a server that is not there) ends
+    the command with its message and exit code 2 (1 for servers), not a traceback."""
+    from configs.loader import ConfigError
+    from models.datasets import DatasetError
+    from monitoring.store import StoreError
+    from registry.aliases import RegistryError
+    from registry.gate import GateError
+    from registry.server import ServerError
+
+    try:
+        yield
+    except (ConfigError, DatasetError, RegistryError, GateError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except (ServerError, StoreError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 def _setup(platform_config: str, verbose: bool = False):

@@ -18,11 +18,12 @@ def monitor(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Drift, performance on feedback and fulfilment KPIs of the served champion; decide."""
-    from flows.cli import _setup
+    from flows.cli import _setup, user_errors
     from flows.monitor import monitor_delay_risk
 
     _setup(platform_config)
-    result = monitor_delay_risk(config=config, platform_config=platform_config, emit=emit)
+    with user_errors():
+        result = monitor_delay_risk(config=config, platform_config=platform_config, emit=emit)
     if json_out:
         console.print_json(json.dumps(result, default=str))
         return
@@ -59,13 +60,18 @@ def retrain(
     platform_config: str = typer.Option("platform", "--platform"),
 ) -> None:
     """Retrain on the original data plus feedback-labelled production rows, then gate."""
-    from flows.cli import _setup
+    from flows.cli import _setup, user_errors
     from flows.monitor import retrain_delay_risk
 
     _setup(platform_config)
-    result = retrain_delay_risk(
-        model=model, trigger=trigger, reason=reason, config=config, platform_config=platform_config
-    )
+    with user_errors():
+        result = retrain_delay_risk(
+            model=model,
+            trigger=trigger,
+            reason=reason,
+            config=config,
+            platform_config=platform_config,
+        )
     gate = result.get("extra", {}).get("gate", {})
     console.print(f"{result['model_name']} v{result['version']}: gate {gate.get('decision', '-')}")
 

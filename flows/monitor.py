@@ -59,7 +59,20 @@ def read_window(store: PredictionStore, cfg: MonitoringConfig, now: datetime) ->
     return store.predictions_frame(cfg.model_name, since=since, limit=cfg.window.max_rows)
 
 
-@task(name="load-champion-reference", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def _retry_unless_missing(task, task_run, state) -> bool:
+    """Retry a registry hiccup, not a champion that does not exist."""
+    from registry.aliases import RegistryError
+
+    return not isinstance(state.result(raise_on_failure=False), RegistryError)
+
+
+@task(
+    name="load-champion-reference",
+    retries=2,
+    retry_delay_seconds=3,
+    retry_condition_fn=_retry_unless_missing,
+    cache_policy=NO_CACHE,
+)
 def champion_reference(tracking_uri: str, model_name: str) -> VersionReference:
     return load_reference(MlflowClient(tracking_uri=tracking_uri), model_name)
 

@@ -92,7 +92,8 @@ def test_demo_runs_the_loop_shows_the_faces_and_runs_twice(tmp_path, data_dir, m
             missing = [e for e in expected if e not in dom]
             assert not missing, f"{url} does not show {missing} (screenshot {shot})"
             assert shot.stat().st_size > 10_000, f"{shot} looks empty"
-        assert "delay_risk" in render(f"{first.urls['mlflow_ui']}/#/models", ARTIFACTS / "mlflow_models.png")
+        models_page = f"{first.urls['mlflow_ui']}/#/models"
+        assert "delay_risk" in render(models_page, ARTIFACTS / "mlflow_models.png")
 
         # all healthy (planned again: the demo made the Evidently workspace, so the UI is part
         # of the stack now); a second `up` reuses the same processes
