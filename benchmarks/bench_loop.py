@@ -105,7 +105,7 @@ def loop_bench() -> dict:
             "detect": loop.detect_s,
             "trigger": loop.trigger_s,
             "worker_start": loop.start_s,
-            "retrain": loop.retrain_s,
+            "retrain -> promoted": loop.retrain_s,
             "gate (part of retrain)": loop.gate_s,
             "swap": loop.swap_s,
         },
