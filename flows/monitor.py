@@ -240,9 +240,14 @@ def monitor_delay_risk(
             drift_share=drift.share if drift else None,
             prediction_drift_score=drift.prediction_score if drift else None,
             metrics={**(drift.as_metrics() if drift else {}), **(performance or {})},
-            retrain=decision.retrain,
+            # a retrain counts (cooldown, one per incident) only when it was asked for
+            retrain=fire,
             trigger=decision.trigger,
-            reasons=[*decision.reasons, *decision.suppressed],
+            reasons=[
+                *decision.reasons,
+                *decision.suppressed,
+                *(["not emitted (emit=false)"] if decision.retrain and not emit else []),
+            ],
             mlflow_run_id=run_id,
         ),
     )
