@@ -25,11 +25,32 @@ def emit_retrain_requested(
     model: str, reason: str, trigger: str, config: str = "monitoring", **extra: Any
 ):
     """Ask for a retraining of ``model``; the `retrain-<model>` deployment's trigger starts it.
-    Returns the emitted event (None when events are disabled)."""
-    from prefect.events import emit_event
+    Returns the emitted event (None when events are disabled).
 
-    return emit_event(
-        RETRAIN_REQUESTED,
+    Sent straight to the API of the *current* settings, with the flow run's related resources.
+    Prefect's ``emit_event`` goes through one process-wide EventsWorker that keeps the API URL it
+    was created with, so a process that talked to another Prefect server first (a test harness,
+    an earlier stack) would send the request there and no retraining would start."""
+    from prefect.client.orchestration import get_client
+    from prefect.events import Event
+    from prefect.events.clients import get_events_client
+    from prefect.events.related import related_resources_from_run_context
+    from prefect.events.worker import should_emit_events
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    if not should_emit_events():
+        return None
+    event = Event(
+        event=RETRAIN_REQUESTED,
         resource=model_resource(model),
         payload=retrain_payload(model, reason, trigger, config, **extra),
     )
+
+    async def send() -> None:
+        async with get_client() as client:
+            event.related += await related_resources_from_run_context(client)
+        async with get_events_client() as events:
+            await events.emit(event)
+
+    run_coro_as_sync(send())
+    return event
