@@ -64,7 +64,9 @@ class Champion:
 
 
 def read_champion(client: MlflowClient, model_name: str) -> Champion:
-    mv = client.get_model_version_by_alias(model_name, "champion")
+    from registry.aliases import resolve_version
+
+    mv = resolve_version(client, model_name, "champion")  # RegistryError naming what is missing
     tags = mv.tags
     if fgate.TAG_DATA_END not in tags or fgate.TAG_WINDOW_END not in tags:
         raise ValueError(f"{model_name} v{mv.version} lacks its training-window tags")

@@ -149,20 +149,8 @@ def run_gate(
     client = mlflow.MlflowClient()
     eval_set = rgate.load_delay_eval_set(spec, cfg, platform.data_dir, extra_data)
     version = str(resolve_version(client, model_name, candidate).version)
-    store = history_store(platform)
-    try:
-        outcome = gate_and_promote(
-            client,
-            store,
-            model_name,
-            version,
-            delay_risk_evaluator(client, model_name, eval_set, rule),
-            trigger=trigger,
-            actor=actor,
-        )
-    finally:
-        store.dispose()
-    return outcome.as_dict()
+    evaluator = delay_risk_evaluator(client, model_name, eval_set, rule)
+    return _gate_with(platform, client, model_name, version, evaluator, trigger, actor)
 
 
 def _run_forecast_gate(
@@ -181,16 +169,25 @@ def _run_forecast_gate(
     mlflow.set_tracking_uri(ensure_tracking_uri(platform))
     client = mlflow.MlflowClient()
     version = str(resolve_version(client, model_name, candidate).version)
+    evaluator = demand_forecast_evaluator(client, model_name, list(spec.series_keys), rule)
+    return _gate_with(platform, client, model_name, version, evaluator, trigger, actor)
+
+
+def _gate_with(
+    platform: PlatformConfig,
+    client: mlflow.MlflowClient,
+    model_name: str,
+    version: str,
+    evaluator,
+    trigger: str,
+    actor: str | None,
+) -> dict:
+    """One gate for every task: its evaluator decides, the promotion and its history record are
+    the same code (registry/promotion.py)."""
     store = history_store(platform)
     try:
         outcome = gate_and_promote(
-            client,
-            store,
-            model_name,
-            version,
-            demand_forecast_evaluator(client, model_name, list(spec.series_keys), rule),
-            trigger=trigger,
-            actor=actor,
+            client, store, model_name, version, evaluator, trigger=trigger, actor=actor
         )
     finally:
         store.dispose()

@@ -41,17 +41,9 @@ def gate_metrics(tags: Mapping[str, str]) -> dict[str, float]:
 def load_reference(
     client: MlflowClient, model_name: str, alias: str = "champion"
 ) -> VersionReference:
-    from mlflow.exceptions import MlflowException
+    from registry.aliases import resolve_version
 
-    from registry.aliases import RegistryError
-
-    try:
-        mv = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException as exc:
-        raise RegistryError(
-            f"no {model_name}@{alias} in the registry at {client.tracking_uri} yet: train and "
-            f"promote a version first ({exc.error_code})"
-        ) from None
+    mv = resolve_version(client, model_name, alias)  # RegistryError naming what is missing
     reference = read_frame(client, mv.run_id, REFERENCE_ARTIFACT)
     return VersionReference(
         model_name=model_name,

@@ -18,7 +18,7 @@ def test_monitor_names_the_missing_champion(tmp_path, monkeypatch, mlflow_server
     result = CliRunner().invoke(app, ["monitor", "--config", str(cfg)])
     assert result.exit_code == 2, result.output
     last = " ".join(result.output.split("error:")[-1].split())  # the CLI's own last message
-    assert "no never_trained_model@champion in the registry" in last, result.output
+    assert "no registered model named 'never_trained_model'" in last, result.output
 
 
 @pytest.mark.parametrize("command", ["monitor", "retrain"])
