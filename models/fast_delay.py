@@ -4,9 +4,11 @@ The scikit-learn pipeline's ``predict_proba`` on a one-row DataFrame spends most
 the ColumnTransformer (milliseconds); the XGBoost booster's ``inplace_predict`` on a numpy row
 costs a fraction of a millisecond. ``FastDelayPredictor`` reads the fitted encoder (one-hot
 categories, column order) once and builds the very same float64 row with a few dict look-ups,
-then calls the booster directly. ``build_fast_predictor`` returns None for a pipeline it does not
-understand (callers then use the pipeline itself), and ``max_abs_difference`` lets a loader
-verify the fast path against the pipeline before serving it.
+then evaluates the trees: for a few rows with ``models.tree_eval.CompiledTrees`` (numpy gathers,
+~20 us for 200 trees instead of ~0.13 ms through ``inplace_predict``), for larger batches with the
+booster itself. ``build_fast_predictor`` raises ``UnsupportedPipeline`` for a pipeline it does
+not understand (callers then use the pipeline itself), and ``max_abs_difference`` lets a loader
+verify both paths against the pipeline before serving them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
+from models.tree_eval import CompiledTrees, UnsupportedBooster, compile_booster
+
 logger = logging.getLogger(__name__)
+
+COMPILED_MAX_ROWS = 32  # up to this many rows the compiled trees beat inplace_predict
 
 
 class UnsupportedPipeline(ValueError):
@@ -39,6 +45,7 @@ class FastDelayPredictor:
     numeric: Mapping[str, int]  # input column -> output position
     booster: Any  # xgboost.Booster (nthread=1: one row needs no thread pool)
     iteration_range: tuple[int, int]
+    trees: CompiledTrees | None = None  # None: the booster answers every request
 
     def row(self, values: Mapping[str, Any]) -> np.ndarray:
         x = np.zeros((1, self.n_features), dtype=np.float64)
@@ -60,6 +67,11 @@ class FastDelayPredictor:
             out[pos] = float(values[col])
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        if self.trees is not None and len(x) <= COMPILED_MAX_ROWS:
+            return self.trees.predict_proba(x)
+        return self.predict_booster(x)
+
+    def predict_booster(self, x: np.ndarray) -> np.ndarray:
         out = self.booster.inplace_predict(
             x, iteration_range=self.iteration_range, validate_features=False
         )
@@ -151,6 +163,11 @@ def build_fast_predictor(pipe: Any) -> FastDelayPredictor:
     best = getattr(model, "best_iteration", None)
     iteration_range = (0, int(best) + 1) if best is not None else (0, 0)
     input_columns = tuple(all_columns) if all_columns else (*one_hot, *numeric)
+    try:
+        trees = compile_booster(booster, iteration_range[1] or None)
+    except UnsupportedBooster as exc:
+        logger.info("compiled trees not used (%s): the booster answers every request", exc)
+        trees = None
     return FastDelayPredictor(
         input_columns=input_columns,
         n_features=n_features,
@@ -158,13 +175,21 @@ def build_fast_predictor(pipe: Any) -> FastDelayPredictor:
         numeric=numeric,
         booster=booster,
         iteration_range=iteration_range,
+        trees=trees,
     )
 
 
 def max_abs_difference(fast: FastDelayPredictor, pipe: Pipeline, X: pd.DataFrame) -> float:
-    """Largest |fast - pipeline| probability over the rows of ``X``."""
+    """Largest |fast - pipeline| probability over the rows of ``X``, through the booster and
+    through the compiled trees (whichever a request would take)."""
+    if not len(X):
+        return 0.0
     expected = np.asarray(pipe.predict_proba(X))[:, 1]
-    return float(np.max(np.abs(fast.predict_frame(X) - expected))) if len(X) else 0.0
+    x = fast.matrix(X[list(fast.input_columns)].to_dict("records"))
+    paths = [fast.predict_booster(x)]
+    if fast.trees is not None:
+        paths.append(fast.trees.predict_proba(x))
+    return float(max(np.max(np.abs(p - expected)) for p in paths))
 
 
 def probe_frame(fast: FastDelayPredictor, n: int = 64, seed: int = 0) -> pd.DataFrame:

@@ -19,6 +19,7 @@ def test_fast_path_equals_registered_pipeline_on_all_rows(
     df, spec = shipping_frame
     loaded = load_delay_model(mlflow_server, delay_v1.name, delay_v1.version, SeverityBands())
     assert loaded.uses_fast_path, loaded.fast_path_note
+    assert loaded.fast.trees is not None  # single rows take the compiled trees
     mlflow.set_tracking_uri(mlflow_server)
     registered = mlflow.sklearn.load_model(f"models:/{delay_v1.name}/{delay_v1.version}")
     expected = registered.predict_proba(df[spec.features])[:, 1]
