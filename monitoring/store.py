@@ -36,6 +36,7 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     create_engine,
+    event,
     func,
     insert,
     select,
@@ -161,8 +162,20 @@ def make_engine(url: str) -> Engine:
             return create_engine(
                 norm, connect_args={"check_same_thread": False}, poolclass=StaticPool
             )
-        return create_engine(norm, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(norm, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_wal)
+        return engine
     return create_engine(norm, pool_pre_ping=True)
+
+
+def _sqlite_wal(dbapi_connection, _record) -> None:
+    """WAL: the monitoring flow's reads do not block the service's writes (nor the reverse), and
+    a commit appends to the log instead of rewriting pages; synchronous=NORMAL is still durable
+    against a crash of the process (only an OS crash may lose the last commits)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 class PredictionStore:
