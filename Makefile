@@ -31,7 +31,7 @@ browser: ## Install Debian's chromium for the UI checks (needs root or sudo; ski
 	  $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && \
 	    $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; }; }
-	@command -v chromium >/dev/null 2>&1 && chromium --version || true
+	@command -v chromium >/dev/null 2>&1 && chromium --version 2>/dev/null || true
 
 test: install browser ## Run every test (unit, model quality on real data, real servers, PostgreSQL, browser)
 	$(PY) -m pytest $(PYTEST_ARGS)
