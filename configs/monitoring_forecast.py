@@ -36,6 +36,7 @@ class ForecastMonitoringConfig(StrictModel):
     model_name: str = "demand_forecast"
     forecast_config: str = "demand_forecast"
     experiment: str = "monitoring-demand_forecast"
+    evidently_project: str = "Shelfwise demand forecast"
     policy: ForecastRetrainPolicy = ForecastRetrainPolicy()
     retrain_event: str = "shelfwise.retrain.requested"
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from evidently.core.report import Snapshot
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
@@ -37,6 +38,7 @@ from monitoring.forecast_policy import ForecastEvidence, decide_forecast_retrain
 from monitoring.performance import forecast_performance, forecast_report
 from monitoring.policy import RetrainDecision
 from monitoring.store import PredictionStore
+from monitoring.workspace import add_snapshots, forecast_dashboard
 from registry import forecast_gate as fgate
 from registry import log as rlog
 
@@ -117,6 +119,7 @@ def _log_run(
     decision: RetrainDecision,
     scored: pd.DataFrame,
     actuals: str,
+    report: Snapshot | None,
 ) -> str:
     with rlog.tracked_run(
         experiment_id=experiment_id,
@@ -144,11 +147,11 @@ def _log_run(
         mlflow.log_metrics(metrics)
         mlflow.log_dict(evidence.as_dict(), "evidence.json")
         mlflow.log_dict(decision.as_dict(), "decision.json")
-        if len(scored):
+        if report is not None:
             rlog.log_frame(scored, "actuals/scored_forecasts.csv")
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "forecast_performance_report.html"
-                forecast_report(scored).save_html(str(path))
+                report.save_html(str(path))
                 mlflow.log_artifact(str(path), "reports")
     return run.info.run_id
 
@@ -203,9 +206,19 @@ def monitor_forecast(
             "RETRAIN" if decision.retrain else "keep",
             "; ".join(decision.reasons + decision.suppressed),
         )
+        report = forecast_report(scored) if len(scored) else None
         run_id = _log_run(
-            experiment_id, cfg.model_name, champion, evidence, decision, scored, actuals
+            experiment_id, cfg.model_name, champion, evidence, decision, scored, actuals, report
         )
+        if report is not None:  # the Evidently UI shows forecast error over time
+            add_snapshots(
+                platform.state_path / "evidently",
+                cfg.evidently_project,
+                "prediction",
+                [report],
+                name=f"v{champion.version} to {evidence.realised_to}",
+                dashboard=forecast_dashboard,
+            )
         event_id = None
         if decision.retrain and emit:
             from flows.events import emit_retrain_requested

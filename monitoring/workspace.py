@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -67,8 +68,22 @@ def _dashboard(project: Project, prediction_column: str) -> None:
     )
 
 
+def forecast_dashboard(project: Project, prediction_column: str) -> None:
+    """Forecast accuracy on realised actuals over time (Evidently's regression metrics)."""
+    project.dashboard.add_panel(
+        line_plot_panel(
+            "Forecast error on realised actuals",
+            [PanelMetric(legend="RMSE", metric="RMSE"), PanelMetric(legend="MAE", metric="MAE")],
+        ),
+        tab="Performance",
+    )
+
+
 def project_for(
-    workspace_dir: Path, name: str, prediction_column: str
+    workspace_dir: Path,
+    name: str,
+    prediction_column: str,
+    dashboard: Callable[[Project, str], None] = _dashboard,
 ) -> tuple[Workspace, Project]:
     """Open (or create) the workspace and the named project with its dashboard."""
     workspace_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +92,7 @@ def project_for(
         if project.name == name:
             return ws, project
     project = ws.create_project(name, description="Drift and performance of the served champion")
-    _dashboard(project, prediction_column)
+    dashboard(project, prediction_column)
     logger.info("created Evidently project %r in %s", name, workspace_dir)
     return ws, project
 
@@ -88,8 +103,9 @@ def add_snapshots(
     prediction_column: str,
     snapshots: list[Snapshot],
     name: str | None = None,
+    dashboard: Callable[[Project, str], None] = _dashboard,
 ) -> str:
-    ws, project = project_for(workspace_dir, project_name, prediction_column)
+    ws, project = project_for(workspace_dir, project_name, prediction_column, dashboard)
     for snap in snapshots:
         ws.add_run(project.id, snap, include_data=False, name=name)
     return str(project.id)

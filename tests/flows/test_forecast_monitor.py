@@ -105,6 +105,12 @@ def test_forecast_monitoring_scenario(
     finally:
         store.dispose()
     assert list(hist["retrain"]) == [False, True]
+    # each check is a snapshot in the Evidently workspace (the UI's forecast-error dashboard)
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace.create(str(tmp_path / ".shelfwise" / "evidently"))
+    (project,) = [p for p in ws.list_projects() if p.name == "Shelfwise demand forecast"]
+    assert len(ws.list_runs(project.id)) == 2
 
     # -- retraining on the data plus the actuals, through the gate
     window_actuals = write_actuals(
