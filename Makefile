@@ -23,11 +23,12 @@ install: $(STAMP) ## Create .venv and install Shelfwise with dev + PostgreSQL ex
 lock: ## Re-resolve requirements.lock from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra postgres -q -o requirements.lock
 
-browser: ## Install Debian's chromium for the UI checks (needs root or sudo; skipped otherwise)
+browser: ## Install Debian's chromium for the UI checks (needs root or sudo)
 	@command -v chromium >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  if [ -n "$$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then \
-	    echo "chromium missing and no root: the browser checks will be skipped"; exit 0; fi; \
+	    echo "chromium is missing and installing it needs root or sudo (apt-get install chromium)"; \
+	    exit 1; fi; \
 	  $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && \
 	    $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; }; }
