@@ -76,24 +76,19 @@ def train(
 ) -> None:
     """Train a model, log it to MLflow and register a new version."""
     platform = _setup(platform_config)
-    from configs.loader import ConfigError
     from flows.train import train_delay_risk
-    from models.datasets import DatasetError
 
     if task is Task.demand_forecast:
         from flows.cli_forecast import train_forecast
 
         return train_forecast(config, platform_config, trigger, json_out)
-    try:
+    with user_errors():
         result = train_delay_risk(
             config=config or "delay_risk",
             platform_config=platform_config,
             trigger=trigger,
             extra_data=str(extra_data) if extra_data else None,
         )
-    except (ConfigError, DatasetError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     if json_out:
         console.print_json(json.dumps(result))
         return
@@ -119,14 +114,10 @@ def train(
 def server_start(platform_config: str = typer.Option("platform", "--platform")) -> None:
     """Start the local MLflow tracking server (reused if already running)."""
     platform = _setup(platform_config)
-    from registry.server import ServerError
     from registry.tracking import ensure_tracking_uri
 
-    try:
+    with user_errors():
         uri = ensure_tracking_uri(platform)
-    except ServerError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     console.print(f"MLflow UI: {uri}")
 
 

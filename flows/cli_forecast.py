@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -12,17 +11,13 @@ console = Console()
 
 
 def train_forecast(config: str | None, platform_config: str, trigger: str, json_out: bool) -> None:
-    from configs.loader import ConfigError
+    from flows.cli import user_errors
     from flows.forecast import train_demand_forecast
-    from models.datasets import DatasetError
 
-    try:
+    with user_errors():
         result = train_demand_forecast(
             config=config or "demand_forecast", platform_config=platform_config, trigger=trigger
         )
-    except (ConfigError, DatasetError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     if json_out:
         console.print_json(json.dumps(result, default=float))
         return

@@ -27,22 +27,13 @@ def _ctx(platform_config: str):
     """(platform, MlflowClient, console) with the tracking server reachable."""
     import mlflow
 
-    from flows.cli import _setup, console
-    from registry.server import ServerError
+    from flows.cli import _setup, console, user_errors
     from registry.tracking import ensure_tracking_uri
 
     platform = _setup(platform_config)
-    try:
+    with user_errors():
         mlflow.set_tracking_uri(ensure_tracking_uri(platform))
-    except ServerError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     return platform, mlflow.MlflowClient(), console
-
-
-def _fail(console, exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(2) from None
 
 
 def _print_outcome(console, out: dict) -> None:
@@ -75,15 +66,12 @@ def tune(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Optuna search; run it in several processes against one storage to add workers."""
-    from flows.cli import _setup, console
+    from flows.cli import _setup, console, user_errors
 
     _setup(platform_config)
-    from configs.loader import ConfigError
     from flows.tune import tune_delay_risk
-    from models.datasets import DatasetError
-    from registry.aliases import RegistryError
 
-    try:
+    with user_errors():
         result = tune_delay_risk(
             n_trials=trials,
             timeout_s=timeout,
@@ -98,8 +86,6 @@ def tune(
             trigger=trigger,
             platform_config=platform_config,
         )
-    except (ConfigError, DatasetError, RegistryError) as exc:
-        _fail(console, exc)
     if json_out:
         typer.echo(json.dumps(result, default=str))
         return
@@ -124,15 +110,12 @@ def gate(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Gate a version against @champion on the fixed evaluation set; promote it if it wins."""
-    from flows.cli import _setup, console
+    from flows.cli import _setup, console, user_errors
 
     _setup(platform_config)
-    from configs.loader import ConfigError
     from flows.promote import gate_and_promote_flow
-    from registry.aliases import RegistryError
-    from registry.gate import GateError
 
-    try:
+    with user_errors():
         out = gate_and_promote_flow(
             model_name=_model(model),
             candidate=candidate,
@@ -140,8 +123,6 @@ def gate(
             actor=actor,
             platform_config=platform_config,
         )
-    except (ConfigError, RegistryError, GateError) as exc:
-        _fail(console, exc)
     if json_out:
         typer.echo(json.dumps(out, default=str))
         return
@@ -155,16 +136,15 @@ def compare(
 ) -> None:
     """Versions with their holdout metrics, aliases and latest promotion decision."""
     _, client, console = _ctx(platform_config)
-    from registry.aliases import RegistryError, aliases_of
+    from flows.cli import user_errors
+    from registry.aliases import aliases_of
     from registry.promotion import TAG_PREFIX
 
     name = _model(model)
-    try:
-        by_version: dict[str, list[str]] = {}
+    by_version: dict[str, list[str]] = {}
+    with user_errors():
         for alias, v in aliases_of(client, name).items():
             by_version.setdefault(v, []).append(f"@{alias}")
-    except RegistryError as exc:
-        _fail(console, exc)
     versions = sorted(
         client.search_model_versions(f"name='{name}'"), key=lambda mv: int(mv.version)
     )
@@ -216,15 +196,14 @@ def promote(
 ) -> None:
     """Manual override: make a version @champion without the gate (recorded with the reason)."""
     platform, client, console = _ctx(platform_config)
-    from registry.aliases import RegistryError
+    from flows.cli import user_errors
     from registry.history import HistoryStore
     from registry.promotion import promote_manual
 
     store = HistoryStore.from_url(platform.store_url)
     try:
-        out = promote_manual(client, store, _model(model), version, reason, actor)
-    except RegistryError as exc:
-        _fail(console, exc)
+        with user_errors():
+            out = promote_manual(client, store, _model(model), version, reason, actor)
     finally:
         store.dispose()
     _print_outcome(console, out.as_dict())
@@ -238,15 +217,14 @@ def rollback(
 ) -> None:
     """Point @champion back to @previous (recorded)."""
     platform, client, console = _ctx(platform_config)
-    from registry.aliases import RegistryError
+    from flows.cli import user_errors
     from registry.history import HistoryStore
     from registry.promotion import rollback as do_rollback
 
     store = HistoryStore.from_url(platform.store_url)
     try:
-        out = do_rollback(client, store, _model(model), reason, actor)
-    except RegistryError as exc:
-        _fail(console, exc)
+        with user_errors():
+            out = do_rollback(client, store, _model(model), reason, actor)
     finally:
         store.dispose()
     _print_outcome(console, out.as_dict())
