@@ -137,35 +137,13 @@ def compare(
     """Versions with their holdout metrics, aliases and latest promotion decision."""
     _, client, console = _ctx(platform_config)
     from flows.cli import user_errors
-    from registry.aliases import aliases_of
-    from registry.promotion import TAG_PREFIX
+    from registry.promotion import version_rows
 
     name = _model(model)
-    by_version: dict[str, list[str]] = {}
     with user_errors():
-        for alias, v in aliases_of(client, name).items():
-            by_version.setdefault(v, []).append(f"@{alias}")
-    versions = sorted(
-        client.search_model_versions(f"name='{name}'"), key=lambda mv: int(mv.version)
-    )
-    rows = []
-    for mv in versions:
-        t = mv.tags
-        rows.append(
-            {
-                "version": mv.version,
-                "aliases": sorted(by_version.get(str(mv.version), [])),
-                "metrics": {
-                    k.removeprefix("metric."): float(v)
-                    for k, v in t.items()
-                    if k.startswith("metric.")
-                },
-                "decision": t.get(TAG_PREFIX + "decision"),
-                "reason": t.get(TAG_PREFIX + "reason"),
-                "eval_fingerprint": t.get("shelfwise.eval_fingerprint"),
-                "trigger": t.get("shelfwise.trigger"),
-            }
-        )
+        rows = version_rows(client, name)
+        for r in rows:
+            r["aliases"] = [f"@{a}" for a in r["aliases"]]
     if json_out:
         typer.echo(json.dumps(rows))
         return

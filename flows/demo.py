@@ -195,7 +195,8 @@ def ensure_api_key(platform: PlatformConfig) -> str:
     folder (kept in ``<state>/demo/api_key``) and exported for the service the stack starts."""
     from configs.serving import load_serving_config
 
-    key = load_serving_config().api_key(platform.serving.api_key)
+    settings = load_serving_config()
+    key = settings.api_key(platform.serving.api_key)
     if key:
         return key
     path = platform.state_path / "demo" / "api_key"
@@ -204,7 +205,7 @@ def ensure_api_key(platform: PlatformConfig) -> str:
         path.write_text(secrets.token_urlsafe(24), encoding="utf-8")
         path.chmod(0o600)
     key = path.read_text(encoding="utf-8").strip()
-    os.environ[load_serving_config().auth.api_key_env] = key
+    os.environ[settings.auth.api_key_env] = key
     return key
 
 
@@ -230,52 +231,43 @@ def run_flow(ctx: DemoContext, deployment: str, parameters: dict[str, Any]) -> s
 def registry_rows(tracking_uri: str, model: str) -> list[VersionRow]:
     """Every version of ``model`` with its metrics, aliases, trigger and gate decision (if any)."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    from registry.aliases import RegistryError
+    from registry.promotion import version_rows
+
     try:
-        aliases = client.get_registered_model(model).aliases or {}
-    except MlflowException:
+        rows = version_rows(MlflowClient(tracking_uri=tracking_uri), model)
+    except RegistryError:  # not registered (yet)
         return []
-    by_version: dict[str, list[str]] = {}
-    for alias, version in aliases.items():
-        by_version.setdefault(str(version), []).append(alias)
-    rows = []
-    for mv in client.search_model_versions(f"name='{model}'"):
-        tags = mv.tags or {}
-        metrics = {
-            k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")
-        }
-        decision = next((v for k, v in tags.items() if k.endswith("decision")), "")
-        rows.append(
-            VersionRow(
-                model=model,
-                version=str(mv.version),
-                aliases=sorted(by_version.get(str(mv.version), [])),
-                metrics=metrics,
-                trigger=tags.get("shelfwise.trigger", ""),
-                decision=decision,
-            )
+    return [
+        VersionRow(
+            model=model,
+            version=r["version"],
+            aliases=r["aliases"],
+            metrics=r["metrics"],
+            trigger=r["trigger"] or "",
+            decision=r["decision"] or "",
         )
-    return sorted(rows, key=lambda r: int(r.version))
+        for r in rows
+    ]
 
 
 def champion_version(tracking_uri: str, model: str) -> str | None:
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    try:
-        mv = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(model, "champion")
-    except MlflowException:
-        return None
-    return str(mv.version)
+    from registry.aliases import CHAMPION, alias_version
+
+    # None also when nothing is registered yet (MLflow answers RESOURCE_DOES_NOT_EXIST)
+    return alias_version(MlflowClient(tracking_uri=tracking_uri), model, CHAMPION)
 
 
 def champion_trigger(tracking_uri: str, model: str) -> str:
     from mlflow import MlflowClient
 
-    mv = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(model, "champion")
-    return (mv.tags or {}).get("shelfwise.trigger", "")
+    from registry.aliases import CHAMPION, resolve_version
+
+    mv = resolve_version(MlflowClient(tracking_uri=tracking_uri), model, CHAMPION)
+    return mv.tags.get("shelfwise.trigger", "")
 
 
 def latest_monitor_check(ctx: DemoContext, traffic: str) -> MonitorCheck:

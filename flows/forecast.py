@@ -272,11 +272,9 @@ def train_demand_forecast(
     then (``promote``) run the gate against ``@champion``. ``actuals``: a file of realised
     actuals (the data set's columns) appended to the training data (retraining on feedback)."""
     if promote:
-        from registry.aliases import RegistryError
-        from registry.history import TRIGGERS
+        from registry.promotion import check_trigger
 
-        if trigger not in TRIGGERS:  # fail before training, not after registering
-            raise RegistryError(f"unknown trigger {trigger!r}; one of {list(TRIGGERS)}")
+        check_trigger(trigger)  # fail before training, not after registering
     cfg = load_forecast_config(config)
     if max_series is not None:
         cfg = cfg.model_copy(

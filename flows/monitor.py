@@ -240,14 +240,7 @@ def monitor_delay_risk(
             drift_share=drift.share if drift else None,
             prediction_drift_score=drift.prediction_score if drift else None,
             metrics={**(drift.as_metrics() if drift else {}), **(performance or {})},
-            # a retrain counts (cooldown, one per incident) only when it was asked for
-            retrain=fire,
-            trigger=decision.trigger,
-            reasons=[
-                *decision.reasons,
-                *decision.suppressed,
-                *(["not emitted (emit=false)"] if decision.retrain and not emit else []),
-            ],
+            **records.decision_columns(decision, emitted=emit),
             mlflow_run_id=run_id,
         ),
     )

@@ -9,6 +9,7 @@ Pure functions pick the rows; ``replay`` sends them.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -87,8 +88,6 @@ def replay(
     on_batch: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Score ``rows`` through the batch endpoint, then send each outcome as feedback."""
-    import time
-
     t0 = time.monotonic()
     result = ReplayResult()
     total_p = 0.0

@@ -321,11 +321,9 @@ def train_delay_risk(
     """Train the delay-risk classifier and its baseline, log both, register the XGBoost version,
     then (``promote``) mark it ``@challenger`` and run the gate against ``@champion``."""
     if promote:
-        from registry.aliases import RegistryError
-        from registry.history import TRIGGERS
+        from registry.promotion import check_trigger
 
-        if trigger not in TRIGGERS:  # fail before training, not after registering
-            raise RegistryError(f"unknown trigger {trigger!r}; one of {list(TRIGGERS)}")
+        check_trigger(trigger)  # fail before training, not after registering
     cfg = load_delay_config(config)
     if model_name:
         cfg = cfg.model_copy(update={"registered_model_name": model_name})

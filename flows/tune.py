@@ -35,8 +35,8 @@ from models.tune import (
     params_with,
 )
 from registry import log as rlog
-from registry.aliases import RegistryError, set_challenger
-from registry.history import TRIGGERS
+from registry.aliases import set_challenger
+from registry.promotion import check_trigger
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ def tune_delay_risk(
 ) -> dict:
     """Tune, refit the best configuration, register it as ``@challenger`` and gate it."""
     started = time.perf_counter()
-    if register_best and promote and trigger not in TRIGGERS:
-        raise RegistryError(f"unknown trigger {trigger!r}; one of {list(TRIGGERS)}")
+    if register_best and promote:
+        check_trigger(trigger)  # fail before the study, not after registering
     cfg = load_delay_config(config)
     if model_name:
         cfg = cfg.model_copy(update={"registered_model_name": model_name})

@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from monitoring.policy import LastRetrain
+from monitoring.policy import LastRetrain, RetrainDecision
 
 
 class Base(DeclarativeBase):
@@ -33,6 +33,18 @@ class MonitoringRecord(Base):
     trigger: Mapped[str | None] = mapped_column(String(50), nullable=True)
     reasons: Mapped[list[str]] = mapped_column(JSON)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+def decision_columns(decision: RetrainDecision, emitted: bool) -> dict[str, Any]:
+    """The record's decision columns. A retrain counts (cooldown, one per incident) only when it
+    was asked for: a dry run (emit=false) that breaks a rule must not suppress the real incident
+    that follows."""
+    not_emitted = ["not emitted (emit=false)"] if decision.retrain and not emitted else []
+    return {
+        "retrain": decision.retrain and emitted,
+        "trigger": decision.trigger,
+        "reasons": [*decision.reasons, *decision.suppressed, *not_emitted],
+    }
 
 
 def ensure_tables(engine: Engine) -> Engine:

@@ -85,7 +85,8 @@ def default_actor() -> str:
         return "unknown"
 
 
-def _check_trigger(trigger: str) -> None:
+def check_trigger(trigger: str) -> None:
+    """Flows call this before training, so a bad trigger fails before anything is registered."""
     if trigger not in TRIGGERS:
         raise al.RegistryError(f"unknown trigger {trigger!r}; one of {list(TRIGGERS)}")
 
@@ -126,7 +127,7 @@ def gate_and_promote(
     ``evaluate(candidate_version, champion_version_or_None)`` scores both and returns the
     GateDecision. Every decision, refusals included, is recorded.
     """
-    _check_trigger(trigger)
+    check_trigger(trigger)
     actor = actor or default_actor()
     mv = al.resolve_version(client, model_name, candidate)
     candidate = str(mv.version)
@@ -189,7 +190,7 @@ def promote_manual(
     trigger: str = "manual",
 ) -> PromotionOutcome:
     """Recorded manual override: make ``version`` the champion without the gate."""
-    _check_trigger(trigger)
+    check_trigger(trigger)
     if not reason or not reason.strip():
         raise al.RegistryError("a manual promotion needs a --reason")
     actor = actor or default_actor()
@@ -229,7 +230,7 @@ def rollback(
     trigger: str = "manual",
 ) -> PromotionOutcome:
     """``@champion`` back to ``@previous``, recorded."""
-    _check_trigger(trigger)
+    check_trigger(trigger)
     actor = actor or default_actor()
     al.require_model(client, model_name)
     with store.model_lock(model_name) as conn:
@@ -295,3 +296,27 @@ def _tag_decision(
             entry.to_version,
             exc,
         )
+
+
+def version_rows(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
+    """Every version of ``model_name``, oldest first: aliases, gate metrics (``metric.*`` tags),
+    the latest promotion decision and reason, evaluation fingerprint and trigger. What
+    ``shelfwise compare`` and the demo's summary show."""
+    from registry.reference import gate_metrics
+
+    by_version: dict[str, list[str]] = {}
+    for alias, v in al.aliases_of(client, model_name).items():
+        by_version.setdefault(v, []).append(alias)
+    versions = client.search_model_versions(f"name='{model_name}'")
+    return [
+        {
+            "version": str(mv.version),
+            "aliases": sorted(by_version.get(str(mv.version), [])),
+            "metrics": gate_metrics(mv.tags),
+            "decision": mv.tags.get(TAG_PREFIX + "decision"),
+            "reason": mv.tags.get(TAG_PREFIX + "reason"),
+            "eval_fingerprint": mv.tags.get("shelfwise.eval_fingerprint"),
+            "trigger": mv.tags.get("shelfwise.trigger"),
+        }
+        for mv in sorted(versions, key=lambda mv: int(mv.version))
+    ]

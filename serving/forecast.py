@@ -10,6 +10,7 @@ depends on the served model (its key columns, its horizon, its series) raises
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -114,16 +115,8 @@ def inventory_advice(
     mean = frame["yhat"].to_numpy(dtype=float)
     sd = sd_from_interval(frame["yhat_lower"].to_numpy(), frame["yhat_upper"].to_numpy(), level)
     p = plan(mean, sd, lead_time, service_level, on_hand if on_hand is not None else 0.0)
-    return InventoryAdvice(
-        lead_time=p.lead_time,
-        service_level=p.service_level,
-        lead_time_demand_mean=p.lead_time_demand_mean,
-        lead_time_demand_sd=p.lead_time_demand_sd,
-        safety_stock=p.safety_stock,
-        reorder_point=p.reorder_point,
-        on_hand=on_hand,
-        stockout_probability=p.stockout_probability if on_hand is not None else None,
-    )
+    stockout = p.stockout_probability if on_hand is not None else None
+    return InventoryAdvice(**{**asdict(p), "on_hand": on_hand, "stockout_probability": stockout})
 
 
 def _bound(value: float) -> float | None:

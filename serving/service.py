@@ -134,23 +134,23 @@ class ShelfwiseService:
                 max_queue_rows=log_cfg.max_queue_rows,
             )
         client = registry_client(self.tracking_uri)
-        cfg = self.settings.delay_risk
-        self.delay: AliasFollower[LoadedDelayModel] = AliasFollower(
-            task="delay_risk",
-            registered_name=cfg.registered_name,
-            alias=cfg.alias,
-            resolve=partial(resolve_alias, client, cfg.registered_name, cfg.alias),
-            load=partial(load_delay_model, self.tracking_uri, cfg.registered_name, bands=bands),
-            poll_interval_s=self.settings.poll_interval_s,
+
+        def follower(task: str, cfg: Any, load: Any) -> AliasFollower[Any]:
+            """Follow ``cfg.registered_name@cfg.alias``; ``load(uri, name, version)``."""
+            return AliasFollower(
+                task=task,
+                registered_name=cfg.registered_name,
+                alias=cfg.alias,
+                resolve=partial(resolve_alias, client, cfg.registered_name, cfg.alias),
+                load=partial(load, self.tracking_uri, cfg.registered_name),
+                poll_interval_s=self.settings.poll_interval_s,
+            )
+
+        self.delay: AliasFollower[LoadedDelayModel] = follower(
+            "delay_risk", self.settings.delay_risk, partial(load_delay_model, bands=bands)
         )
-        fcfg = self.settings.demand_forecast
-        self.forecaster: AliasFollower[LoadedForecastModel] = AliasFollower(
-            task="demand_forecast",
-            registered_name=fcfg.registered_name,
-            alias=fcfg.alias,
-            resolve=partial(resolve_alias, client, fcfg.registered_name, fcfg.alias),
-            load=partial(load_forecast_model, self.tracking_uri, fcfg.registered_name),
-            poll_interval_s=self.settings.poll_interval_s,
+        self.forecaster: AliasFollower[LoadedForecastModel] = follower(
+            "demand_forecast", self.settings.demand_forecast, load_forecast_model
         )
         # The versions and reload endpoints cover every follower; readiness waits only for the
         # delay-risk model (a missing forecast champion leaves /v1/forecast answering 503).
