@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -373,7 +373,10 @@ _STOP = object()
 class BufferedPredictionLogger:
     """Queue + background writer: ``log()`` never touches the database.
 
-    A batch is written every ``flush_interval_ms`` or as soon as ``max_batch_rows`` are waiting.
+    ``log()`` only appends to a deque (no lock, no wake-up of the writer: a condition variable
+    notified on every request cost ~15% of a serving worker's time in GIL hand-offs, measured with
+    py-spy). The writer wakes every ``flush_interval_ms``, or early once ``max_batch_rows`` are
+    waiting, and writes what is queued in batches of at most ``max_batch_rows``.
     A failed write is retried (the rows are kept) until it succeeds or the logger is closed;
     ``close()`` writes everything still queued. Beyond ``max_queue_rows`` waiting rows, new
     rows are dropped and counted in ``dropped`` (a full disk must not take the service down).
@@ -390,8 +393,10 @@ class BufferedPredictionLogger:
         self.store = store
         self.flush_interval_s = flush_interval_ms / 1000.0
         self.max_batch_rows = max_batch_rows
+        self.max_queue_rows = max_queue_rows
         self.retry_backoff_s = retry_backoff_s
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue_rows)
+        self._queue: deque[Any] = deque()  # append/popleft are atomic: producers take no lock
+        self._wake = threading.Event()
         self._closed = False
         self._lock = threading.Lock()
         self.written = 0
@@ -405,18 +410,21 @@ class BufferedPredictionLogger:
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def log(self, record: PredictionRecord) -> None:
         if self._closed:
             raise RuntimeError("prediction logger is closed")
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
+        waiting = len(self._queue)
+        if waiting >= self.max_queue_rows:
             with self._lock:
                 self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.error("prediction log queue full: %s rows dropped so far", self.dropped)
+            return
+        self._queue.append(record)
+        if waiting + 1 >= self.max_batch_rows and not self._wake.is_set():
+            self._wake.set()
 
     def log_many(self, records: Iterable[PredictionRecord]) -> None:
         for r in records:
@@ -425,12 +433,10 @@ class BufferedPredictionLogger:
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Write everything logged before this call; True when done within ``timeout``."""
         if not self._thread.is_alive():
-            return self._queue.empty()
+            return not self._queue
         marker = _Flush()
-        try:
-            self._queue.put(marker, timeout=timeout)
-        except queue.Full:
-            return False
+        self._queue.append(marker)
+        self._wake.set()
         return marker.done.wait(timeout)
 
     def close(self, timeout: float | None = 60.0) -> None:
@@ -438,7 +444,8 @@ class BufferedPredictionLogger:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._queue.append(_STOP)
+        self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             logger.error("prediction logger did not finish within %s s", timeout)
@@ -464,37 +471,32 @@ class BufferedPredictionLogger:
             return
 
     def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            stopping = self._drain(final=self._closed)
+
+    def _drain(self, final: bool) -> bool:
+        """Write what is queued now, in order, in batches; True once the stop marker was seen
+        (then rows that raced in after ``close()`` are written too)."""
         batch: list[PredictionRecord] = []
-        deadline = time.monotonic() + self.flush_interval_s
+        stop = False
         while True:
-            timeout = max(0.0, deadline - time.monotonic())
             try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
+                item = self._queue.popleft()
+            except IndexError:
+                break
             if isinstance(item, PredictionRecord):
                 batch.append(item)
-                if len(batch) < self.max_batch_rows and time.monotonic() < deadline:
-                    continue
-            if batch:
-                self._write(batch, final=item is _STOP)
+                if len(batch) >= self.max_batch_rows:
+                    self._write(batch, final=final or stop)
+                    batch = []
+            elif isinstance(item, _Flush):
+                self._write(batch, final=final or stop)
                 batch = []
-                deadline = time.monotonic() + self.flush_interval_s
-            if isinstance(item, _Flush):
                 item.done.set()
             elif item is _STOP:
-                # anything that raced in after close() still gets written
-                rest = []
-                while True:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if isinstance(more, PredictionRecord):
-                        rest.append(more)
-                    elif isinstance(more, _Flush):
-                        more.done.set()
-                self._write(rest, final=True)
-                return
-            if item is None or time.monotonic() >= deadline:
-                deadline = time.monotonic() + self.flush_interval_s
+                stop = True
+        self._write(batch, final=final or stop)
+        return stop

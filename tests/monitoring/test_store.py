@@ -210,3 +210,15 @@ def test_buffered_logger_keeps_rows_through_a_failed_write(tmp_path: Path) -> No
     log.close()
     assert store.count_predictions() == 5
     assert log.failed_writes == 1 and "disk hiccup" in (log.last_error or "")
+
+
+def test_buffered_logger_drops_and_counts_beyond_the_queue_cap(tmp_path: Path) -> None:
+    store = PredictionStore(f"sqlite:///{tmp_path / 's.db'}")
+    # the writer sleeps a minute between batches: the queue only fills
+    log = BufferedPredictionLogger(
+        store, flush_interval_ms=60_000, max_batch_rows=1_000, max_queue_rows=5
+    )
+    log.log_many([_record(i) for i in range(8)])
+    assert (log.pending, log.dropped) == (5, 3)
+    log.close()  # writes the 5 queued rows, not the dropped ones
+    assert store.count_predictions() == 5 and log.written == 5
