@@ -56,6 +56,7 @@ class AliasFollower(Generic[M]):
         resolve: Callable[[], str | None],
         load: Callable[[str], M],
         poll_interval_s: float,
+        on_swap: Callable[[], object] | None = None,
     ) -> None:
         self.task = task
         self.registered_name = registered_name
@@ -63,6 +64,7 @@ class AliasFollower(Generic[M]):
         self._resolve = resolve
         self._load = load
         self.poll_interval_s = poll_interval_s
+        self._on_swap = on_swap  # called after each swap (e.g. serving.heap.settle_heap)
         self.current: M | None = None
         self._check_lock = threading.Lock()
         self._stop = threading.Event()
@@ -118,6 +120,12 @@ class AliasFollower(Generic[M]):
                 loaded.version,
                 previous.version if previous else "nothing",
             )
+            del previous
+            if self._on_swap is not None:
+                try:
+                    self._on_swap()
+                except Exception as exc:  # never lose a swap over housekeeping
+                    logger.warning("%s: after-swap hook failed: %s", self.label, exc)
             return True
 
     def _record_error(self, version: str | None, message: str) -> None:

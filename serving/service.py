@@ -58,6 +58,7 @@ from serving.forecast import (
     periods_needed,
     series_keys,
 )
+from serving.heap import settle_heap
 from serving.schemas import (
     DelayOrder,
     DelayRiskResponse,
@@ -144,6 +145,7 @@ class ShelfwiseService:
                 resolve=partial(resolve_alias, client, cfg.registered_name, cfg.alias),
                 load=partial(load, self.tracking_uri, cfg.registered_name),
                 poll_interval_s=self.settings.poll_interval_s,
+                on_swap=settle_heap,
             )
 
         self.delay: AliasFollower[LoadedDelayModel] = follower(
@@ -160,6 +162,8 @@ class ShelfwiseService:
         }
         for follower in self.followers.values():
             follower.check()  # load the champion now; if it is absent, polling picks it up later
+        settle_heap()  # the long-lived heap leaves the collector's way (serving/heap.py)
+        for follower in self.followers.values():
             follower.start()
         logger.info(
             "shelfwise service: tracking %s, store %s, delay-risk version %s, forecast version %s",

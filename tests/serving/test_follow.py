@@ -96,6 +96,9 @@ def test_background_polling_swaps_while_readers_never_see_none() -> None:
             while f.current.version != v and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert f.current.version == v
+        deadline = time.monotonic() + 10  # let the readers run once more after the last swap
+        while "3" not in seen and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         stop.set()
         for r in readers:
@@ -113,3 +116,29 @@ def test_serving_config_rejects_a_batching_latency_that_sheds_load(tmp_path) -> 
     assert cfg.poll_interval_s == 2.0
     assert cfg.api_key(environ={"SHELFWISE_API_KEY": "s3"}) == "s3"
     assert cfg.api_key("fallback", environ={}) == "fallback"
+
+
+def test_after_swap_hook_runs_once_per_swap_and_cannot_undo_it() -> None:
+    reg = Registry()
+    calls: list[str | None] = []
+    f = AliasFollower(
+        "delay_risk",
+        "delay_risk",
+        "champion",
+        reg.resolve,
+        reg.load,
+        60.0,
+        on_swap=lambda: calls.append(f.current.version if f.current else None),
+    )
+    reg.alias = "1"
+    assert f.check() is True and calls == ["1"]  # the hook sees the new model in place
+    assert f.check() is False and calls == ["1"]  # no swap, no hook
+    reg.alias, reg.broken = "2", {"2"}
+    assert f.check() is False and calls == ["1"]  # failed load: no swap, no hook
+
+    def broken_hook() -> None:
+        raise MemoryError("housekeeping failed")
+
+    f._on_swap = broken_hook
+    reg.alias, reg.broken = "3", set()
+    assert f.check() is True and f.current.version == "3"  # the swap stands
