@@ -78,6 +78,13 @@ class GateRule(StrictModel):
         description="compare versions whose recorded eval fingerprints differ from the current "
         "evaluation set (both are re-scored on it); off: such a comparison is refused",
     )
+    min_eval_periods: int | None = Field(
+        None,
+        ge=1,
+        description="forecasters: a comparison with the champion needs an evaluation set of at "
+        "least this many distinct dates (a frequent retrain's realised window can be a single "
+        "day); fewer: refused, gate again later. None = no minimum",
+    )
 
     @model_validator(mode="after")
     def _distinct_metrics(self) -> GateRule:

@@ -4,6 +4,12 @@ then fit the hybrid on all data, register a ``demand_forecast`` version and poin
 ``@challenger`` at it; then (``promote``) the promotion gate (registry/forecast_gate.py via
 flows/promote.py) decides about ``@champion``.
 
+When ``@champion`` trained up to a date after the latest backtest origin (a frequent retrain),
+the backtest adds the gate fold at that date (models/backtest.py) and the gate's holdout comes
+from it. Headline metrics (``metric.*`` tags, the runs' step metrics) stay the latest regular
+fold's; the gate fold's are logged on every family's run as ``gate_fold.<metric>`` and its
+origin is the run and version tag ``shelfwise.gate_origin``.
+
 Training data: the data set's rows up to ``data.train_end`` (all when unset), plus realised
 actuals from a file (``actuals``) when retraining on feedback."""
 
@@ -23,7 +29,7 @@ from configs.forecast import ForecastConfig, load_forecast_config
 from configs.platform import PlatformConfig, load_platform_config
 from flows.train import connect_tracking
 from models import plots
-from models.backtest import HYBRID, BacktestResult, backtest, families
+from models.backtest import HYBRID, BacktestResult, backtest, families, gate_origin
 from models.datasets import cut_and_extend, fingerprint, load_actuals, load_timeseries
 from models.forecast import HybridProphetXGBoost, Panel, prepare_panel
 from models.forecast_metrics import FORECAST_METRICS
@@ -86,14 +92,33 @@ def _progress(prefix: str):
     return on_batch
 
 
+@task(name="find-gate-origin", cache_policy=NONE)
+def find_gate_origin(panel: Panel, cfg: ForecastConfig) -> pd.Timestamp | None:
+    """The champion's data end when the backtest needs a gate fold there (else None)."""
+    client = mlflow.MlflowClient()
+    champion_end = fgate.champion_data_end(client, cfg.registered_model_name)
+    origin = gate_origin(panel, cfg.horizon, cfg.backtest.folds, cfg.backtest.step, champion_end)
+    if origin is not None:
+        get_run_logger().info(
+            "@champion trained up to %s, after the latest backtest origin: gate fold at %s "
+            "(realised rows up to %s)",
+            champion_end.date(),
+            origin.date(),
+            panel.frame["ds"].max().date(),
+        )
+    return origin
+
+
 @task(name="backtest-hybrid-and-baselines", cache_policy=NONE)
-def run_backtest(panel: Panel, cfg: ForecastConfig) -> BacktestResult:
+def run_backtest(
+    panel: Panel, cfg: ForecastConfig, gate_at: pd.Timestamp | None = None
+) -> BacktestResult:
     log = get_run_logger()
 
     def on_fold(i: int, n: int, origin: pd.Timestamp) -> None:
         log.info("backtest fold %s/%s, origin %s, horizon %s", i + 1, n, origin.date(), cfg.horizon)
 
-    result = backtest(panel, cfg, on_fold=on_fold, on_batch=_progress("backtest"))
+    result = backtest(panel, cfg, on_fold=on_fold, on_batch=_progress("backtest"), gate_at=gate_at)
     for fam in families(cfg):
         m = result.metrics(fam)
         log.info(
@@ -129,6 +154,10 @@ def _log_backtest_metrics(result: BacktestResult, family: str) -> dict[str, floa
         vals = fm[k].dropna()
         if len(vals):
             mlflow.log_metric(f"{k}_mean_folds", float(vals.mean()))
+    gate = result.gate_fold_metrics(family)
+    if gate is not None:
+        mlflow.log_metrics({f"gate_fold.{k}": float(v) for k, v in gate.items() if pd.notna(v)})
+        mlflow.set_tag(fgate.TAG_GATE_ORIGIN, str(result.gate.origin.date()))
     return result.metrics(family)
 
 
@@ -223,6 +252,7 @@ def fit_and_register(
             fgate.TAG_WINDOW_END: str((data_end + cfg.horizon * panel.step).date()),
             fgate.TAG_HORIZON: str(cfg.horizon),
             rlog.TAG_EVAL_FINGERPRINT: fgate.eval_fingerprint(holdout, panel.key_columns),
+            **({fgate.TAG_GATE_ORIGIN: str(result.gate.origin.date())} if result.gate else {}),
         }
         baseline_tags = {
             f"baseline.{fam}.{k}": f"{v:.6f}"
@@ -284,7 +314,7 @@ def train_demand_forecast(
     spec = load_timeseries_spec(cfg.dataset)
     panel, source, fp = load_panel(spec, cfg, platform, actuals)
     tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
-    result = run_backtest(panel, cfg)
+    result = run_backtest(panel, cfg, find_gate_origin(panel, cfg))
     baselines = log_baselines(result, cfg, spec, experiment_id, fp, source, trigger)
     run_id, version, metrics, secs = fit_and_register(
         panel, result, cfg, spec, experiment_id, fp, source, trigger, baselines

@@ -5,6 +5,15 @@ For each origin (the latest one at the panel's last date minus the horizon, earl
 next ``horizon`` periods. Prophet alone comes from the hybrid's own Prophet fits (same models,
 no second fit). Intervals of fold k are calibrated on that family's residuals of fold k - 1,
 so the first fold has no intervals (coverage NaN) and later folds report honest coverage.
+
+The gate fold. A frequent retrain (champion trained up to ``E``, this panel up to ``E + k`` with
+``k < horizon``) puts the latest origin before ``E``: the champion has seen part of that fold's
+holdout, so the promotion gate cannot score it there. ``gate_origin`` then returns ``E`` and
+``backtest`` adds one more fold at exactly that origin: every family fitted on rows up to ``E``,
+forecasting the realised rows ``(E, last date]`` that neither the champion nor that fold saw.
+It is kept apart from the regular folds (``BacktestResult.gate``): headline metrics stay those
+of the latest regular fold; the gate fold's holdout becomes the gate's evaluation set. Its
+intervals come from the latest regular fold whose holdout ended by ``E`` (none: coverage NaN).
 """
 
 from __future__ import annotations
@@ -45,15 +54,57 @@ def rolling_origins(panel: Panel, horizon: int, folds: int, step: int | None) ->
     return [latest - (folds - 1 - i) * stride for i in range(folds)]
 
 
+def gate_origin(
+    panel: Panel, horizon: int, folds: int, step: int | None, champion_end: pd.Timestamp | None
+) -> pd.Timestamp | None:
+    """The gate fold's origin: the champion's data end ``E`` when it lies after the latest
+    regular origin and before the panel's last date (the champion saw part of the latest fold's
+    holdout, while ``(E, last]`` is realised and unseen by it); otherwise None (no gate fold:
+    the latest regular fold serves the gate, or nothing realised is unseen by the champion)."""
+    if champion_end is None:
+        return None
+    end = pd.Timestamp(champion_end)
+    latest = rolling_origins(panel, horizon, folds, step)[-1]
+    return end if latest < end < panel.frame["ds"].max() else None
+
+
+GATE_FOLD = -1  # the ``fold`` value of the gate fold's rows
+
+
+@dataclass(frozen=True)
+class GateFold:
+    """The extra fold at the champion's data end: same columns as the regular folds' forecasts
+    (``fold`` = GATE_FOLD), restricted to the realised rows after ``origin``."""
+
+    origin: pd.Timestamp
+    forecasts: pd.DataFrame
+    scale: pd.Series  # MASE scale per sid from the rows up to ``origin``
+
+
 @dataclass
 class BacktestResult:
     forecasts: pd.DataFrame  # fold, origin, family, sid, keys, ds, y, yhat, yhat_lower, yhat_upper
     scales: dict[int, pd.Series]  # fold -> MASE scale per sid (from that fold's training rows)
     seconds: dict[str, float] = field(default_factory=dict)
+    gate: GateFold | None = None  # the gate fold, when the champion's data end called for one
 
     @property
     def latest_fold(self) -> int:
         return int(self.forecasts["fold"].max())
+
+    def gate_forecasts(self) -> pd.DataFrame:
+        """The rows the promotion gate scores: the gate fold when there is one, else the
+        latest regular fold."""
+        if self.gate is not None:
+            return self.gate.forecasts
+        return self.forecasts[self.forecasts["fold"] == self.latest_fold]
+
+    def gate_fold_metrics(self, family: str) -> dict[str, float] | None:
+        """Overall metrics of ``family`` on the gate fold (None without one)."""
+        if self.gate is None:
+            return None
+        g = self.gate.forecasts[self.gate.forecasts["family"] == family]
+        return overall_metrics(g, self.gate.scale)
 
     def fold_metrics(self) -> pd.DataFrame:
         """One row per (family, fold) with the overall metrics."""
@@ -128,21 +179,42 @@ def run_fold(
     return pd.concat(out, ignore_index=True), secs
 
 
+def _calibrate_from(
+    target: pd.DataFrame, source: pd.DataFrame, fold: int, cfg: ForecastConfig
+) -> pd.DataFrame:
+    """Intervals of every family in ``target`` from the same family's residuals on ``fold``
+    of ``source``."""
+    out = target.copy()
+    for fam in out["family"].unique():
+        prev = source[(source["family"] == fam) & (source["fold"] == fold)]
+        cal = calibrate_intervals(
+            prev[["sid", "y", "yhat"]],
+            cfg.intervals.level,
+            cfg.intervals.min_residuals_per_series,
+        )
+        m = out["family"] == fam
+        lo, hi = cal.bounds(out.loc[m, "sid"].to_numpy(), out.loc[m, "yhat"].to_numpy())
+        out.loc[m, "yhat_lower"], out.loc[m, "yhat_upper"] = lo, hi
+    return out
+
+
 def _apply_calibration(forecasts: pd.DataFrame, cfg: ForecastConfig) -> pd.DataFrame:
     """Intervals of fold k from the same family's residuals on fold k - 1."""
-    out = forecasts.copy()
-    for fam in out["family"].unique():
-        for fold in sorted(out["fold"].unique())[1:]:
-            prev = out[(out["family"] == fam) & (out["fold"] == fold - 1)]
-            cal = calibrate_intervals(
-                prev[["sid", "y", "yhat"]],
-                cfg.intervals.level,
-                cfg.intervals.min_residuals_per_series,
-            )
-            m = (out["family"] == fam) & (out["fold"] == fold)
-            lo, hi = cal.bounds(out.loc[m, "sid"].to_numpy(), out.loc[m, "yhat"].to_numpy())
-            out.loc[m, "yhat_lower"], out.loc[m, "yhat_upper"] = lo, hi
-    return out
+    parts = [forecasts[forecasts["fold"] == 0]]
+    for fold in sorted(forecasts["fold"].unique())[1:]:
+        fold_rows = forecasts[forecasts["fold"] == fold]
+        parts.append(_calibrate_from(fold_rows, forecasts, fold - 1, cfg))
+    return pd.concat(parts).loc[forecasts.index]
+
+
+def _calibration_fold(
+    forecasts: pd.DataFrame, origin: pd.Timestamp, span: pd.Timedelta
+) -> int | None:
+    """The latest regular fold whose holdout ended by ``origin`` (its residuals are known
+    then), or None."""
+    ends = forecasts.groupby("fold")["origin"].first() + span
+    done = ends[ends <= origin]
+    return int(done.index.max()) if len(done) else None
 
 
 def backtest(
@@ -151,8 +223,10 @@ def backtest(
     include: Sequence[str] | None = None,
     on_fold: Callable[[int, int, pd.Timestamp], None] | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
+    gate_at: pd.Timestamp | None = None,
 ) -> BacktestResult:
-    """Rolling-origin backtest of ``include`` (default: the hybrid and every baseline)."""
+    """Rolling-origin backtest of ``include`` (default: the hybrid and every baseline);
+    ``gate_at`` (from ``gate_origin``) adds the gate fold at that origin."""
     include = list(include or families(cfg))
     origins = rolling_origins(panel, cfg.horizon, cfg.backtest.folds, cfg.backtest.step)
     parts, scales, seconds = [], {}, {}
@@ -167,4 +241,14 @@ def backtest(
         for k, v in secs.items():
             seconds[f"fold{i}.{k}"] = v
     forecasts = _apply_calibration(pd.concat(parts, ignore_index=True), cfg)
-    return BacktestResult(forecasts, scales, seconds)
+    gate = None
+    if gate_at is not None:
+        logger.info("gate fold: origin %s (the champion's data end)", gate_at.date())
+        fc, secs = run_fold(panel, gate_at, GATE_FOLD, cfg, include, on_batch)
+        cal = _calibration_fold(forecasts, gate_at, cfg.horizon * panel.step)
+        fc = _calibrate_from(fc, forecasts, cal, cfg) if cal is not None else fc
+        train = panel.frame[panel.frame["ds"] <= gate_at]
+        gate = GateFold(gate_at, fc, mase_scales(train, cfg.mase_period))
+        for k, v in secs.items():
+            seconds[f"gate_fold.{k}"] = v
+    return BacktestResult(forecasts, scales, seconds, gate)

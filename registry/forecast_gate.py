@@ -1,19 +1,27 @@
 """The promotion gate for forecasters: champion and challenger on the same rows.
 
-The evaluation set is the holdout of the challenger's latest backtest fold: every series, the
-``horizon`` periods after the fold's origin, with the actuals. The challenger's forecasts there
-come from its recipe fitted on the data up to the origin (the backtest fold model; the registered
-version itself trained on those rows); they are stored with the version's run as
-``gate/holdout.csv`` together with the baselines' forecasts for the same rows.
+The evaluation set is a holdout of the challenger's backtest (``gate/holdout.csv``, stored with
+the version's run together with the baselines' forecasts for the same rows): every series, the
+rows after a fold's origin, with the actuals. The challenger's forecasts there come from its
+recipe fitted on the data up to the origin (a backtest fold model; the registered version itself
+trained on those rows). Which fold:
+
+* the latest regular fold (origin = the data's last date minus ``horizon``), normally;
+* the *gate fold* (models/backtest.py, ``gate_origin``) when the champion's training data ends
+  at ``E`` after that origin but before the challenger's last date: a frequent (e.g. nightly)
+  retrain, champion trained up to ``E``, challenger up to ``E + k`` with ``k < horizon``. The
+  training flow then fits the challenger's recipe on the data up to exactly ``E`` and the holdout
+  is the realised rows ``(E, E + k]``, which neither the champion nor that fold model saw.
 
 The champion is scored through its registered pyfunc on the same (series, date) rows. That is
 only fair when it never saw them and can forecast them: its training data must end at or before
-the origin and its forecast window must cover the holdout (``champion_comparable``). The
-retraining scenario meets this by construction: a champion trained up to ``E`` with horizon
-``H``, retrained once the actuals of ``(E, E + H]`` have arrived, is compared on exactly the
-window it was serving. Otherwise the gate refuses (fail closed) and says why.
-
-The bootstrap resamples whole series (rows of one series are not independent).
+the origin and its forecast window must cover the holdout (``champion_comparable``). Both cases
+above meet this by construction; otherwise (e.g. the champion trained on later data than the
+challenger, or the champion changed after the challenger was trained) the gate refuses (fail
+closed) and says why. A short realised window is judged as honestly as a long one (the bootstrap
+resamples whole series, rows of one series are not independent), but a window of fewer than the
+rule's ``min_eval_periods`` dates is refused (``eval_periods``): a day or two of one week says
+little about a weekly-seasonal forecaster.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import pandas as pd
 from configs.gate import GateRule
 from models.backtest import HYBRID, BacktestResult
 from models.datasets import fingerprint
+from registry.aliases import CHAMPION, alias_version, resolve_version
 from registry.gate import Check, GateDecision, GateError, decide
 
 logger = logging.getLogger(__name__)
@@ -37,6 +46,7 @@ HOLDOUT_ARTIFACT = "gate/holdout.csv"
 TAG_DATA_END = "shelfwise.data_end"  # last date of the version's training data
 TAG_WINDOW_END = "shelfwise.forecast_window_end"  # last date its pyfunc can forecast
 TAG_HORIZON = "shelfwise.horizon"
+TAG_GATE_ORIGIN = "shelfwise.gate_origin"  # the gate fold's origin (set only when there is one)
 
 
 @dataclass(frozen=True)
@@ -66,9 +76,20 @@ class ForecastEvalSet:
         return [f for f in fams if f != HYBRID]
 
 
+def champion_data_end(client: mlflow.MlflowClient, model_name: str) -> pd.Timestamp | None:
+    """The last training date of ``@champion`` (its ``shelfwise.data_end`` tag); None when the
+    model, the alias or the tag does not exist (no gate fold then: the gate decides as before)."""
+    version = alias_version(client, model_name, CHAMPION)
+    if version is None:
+        return None
+    end = resolve_version(client, model_name, version).tags.get(TAG_DATA_END)
+    return pd.Timestamp(end) if end else None
+
+
 def holdout_frame(result: BacktestResult, key_columns: list[str]) -> pd.DataFrame:
-    """The latest fold's rows, one per (series, date), forecasts of each family as columns."""
-    f = result.forecasts[result.forecasts["fold"] == result.latest_fold]
+    """The gate's rows (the gate fold's when there is one, else the latest fold's), one per
+    (series, date), forecasts of each family as columns."""
+    f = result.gate_forecasts()
     wide = f.pivot_table(index=["sid", "ds"], columns="family", values="yhat", dropna=False)
     wide.columns = [f"yhat.{c}" for c in wide.columns]
     truth = f[f["family"] == HYBRID][["sid", *key_columns, "ds", "y", "origin"]]
@@ -146,6 +167,22 @@ def comparable_rows(
     ), restricted
 
 
+def check_eval_periods(eval_set: ForecastEvalSet, minimum: int | None) -> Check:
+    """The evaluation set must span at least ``minimum`` distinct dates (None: no minimum)."""
+    ds = eval_set.frame["ds"]
+    n = int(ds.nunique())
+    span = f"{n} date(s) {ds.min().date()} .. {ds.max().date()}" if n else "no dates"
+    if minimum is None or n >= minimum:
+        return Check("eval_periods", True, f"evaluation set spans {span}")
+    return Check(
+        "eval_periods",
+        False,
+        f"evaluation set spans only {span} after origin {eval_set.origin.date()}; the rule "
+        f"needs at least {minimum} (min_eval_periods): too few realised periods to compare, "
+        "gate again once more actuals have arrived",
+    )
+
+
 def score_forecaster(model_uri: str, eval_set: ForecastEvalSet) -> np.ndarray:
     """A registered forecaster's ``yhat`` for every (series, date) row of ``eval_set``."""
     keys = eval_set.key_columns
@@ -174,7 +211,11 @@ def decide_forecast(
     """Apply the rule: challenger = its backtest fold forecasts, champion = its pyfunc on the
     same rows (None when there is no champion, or it is not comparable: then ``comparable``
     fails and nothing is promoted). ``fresher``: the challenger trained on later data than
-    the champion (the rule's non-inferiority margin then applies)."""
+    the champion (the rule's non-inferiority margin then applies). A comparison with a champion
+    also needs ``rule.min_eval_periods`` dates in the evaluation set."""
+    extra = [comparable] if comparable is not None else []
+    if champion_pred is not None:
+        extra.append(check_eval_periods(eval_set, rule.min_eval_periods))
     return decide(
         rule,
         eval_set.y,
@@ -186,7 +227,7 @@ def decide_forecast(
         eval_set.fingerprint,  # the challenger's forecasts are on this set by construction
         eval_set.fingerprint if champion_pred is not None else None,
         groups=eval_set.groups,
-        extra_checks=[comparable] if comparable is not None else None,
+        extra_checks=extra or None,
         baselines={f: eval_set.forecasts(f) for f in eval_set.baseline_families},
         fresher=fresher,
     )

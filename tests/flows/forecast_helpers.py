@@ -19,12 +19,14 @@ CUTOFF = pd.Timestamp("2017-06-30")  # "trained through mid-2017"
 CRIPPLED_XGB = {"n_estimators": 1, "max_depth": 1, "learning_rate": 0.01}
 
 
-def forecast_config(tmp_path: Path, name: str | None = None, **data) -> Path:
+def forecast_config(
+    tmp_path: Path, name: str | None = None, horizon: int = HORIZON, **data
+) -> Path:
     """A demand_forecast YAML with its own registered model and experiment."""
     raw = read_yaml(configs_dir() / "demand_forecast.yaml")
     name = name or f"demand_forecast_{uuid.uuid4().hex[:8]}"
     raw.update(registered_model_name=name, experiment=name, workers=1, plot_series=1)
-    raw["horizon"] = HORIZON
+    raw["horizon"] = horizon
     raw["backtest"]["folds"] = 2
     raw["xgboost"].update(n_estimators=100, n_jobs=1)
     raw["data"].update(max_series=N_SERIES, **data)

@@ -4,6 +4,10 @@ One registered model, three trainings: v1 crippled (data to mid-2017) is the fir
 passes the floor; v2 (the shipped recipe, data to mid-2017 + 90 days) beats it on the 90 days
 v1 was forecasting and is promoted; v3 crippled again (data to + 180 days) is compared with v2 on
 v2's window, loses and @champion does not move.
+
+The frequent retrain: champion trained to E, challengers to E + 14 days (horizon 28, so the
+latest backtest origin is before E): both are compared on the gate fold, the 14 realised days
+after E; a crippled challenger is refused there, the sound recipe is promoted.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from configs.loader import read_yaml
 from models.forecast_metrics import smape
 from registry import forecast_gate as fgate
 from registry.history import HistoryStore
-from tests.flows.forecast_helpers import CUTOFF, HORIZON, crippled, forecast_config
+from tests.flows.forecast_helpers import CUTOFF, HORIZON, N_SERIES, crippled, forecast_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -108,3 +112,77 @@ def test_forecast_gate_promotes_better_refuses_worse(
         },
     )
     assert np.isfinite(g3["gate"]["challenger_metrics"]["mae"])
+
+
+def test_frequent_retrain_is_gated_on_the_days_after_the_champions_data_end(
+    tmp_path, monkeypatch, mlflow_server, prefect_harness
+):
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("SHELFWISE_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("SHELFWISE_STORE_URL", store_url)
+    monkeypatch.setenv("SHELFWISE_HOME", str(tmp_path / ".shelfwise"))
+    horizon, k = 28, 14
+    end = CUTOFF + pd.Timedelta(days=k)
+    champ = forecast_config(tmp_path, horizon=horizon, train_end=str(CUTOFF.date()))
+    name = read_yaml(champ)["registered_model_name"]
+    sound = forecast_config(tmp_path, name=name, horizon=horizon, train_end=str(end.date()))
+    bad = crippled(sound)
+    client = MlflowClient(mlflow_server)
+    gate_days = list(pd.date_range(CUTOFF + pd.Timedelta(days=1), end, freq="D"))
+
+    r1 = _train(champ)
+    assert r1["gate"]["promoted"] and r1["version"] == "1", r1["gate"]["reasons"]
+    assert fgate.TAG_GATE_ORIGIN not in client.get_model_version(name, "1").tags
+
+    r2 = _train(bad)
+    g2 = r2["gate"]
+    assert not g2["promoted"], g2["reasons"]
+    assert g2["champion_before"] == g2["champion_after"] == "1"
+    checks = {c["name"]: c for c in g2["gate"]["checks"]}
+    assert checks["champion_comparable"]["passed"], checks["champion_comparable"]["detail"]
+    assert checks["eval_periods"]["passed"]
+    assert not checks["primary:smape"]["passed"], checks["primary:smape"]["detail"]
+
+    r3 = _train(sound)
+    g3 = r3["gate"]
+    assert g3["promoted"] and g3["champion_after"] == "3", g3["reasons"]
+    checks = {c["name"]: c for c in g3["gate"]["checks"]}
+    assert checks["champion_comparable"]["passed"] and checks["primary:smape"]["passed"]
+    assert g3["reasons"][0] == "trained on later data and not worse than the champion"
+    assert client.get_model_version_by_alias(name, "champion").version == "3"
+
+    for r, g in ((r2, g2), (r3, g3)):
+        mv = client.get_model_version(name, r["version"])
+        assert mv.tags[fgate.TAG_GATE_ORIGIN] == str(CUTOFF.date())
+        ev = fgate.load_eval_set(client, mv.run_id, ["store", "item"])
+        # scored on exactly the realised days neither version saw: (E, E + k], every series
+        assert ev.origin == CUTOFF
+        assert sorted(ev.frame["ds"].unique()) == gate_days
+        assert len(ev.frame) == k * N_SERIES
+        assert g["gate"]["eval_fingerprint"] == ev.fingerprint
+        assert g["gate"]["challenger_metrics"]["smape"] == pytest.approx(
+            smape(ev.y, ev.forecasts("hybrid"))
+        )
+        # headline metrics stay the latest regular fold's; the gate fold's are gate_fold.*
+        run = client.get_run(mv.run_id)
+        assert run.data.metrics["gate_fold.smape"] == pytest.approx(
+            g["gate"]["challenger_metrics"]["smape"]
+        )
+        latest = max(client.get_metric_history(mv.run_id, "smape"), key=lambda m: m.step)
+        assert float(mv.tags["metric.smape"]) == pytest.approx(latest.value, abs=1e-5)
+        assert latest.value != pytest.approx(run.data.metrics["gate_fold.smape"])
+    mlflow.set_tracking_uri(mlflow_server)
+    ev3 = fgate.load_eval_set(client, client.get_model_version(name, "3").run_id, ["store", "item"])
+    champ_pred = fgate.score_forecaster(f"models:/{name}/1", ev3)
+    assert g3["gate"]["champion_metrics"]["smape"] == pytest.approx(smape(ev3.y, champ_pred))
+    print(
+        "gate fold numbers",
+        {
+            f"v{r['version']}": {
+                "challenger_smape": r["gate"]["gate"]["challenger_metrics"]["smape"],
+                "champion_smape": (r["gate"]["gate"]["champion_metrics"] or {}).get("smape"),
+                "interval": r["gate"]["gate"]["interval"],
+            }
+            for r in (r2, r3)
+        },
+    )

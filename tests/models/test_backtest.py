@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.backtest import rolling_origins
+from configs.forecast import ForecastConfig, load_forecast_config
+from models.backtest import GATE_FOLD, backtest, gate_origin, rolling_origins
 from models.forecast import Panel, calibrate_intervals, split_at
 from models.forecast_metrics import (
     coverage,
@@ -35,6 +36,62 @@ def test_rolling_origins_end_at_last_date_minus_horizon():
     last = p.frame["ds"].max()
     assert origins == [last - pd.Timedelta(days=d) for d in (30, 20, 10)]
     assert rolling_origins(p, 10, 3, step=5)[0] == last - pd.Timedelta(days=20)
+
+
+def test_gate_origin_is_the_champion_end_between_latest_origin_and_last_date():
+    p = _panel()
+    last = p.frame["ds"].max()
+
+    def before(days: int) -> pd.Timestamp:
+        return last - pd.Timedelta(days=days)
+
+    # horizon 10: latest regular origin is last - 10; a champion trained up to last - 4 has
+    # seen 6 days of that fold's holdout, the 4 days after its end are realised and unseen
+    assert gate_origin(p, 10, 3, None, before(4)) == before(4)
+    assert gate_origin(p, 10, 3, None, before(9)) == before(9)
+    assert gate_origin(p, 10, 3, 5, before(1)) == before(1)
+    # at or before the latest origin: the latest regular fold already serves the gate; at or
+    # after the last date: nothing realised is unseen by the champion
+    for end in (None, before(10), before(25), last, last + pd.Timedelta(days=3)):
+        assert gate_origin(p, 10, 3, None, end) is None, end
+
+
+def _naive_config(horizon: int, folds: int) -> ForecastConfig:
+    raw = load_forecast_config("demand_forecast").model_dump()
+    raw["horizon"] = horizon
+    raw["backtest"].update(folds=folds, step=None)
+    raw["seasonal_naive_periods"] = {"seasonal_naive_week": 7}
+    return ForecastConfig.model_validate(raw)
+
+
+def test_gate_fold_forecasts_only_the_realised_rows_after_its_origin():
+    p = _panel(n_days=120, n_series=3)
+    cfg = _naive_config(horizon=10, folds=3)
+    last = p.frame["ds"].max()
+    end = last - pd.Timedelta(days=4)
+    include = ["seasonal_naive_week"]
+    plain = backtest(p, cfg, include=include)
+    result = backtest(p, cfg, include=include, gate_at=end)
+    assert plain.gate is None and plain.gate_forecasts().equals(
+        plain.forecasts[plain.forecasts["fold"] == plain.latest_fold]
+    )
+    # regular folds, hence the headline metrics, are untouched by the gate fold
+    pd.testing.assert_frame_equal(result.forecasts, plain.forecasts)
+    assert result.metrics("seasonal_naive_week") == plain.metrics("seasonal_naive_week")
+    g = result.gate_forecasts()
+    assert result.gate is not None and result.gate.origin == end
+    assert (g["fold"] == GATE_FOLD).all() and (g["origin"] == end).all()
+    expected = list(pd.date_range(end + pd.Timedelta(days=1), last, freq="D"))
+    assert sorted(g["ds"].unique()) == expected
+    assert g.groupby("sid").size().eq(4).all()
+    # fitted on rows up to the origin only: weekly naive = the value 7 days earlier (y = day)
+    assert np.allclose(g["y"] - g["yhat"], 7)
+    # intervals from fold 1 (holdout ends last - 10 <= origin); fold 2 ends after the origin
+    assert g["yhat_lower"].notna().all() and (g["yhat_lower"] <= g["yhat_upper"]).all()
+    m = result.gate_fold_metrics("seasonal_naive_week")
+    assert m["mae"] == pytest.approx(7.0)
+    assert plain.gate_fold_metrics("seasonal_naive_week") is None
+    assert result.seconds.keys() == plain.seconds.keys()  # naive families are not timed
 
 
 def test_split_has_no_test_row_in_training():
