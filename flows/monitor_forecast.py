@@ -248,9 +248,7 @@ def monitor_forecast(
                     "beyond_window_rows": float(beyond),
                     **({"gate_smape": champion.gate_smape} if champion.gate_smape else {}),
                 },
-                retrain=decision.retrain,
-                trigger=decision.trigger,
-                reasons=[*decision.reasons, *decision.suppressed],
+                **records.decision_columns(decision, emitted=emit),
                 mlflow_run_id=run_id,
             ),
         )

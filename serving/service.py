@@ -58,6 +58,7 @@ from serving.forecast import (
     periods_needed,
     series_keys,
 )
+from serving.guard import UnavailableGuard
 from serving.heap import settle_heap
 from serving.schemas import (
     DelayOrder,
@@ -197,10 +198,18 @@ class ShelfwiseService:
 
     def _unavailable(self, follower: AliasFollower[Any]) -> JSONResponse:
         """503 with the reason in the body (BentoML hides the message of a raised 5xx)."""
-        retry = str(max(1, round(self.settings.poll_interval_s)))
         return JSONResponse(
-            {"error": _not_loaded(follower)}, status_code=503, headers={"Retry-After": retry}
+            {"error": _not_loaded(follower)},
+            status_code=503,
+            headers={"Retry-After": str(self.retry_after_s())},
         )
+
+    def retry_after_s(self) -> int:
+        return max(1, round(self.settings.poll_interval_s))
+
+    def delay_unavailable(self) -> str | None:
+        """Why delay risk cannot be answered now (None: it can)."""
+        return None if self.delay.current is not None else _not_loaded(self.delay)
 
     def _log(self, records: list[PredictionRecord]) -> None:
         if self.prediction_log is None:
@@ -386,9 +395,20 @@ def _record(
     )
 
 
+def _current() -> ShelfwiseService:
+    return bentoml.get_current_service()  # type: ignore[return-value]
+
+
 ShelfwiseService.add_asgi_middleware(
     ApiKeyMiddleware,
     routes=protected_routes(_BOOT, ADMIN_ROUTES, PREDICTION_ROUTES),
     settings_loader=serving_config,
     platform_loader=platform_config,
+)
+# After the API-key check: Starlette runs the first registered middleware first.
+ShelfwiseService.add_asgi_middleware(
+    UnavailableGuard,
+    routes=(DELAY_BATCH_ROUTE,),
+    reason=lambda: _current().delay_unavailable(),
+    retry_after_s=lambda: _current().retry_after_s(),
 )

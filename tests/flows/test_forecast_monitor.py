@@ -104,7 +104,10 @@ def test_forecast_monitoring_scenario(
         hist = records.history(records.ensure_tables(store.engine), name)
     finally:
         store.dispose()
-    assert list(hist["retrain"]) == [False, True]
+    # a dry run (emit=False) records its decision but not as a retrain, as the delay monitor
+    # does: it must not put the real incident that follows into cooldown
+    assert list(hist["retrain"]) == [False, False]
+    assert "not emitted (emit=false)" in list(hist["reasons"])[1]
     # each check is a snapshot in the Evidently workspace (the UI's forecast-error dashboard)
     from evidently.ui.workspace import Workspace
 

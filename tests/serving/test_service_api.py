@@ -370,6 +370,9 @@ def test_no_champion_is_a_503_naming_the_model(client, mlflow_server: str, monke
     assert r.headers["retry-after"]
     r = client.post("/v1/delay-risk", json=ORDER)
     assert r.status_code == 503 and "no_such_delay_model@champion" in r.text, r.text
+    r = client.post("/v1/delay-risk/batch", json={"orders": [ORDER]})
+    assert r.status_code == 503 and "no_such_delay_model@champion" in r.text, r.text
+    assert r.headers["retry-after"]
     models = client.post("/v1/versions").json()["models"]
     assert [(m["task"], m["version"], m["last_error"]) for m in models] == [
         ("delay_risk", None, None),
