@@ -19,6 +19,7 @@ import pandas as pd
 
 from configs.forecast import ForecastConfig
 from models.forecast import (
+    BatchMapper,
     GlobalXGBoost,
     HybridProphetXGBoost,
     Panel,
@@ -96,8 +97,10 @@ def run_fold(
     cfg: ForecastConfig,
     include: Sequence[str],
     on_batch: Callable[[int, int, int], None] | None = None,
+    map_batches: BatchMapper | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Fit every family in ``include`` on data up to ``origin``; forecasts for the next horizon."""
+    """Fit every family in ``include`` on data up to ``origin``; forecasts for the next horizon.
+    ``map_batches`` runs the hybrid's Prophet batches (default: a joblib pool)."""
     train, test = split_at(panel, origin, cfg.horizon)
     request = test.frame[["sid", *test.key_columns, "ds"]]
     future_regs = (
@@ -107,7 +110,7 @@ def run_fold(
     out, secs = [], {}
     if HYBRID in include or PROPHET in include:
         t0 = time.perf_counter()
-        hybrid = HybridProphetXGBoost(cfg, on_batch=on_batch).fit(train, future_regs)
+        hybrid = HybridProphetXGBoost(cfg, on_batch, map_batches).fit(train, future_regs)
         secs[HYBRID] = time.perf_counter() - t0
         pred = hybrid.predict(request, components=True)
         if HYBRID in include:
@@ -151,6 +154,7 @@ def backtest(
     include: Sequence[str] | None = None,
     on_fold: Callable[[int, int, pd.Timestamp], None] | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
+    map_batches: BatchMapper | None = None,
 ) -> BacktestResult:
     """Rolling-origin backtest of ``include`` (default: the hybrid and every baseline)."""
     include = list(include or families(cfg))
@@ -162,7 +166,7 @@ def backtest(
             on_fold(i, len(origins), origin)
         train = panel.frame[panel.frame["ds"] <= origin]
         scales[i] = mase_scales(train, cfg.mase_period)
-        fc, secs = run_fold(panel, origin, i, cfg, include, on_batch)
+        fc, secs = run_fold(panel, origin, i, cfg, include, on_batch, map_batches)
         parts.append(fc)
         for k, v in secs.items():
             seconds[f"fold{i}.{k}"] = v
