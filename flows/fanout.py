@@ -61,7 +61,13 @@ def make_task_runner(fanout: FanoutConfig, workers: int) -> TaskRunner:
     if fanout.runner == "threads":
         return ThreadPoolTaskRunner(max_workers=workers)
     if fanout.runner == "dask":
-        from prefect_dask import DaskTaskRunner
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as exc:
+            raise RuntimeError(
+                "fanout.runner 'dask' needs prefect-dask: pip install 'shelfwise[dask]' "
+                "(make install includes it)"
+            ) from exc
 
         address = dask_address(fanout)
         if address:
