@@ -16,7 +16,9 @@ A task runner used as a context manager submits from anywhere in a flow run, inc
 inside a running task: the batch tasks are then children of that task in the Prefect UI. On
 Prefect's ephemeral API (no ``PREFECT_API_URL``) every worker process would start its own
 temporary server on the same database (measured: 70 s before the first batch on 2 workers), so
-the workers are pointed at the parent's ephemeral server instead.
+the workers are pointed at the parent's ephemeral server instead. The process pool spawns its
+workers, which re-import ``__main__``: a script that runs the flow must do so under
+``if __name__ == "__main__":`` (the CLI and Prefect deployments do).
 """
 
 from __future__ import annotations
