@@ -15,13 +15,13 @@ help: ## Show this help
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv
-	$(VENV)/bin/uv pip install --python $(PY) -q -c requirements.lock -e '.[dev,postgres]'
+	$(VENV)/bin/uv pip install --python $(PY) -q -c requirements.lock -e '.[dev,postgres,dask]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install Shelfwise with dev + PostgreSQL extras
+install: $(STAMP) ## Create .venv and install Shelfwise with dev + PostgreSQL + Dask extras
 
 lock: ## Re-resolve requirements.lock from pyproject.toml
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra postgres -q -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra postgres --extra dask -q -o requirements.lock
 
 browser: ## Install Debian's chromium for the UI checks (needs root or sudo)
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -15,6 +15,7 @@ BENCHMARKS = (
     "bench_stack",
     "bench_loop",
     "forecast_floor",
+    "bench_fanout",
 )
 
 

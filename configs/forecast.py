@@ -117,6 +117,37 @@ class DataHandling(StrictModel):
     )
 
 
+DASK_ADDRESS_ENV = "SHELFWISE_DASK_ADDRESS"
+
+
+class FanoutConfig(StrictModel):
+    """How flows fan the per-series Prophet fits out (``workers`` x batches of ``batch_size``).
+
+    ``process``: one Prefect task per batch on Prefect's ProcessPoolTaskRunner; ``dask``: the
+    same tasks on prefect-dask's DaskTaskRunner (a local cluster of ``workers`` processes, or
+    the scheduler at ``address``); ``threads``: Prefect's ThreadPoolTaskRunner; ``joblib``: no
+    Prefect tasks, a joblib process pool (what code outside flows always uses)."""
+
+    runner: Literal["process", "dask", "threads", "joblib"] = Field(
+        "process", description="task runner for the Prophet batches"
+    )
+    address: str | None = Field(
+        None,
+        description=f"dask only: scheduler address of an existing cluster (e.g. "
+        f"tcp://10.0.0.5:8786); {DASK_ADDRESS_ENV} overrides it when the runner is dask; "
+        "None and no such variable = a local cluster of `workers` processes",
+    )
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> FanoutConfig:
+        if self.address and self.runner != "dask":
+            raise ValueError(
+                f"fanout.address ({self.address}) is for runner 'dask', not '{self.runner}' "
+                "(unset it, or set fanout.runner: dask)"
+            )
+        return self
+
+
 class ForecastConfig(StrictModel):
     registered_model_name: str = "demand_forecast"
     experiment: str = "demand_forecast"
@@ -134,7 +165,10 @@ class ForecastConfig(StrictModel):
     )
     mase_period: int = Field(7, ge=1, description="season of MASE's in-sample naive scale")
     workers: int = Field(2, ge=1, description="processes fitting Prophet models in parallel")
-    batch_size: int = Field(50, ge=1, description="series per parallel batch (progress logs)")
+    batch_size: int = Field(
+        50, ge=1, description="series per parallel batch: one Prefect task and progress log each"
+    )
+    fanout: FanoutConfig = FanoutConfig()
     plot_series: int = Field(4, ge=0, description="forecast-vs-actual plots logged per run")
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ from prefect.cache_policies import NONE
 from configs.datasets import TimeSeriesDatasetSpec, load_timeseries_spec
 from configs.forecast import ForecastConfig, load_forecast_config
 from configs.platform import PlatformConfig, load_platform_config
+from flows.fanout import batch_mapper
 from flows.train import connect_tracking
 from models import plots
 from models.backtest import HYBRID, BacktestResult, backtest, families, gate_origin
@@ -118,7 +119,15 @@ def run_backtest(
     def on_fold(i: int, n: int, origin: pd.Timestamp) -> None:
         log.info("backtest fold %s/%s, origin %s, horizon %s", i + 1, n, origin.date(), cfg.horizon)
 
-    result = backtest(panel, cfg, on_fold=on_fold, on_batch=_progress("backtest"), gate_at=gate_at)
+    with batch_mapper(cfg) as map_batches:  # one fit-prophet-batch task per batch
+        result = backtest(
+            panel,
+            cfg,
+            on_fold=on_fold,
+            on_batch=_progress("backtest"),
+            gate_at=gate_at,
+            map_batches=map_batches,
+        )
     for fam in families(cfg):
         m = result.metrics(fam)
         log.info(
@@ -240,7 +249,8 @@ def fit_and_register(
         rlog.log_figures(_figures(panel, result, cfg.plot_series))
         log.info("fitting the hybrid on all %s series for registration", panel.n_series)
         t0 = time.perf_counter()
-        model = HybridProphetXGBoost(cfg, on_batch=_progress("final fit")).fit(panel)
+        with batch_mapper(cfg) as map_batches:
+            model = HybridProphetXGBoost(cfg, _progress("final fit"), map_batches).fit(panel)
         train_seconds = time.perf_counter() - t0
         model.calibrate(result.residuals(HYBRID))
         mlflow.log_metric("train_seconds", train_seconds)

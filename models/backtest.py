@@ -28,6 +28,7 @@ import pandas as pd
 
 from configs.forecast import ForecastConfig
 from models.forecast import (
+    BatchMapper,
     GlobalXGBoost,
     HybridProphetXGBoost,
     Panel,
@@ -147,8 +148,10 @@ def run_fold(
     cfg: ForecastConfig,
     include: Sequence[str],
     on_batch: Callable[[int, int, int], None] | None = None,
+    map_batches: BatchMapper | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Fit every family in ``include`` on data up to ``origin``; forecasts for the next horizon."""
+    """Fit every family in ``include`` on data up to ``origin``; forecasts for the next horizon.
+    ``map_batches`` runs the hybrid's Prophet batches (default: a joblib pool)."""
     train, test = split_at(panel, origin, cfg.horizon)
     request = test.frame[["sid", *test.key_columns, "ds"]]
     future_regs = (
@@ -158,7 +161,7 @@ def run_fold(
     out, secs = [], {}
     if HYBRID in include or PROPHET in include:
         t0 = time.perf_counter()
-        hybrid = HybridProphetXGBoost(cfg, on_batch=on_batch).fit(train, future_regs)
+        hybrid = HybridProphetXGBoost(cfg, on_batch, map_batches).fit(train, future_regs)
         secs[HYBRID] = time.perf_counter() - t0
         pred = hybrid.predict(request, components=True)
         if HYBRID in include:
@@ -224,6 +227,7 @@ def backtest(
     on_fold: Callable[[int, int, pd.Timestamp], None] | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
     gate_at: pd.Timestamp | None = None,
+    map_batches: BatchMapper | None = None,
 ) -> BacktestResult:
     """Rolling-origin backtest of ``include`` (default: the hybrid and every baseline);
     ``gate_at`` (from ``gate_origin``) adds the gate fold at that origin."""
@@ -236,7 +240,7 @@ def backtest(
             on_fold(i, len(origins), origin)
         train = panel.frame[panel.frame["ds"] <= origin]
         scales[i] = mase_scales(train, cfg.mase_period)
-        fc, secs = run_fold(panel, origin, i, cfg, include, on_batch)
+        fc, secs = run_fold(panel, origin, i, cfg, include, on_batch, map_batches)
         parts.append(fc)
         for k, v in secs.items():
             seconds[f"fold{i}.{k}"] = v
@@ -244,7 +248,7 @@ def backtest(
     gate = None
     if gate_at is not None:
         logger.info("gate fold: origin %s (the champion's data end)", gate_at.date())
-        fc, secs = run_fold(panel, gate_at, GATE_FOLD, cfg, include, on_batch)
+        fc, secs = run_fold(panel, gate_at, GATE_FOLD, cfg, include, on_batch, map_batches)
         cal = _calibration_fold(forecasts, gate_at, cfg.horizon * panel.step)
         fc = _calibrate_from(fc, forecasts, cal, cfg) if cal is not None else fc
         train = panel.frame[panel.frame["ds"] <= gate_at]

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -229,15 +231,52 @@ def fit_prophet_components(
     return out
 
 
-def _fit_prophet_batch(
-    items: list[tuple[int, pd.DataFrame, pd.DataFrame]],
-    settings: ProphetSettings,
-    regressors: list[str],
-) -> list[tuple[int, pd.DataFrame]]:
+ProphetItem = tuple[int, pd.DataFrame, pd.DataFrame]  # (sid, history, predict_at)
+ProphetBatch = list[ProphetItem]
+ProphetBatchResult = list[tuple[int, pd.DataFrame]]  # (sid, components)
+B = TypeVar("B")
+R = TypeVar("R")
+# Runs ``fn`` over every batch (anywhere: processes, Prefect tasks, a cluster) and yields one
+# result per batch in any order (each result names its series). ``fn`` is picklable.
+BatchMapper = Callable[[Callable[[B], R], list[B]], Iterable[R]]
+
+
+def joblib_mapper(workers: int) -> BatchMapper:
+    """The default mapper: a joblib loky pool of ``workers`` processes (in-process when 1)."""
+
+    def map_batches(fn: Callable[[B], R], batches: list[B]) -> Iterator[R]:
+        if workers <= 1:
+            yield from map(fn, batches)
+            return
+        from joblib import Parallel, delayed
+
+        parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator")
+        yield from parallel(delayed(fn)(b) for b in batches)
+
+    return map_batches
+
+
+def fit_prophet_batch(
+    items: ProphetBatch, settings: ProphetSettings, regressors: list[str]
+) -> ProphetBatchResult:
+    """Prophet components of every series of one batch (the unit a mapper runs)."""
     _quiet_cmdstan()
     return [
         (sid, fit_prophet_components(hist, at, settings, regressors)) for sid, hist, at in items
     ]
+
+
+def prophet_batches(
+    history: pd.DataFrame, predict_at: pd.DataFrame, regressors: list[str], batch_size: int
+) -> list[ProphetBatch]:
+    """Per-series (sid, history, predict_at) items of the sids in ``predict_at``, in batches."""
+    hist_groups = dict(tuple(history.groupby("sid", sort=True)))
+    at_groups = dict(tuple(predict_at.groupby("sid", sort=True)))
+    items = [
+        (sid, hist_groups[sid][["ds", "y", *regressors]], at_groups[sid][["ds", *regressors]])
+        for sid in sorted(at_groups)
+    ]
+    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
 
 
 def prophet_components_panel(
@@ -248,48 +287,38 @@ def prophet_components_panel(
     workers: int,
     batch_size: int,
     on_batch: ProgressFn | None = None,
+    map_batches: BatchMapper | None = None,
 ) -> pd.DataFrame:
-    """Fit Prophet per series in a process pool, in batches (one progress call per batch).
+    """Fit Prophet per series in batches through ``map_batches`` (default: a joblib pool of
+    ``workers`` processes); one progress call per finished batch.
 
     Returns ``predict_at`` (sid, ds, ...) with the p_* component columns joined on."""
-    from joblib import Parallel, delayed
-
-    hist_groups = dict(tuple(history.groupby("sid", sort=True)))
-    at_groups = dict(tuple(predict_at.groupby("sid", sort=True)))
-    items = [
-        (sid, hist_groups[sid][["ds", "y", *regressors]], at_groups[sid][["ds", *regressors]])
-        for sid in sorted(at_groups)
-    ]
-    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    batches = prophet_batches(history, predict_at, regressors, batch_size)
+    n_series = sum(len(b) for b in batches)
+    mapper = map_batches or joblib_mapper(workers)
+    fn = partial(fit_prophet_batch, settings=settings, regressors=regressors)
     results: dict[int, pd.DataFrame] = {}
     t0 = time.perf_counter()
-    parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator")
-    done = 0
-    tasks = (delayed(_fit_prophet_batch)(b, settings, regressors) for b in batches)
-    for i, batch_result in enumerate(parallel(tasks) if workers > 1 else map(_run, tasks)):
+    for i, batch_result in enumerate(mapper(fn, batches)):
         for sid, comps in batch_result:
             results[sid] = comps
-        done += len(batch_result)
         logger.info(
             "Prophet: batch %s/%s done, %s/%s series, %.1fs",
             i + 1,
             len(batches),
-            done,
-            len(items),
+            len(results),
+            n_series,
             time.perf_counter() - t0,
         )
         if on_batch:
-            on_batch(i, len(batches), done)
+            on_batch(i, len(batches), len(results))
+    if len(results) != n_series:
+        raise RuntimeError(f"Prophet batch mapper returned {len(results)} of {n_series} series")
     parts = []
-    for sid in sorted(at_groups):
-        at = at_groups[sid].reset_index(drop=True)
+    for sid, at in predict_at.groupby("sid", sort=True):
+        at = at.reset_index(drop=True)
         parts.append(pd.concat([at[["sid", "ds"]], results[sid]], axis=1))
     return pd.concat(parts, ignore_index=True)
-
-
-def _run(task):  # sequential stand-in for joblib when workers == 1
-    fn, args, kwargs = task
-    return fn(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- features
@@ -687,13 +716,20 @@ class HybridProphetXGBoost(_GlobalForecaster):
     family = "hybrid"
     uses_prophet = True
 
-    def __init__(self, cfg: ForecastConfig, on_batch: ProgressFn | None = None):
+    def __init__(
+        self,
+        cfg: ForecastConfig,
+        on_batch: ProgressFn | None = None,
+        map_batches: BatchMapper | None = None,
+    ):
         super().__init__(cfg)
         self.on_batch = on_batch
+        self.map_batches = map_batches  # None: joblib_mapper(cfg.workers)
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state["on_batch"] = None  # progress callbacks (loggers, closures) are not model state
+        # progress callbacks (loggers, closures) and executors are not model state
+        state["on_batch"] = state["map_batches"] = None
         return state
 
     def _add_components(
@@ -711,6 +747,7 @@ class HybridProphetXGBoost(_GlobalForecaster):
             self.cfg.workers,
             self.cfg.batch_size,
             self.on_batch,
+            self.map_batches,
         )
         frame = frame.merge(comps, on=["sid", "ds"], how="left")
         future = future.merge(comps, on=["sid", "ds"], how="left")
