@@ -26,6 +26,9 @@ def forecast_config(
     raw = read_yaml(configs_dir() / "demand_forecast.yaml")
     name = name or f"demand_forecast_{uuid.uuid4().hex[:8]}"
     raw.update(registered_model_name=name, experiment=name, workers=1, plot_series=1)
+    # one worker fitting in-process: these tests are about the gate and monitoring; the flow's
+    # Prefect fan-out (a spawned process pool per fit) is tested in test_fanout.py and the demo
+    raw["fanout"] = {"runner": "joblib", "address": None}
     raw["horizon"] = horizon
     raw["backtest"]["folds"] = 2
     raw["xgboost"].update(n_estimators=100, n_jobs=1)
