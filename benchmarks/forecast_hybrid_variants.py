@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.bench_forecast import DATA_DIR, RESULTS
 from configs.datasets import load_timeseries_spec
 from configs.forecast import ForecastConfig, load_forecast_config
 from models.backtest import rolling_origins
@@ -56,10 +57,6 @@ from models.forecast import (
 )
 from models.forecast_metrics import smape
 
-RESULTS = Path(__file__).resolve().parent / "results"
-DATA_DIR = Path(
-    os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
 CACHE = Path(os.environ.get("SHELFWISE_BENCH_CACHE", "/tmp/forecast_hybrid_variants"))
 SUBSETS = {"series 0-49": (0, 50), "series 250-299": (250, 300)}
 SEEDS = (42, 7)  # XGBoost seeds: every fitted family is the mean over these

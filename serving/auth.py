@@ -81,10 +81,16 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-async def _reply(send: Any, status: int, message: str) -> None:
+async def send_error(
+    send: Any, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """An ASGI JSON error response ``{"error": message}`` (the middlewares answer with it)."""
     body = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b'ApiKey header="X-API-Key"'))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*head, *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _reply(send: Any, status: int, message: str) -> None:
+    challenge = [(b"www-authenticate", b'ApiKey header="X-API-Key"')] if status == 401 else []
+    await send_error(send, status, message, challenge)

@@ -64,7 +64,7 @@ class AliasFollower(Generic[M]):
         self._resolve = resolve
         self._load = load
         self.poll_interval_s = poll_interval_s
-        self._on_swap = on_swap  # called after each swap (e.g. serving.heap.settle_heap)
+        self.on_swap = on_swap  # called after each swap (e.g. serving.heap.settle_heap)
         self.current: M | None = None
         self._check_lock = threading.Lock()
         self._stop = threading.Event()
@@ -121,9 +121,9 @@ class AliasFollower(Generic[M]):
                 previous.version if previous else "nothing",
             )
             del previous
-            if self._on_swap is not None:
+            if self.on_swap is not None:
                 try:
-                    self._on_swap()
+                    self.on_swap()
                 except Exception as exc:  # never lose a swap over housekeeping
                     logger.warning("%s: after-swap hook failed: %s", self.label, exc)
             return True

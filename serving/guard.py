@@ -7,9 +7,10 @@ generic one. This ASGI middleware answers before the request reaches the batchin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from serving.auth import send_error
 
 
 class UnavailableGuard:
@@ -32,13 +33,7 @@ class UnavailableGuard:
         if scope["type"] == "http" and scope["path"].rstrip("/") in self.routes:
             why = self.reason()
             if why is not None:
-                body = json.dumps({"error": why}).encode()
-                headers = [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(self.retry_after_s()).encode()),
-                ]
-                await send({"type": "http.response.start", "status": 503, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                retry = [(b"retry-after", str(self.retry_after_s()).encode())]
+                await send_error(send, 503, why, retry)
                 return
         await self.app(scope, receive, send)

@@ -146,7 +146,6 @@ class ShelfwiseService:
                 resolve=partial(resolve_alias, client, cfg.registered_name, cfg.alias),
                 load=partial(load, self.tracking_uri, cfg.registered_name),
                 poll_interval_s=self.settings.poll_interval_s,
-                on_swap=settle_heap,
             )
 
         self.delay: AliasFollower[LoadedDelayModel] = follower(
@@ -165,6 +164,7 @@ class ShelfwiseService:
             follower.check()  # load the champion now; if it is absent, polling picks it up later
         settle_heap()  # the long-lived heap leaves the collector's way (serving/heap.py)
         for follower in self.followers.values():
+            follower.on_swap = settle_heap  # later swaps settle it again (one settle at start-up)
             follower.start()
         logger.info(
             "shelfwise service: tracking %s, store %s, delay-risk version %s, forecast version %s",

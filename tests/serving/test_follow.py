@@ -139,6 +139,6 @@ def test_after_swap_hook_runs_once_per_swap_and_cannot_undo_it() -> None:
     def broken_hook() -> None:
         raise MemoryError("housekeeping failed")
 
-    f._on_swap = broken_hook
+    f.on_swap = broken_hook
     reg.alias, reg.broken = "3", set()
     assert f.check() is True and f.current.version == "3"  # the swap stands
