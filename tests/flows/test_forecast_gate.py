@@ -33,13 +33,20 @@ def _train(cfg, **kw) -> dict:
     return train_demand_forecast(config=str(cfg), **kw)
 
 
-def test_forecast_gate_promotes_better_refuses_worse(
-    tmp_path, monkeypatch, mlflow_server, prefect_harness
-):
+@pytest.fixture
+def platform_env(tmp_path, monkeypatch, mlflow_server) -> str:
+    """The flows' platform settings for this test: the session's tracking server, a store and a
+    state folder of its own. Returns the store URL."""
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     monkeypatch.setenv("SHELFWISE_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("SHELFWISE_STORE_URL", store_url)
     monkeypatch.setenv("SHELFWISE_HOME", str(tmp_path / ".shelfwise"))
+    return store_url
+
+
+def test_forecast_gate_promotes_better_refuses_worse(
+    tmp_path, platform_env, mlflow_server, prefect_harness
+):
     step = pd.Timedelta(days=HORIZON)
     good = forecast_config(tmp_path, train_end=str((CUTOFF + step).date()))
     name = read_yaml(good)["registered_model_name"]
@@ -87,7 +94,7 @@ def test_forecast_gate_promotes_better_refuses_worse(
     assert any(r.startswith("smape improvement -") for r in g3["reasons"]), g3["reasons"]
     assert client.get_model_version_by_alias(name, "champion").version == "2"
     assert client.get_model_version_by_alias(name, "challenger").version == "3"
-    store = HistoryStore.from_url(store_url)
+    store = HistoryStore.from_url(platform_env)
     try:
         entries = store.entries(name)
     finally:
@@ -115,12 +122,8 @@ def test_forecast_gate_promotes_better_refuses_worse(
 
 
 def test_frequent_retrain_is_gated_on_the_days_after_the_champions_data_end(
-    tmp_path, monkeypatch, mlflow_server, prefect_harness
+    tmp_path, platform_env, mlflow_server, prefect_harness
 ):
-    store_url = f"sqlite:///{tmp_path / 'store.db'}"
-    monkeypatch.setenv("SHELFWISE_TRACKING_URI", mlflow_server)
-    monkeypatch.setenv("SHELFWISE_STORE_URL", store_url)
-    monkeypatch.setenv("SHELFWISE_HOME", str(tmp_path / ".shelfwise"))
     horizon, k = 28, 14
     end = CUTOFF + pd.Timedelta(days=k)
     champ = forecast_config(tmp_path, horizon=horizon, train_end=str(CUTOFF.date()))
