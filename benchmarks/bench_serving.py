@@ -46,10 +46,10 @@ logger = logging.getLogger("bench_serving")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONCURRENCY = (1, 8, 32)
-REQUESTS = {"bentoml": {1: 1500, 8: 3000, 32: 4000}, "mlflow": {1: 300, 8: 400, 32: 600}}
+REQUESTS = {"bentoml": {1: 1000, 8: 2000, 32: 3000}, "mlflow": {1: 300, 8: 400, 32: 600}}
 QUICK = {"bentoml": {1: 200, 8: 400, 32: 600}, "mlflow": {1: 60, 8: 80, 32: 120}}
 WARMUP = 50
-ROUNDS = 3  # interleaved rounds per BentoML target and concurrency (median req/s reported)
+ROUNDS = 7  # interleaved rounds per BentoML target and concurrency (median req/s reported)
 DATA_DIR = Path(
     os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
@@ -361,6 +361,19 @@ def _cell(rows: list[dict], target: str, c: int) -> dict[str, Any]:
     return next(r for r in rows if r["target"] == target and r["concurrency"] == c)
 
 
+def logging_cost(on: dict[str, Any], off: dict[str, Any]) -> float | None:
+    """Throughput lost to the prediction log: the median over rounds of 1 - on/off, each round's
+    pair measured back to back (seconds apart), so a slow phase of the shared machine cancels out
+    instead of landing on one side (unpaired medians of 3 rounds moved by +-5% between runs)."""
+    on_rounds, off_rounds = (
+        on.get("rps_rounds") or [on["rps"]],
+        off.get("rps_rounds") or [off["rps"]],
+    )
+    pairs = list(zip(on_rounds, off_rounds, strict=True))
+    ratios = [1 - a / b for a, b in pairs if b]
+    return round(float(np.median(ratios)), 3) if ratios else None
+
+
 def checks(rows: list[dict]) -> dict[str, Any]:
     ours, off = "shelfwise (logging on)", "shelfwise (logging off)"
     ml, echo = "mlflow models serve", "bentoml trivial endpoint"
@@ -389,10 +402,7 @@ def checks(rows: list[dict]) -> dict[str, Any]:
         out["c32_vs_trivial_at_least_0.8x"]["value"] >= 0.8
     )
     out["zero_errors_on_our_service"]["pass"] = out["zero_errors_on_our_service"]["value"] == 0
-    costs = {}
-    for c in CONCURRENCY:
-        on, no = _cell(rows, ours, c)["rps"], _cell(rows, off, c)["rps"]
-        costs[c] = round(1 - on / no, 3) if no else None
+    costs = {c: logging_cost(_cell(rows, ours, c), _cell(rows, off, c)) for c in CONCURRENCY}
     out["logging_cost_under_10pct"] = {
         "value": costs,
         "pass": all(v is not None and v < 0.10 for v in costs.values()),

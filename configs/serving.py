@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -15,6 +16,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "poll_interval_s": "SHELFWISE_POLL_INTERVAL_S",
     "auth.protect_predictions": "SHELFWISE_PROTECT_PREDICTIONS",
     "prediction_log.enabled": "SHELFWISE_PREDICTION_LOG",
+    "prediction_log.writer": "SHELFWISE_PREDICTION_LOG_WRITER",
     "delay_risk.registered_name": "SHELFWISE_DELAY_MODEL_NAME",
     "demand_forecast.registered_name": "SHELFWISE_FORECAST_MODEL_NAME",
     "workers": "SHELFWISE_SERVING_WORKERS",
@@ -42,6 +44,9 @@ class AuthConfig(StrictModel):
 
 class PredictionLogConfig(StrictModel):
     enabled: bool = True
+    # process: the inserts run in a child process (monitoring/log_writer.py), off the serving
+    # process's GIL; thread: in a thread of the serving process
+    writer: Literal["process", "thread"] = "process"
     flush_interval_ms: int = Field(200, ge=1, le=60_000)
     max_batch_rows: int = Field(500, ge=1, le=100_000)
     max_queue_rows: int = Field(200_000, ge=1)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -113,6 +114,19 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def new_prediction_id(now_ns: int | None = None) -> str:
+    """A time-ordered prediction id: an RFC 9562 UUIDv7 as 32 hex digits (48-bit Unix time in
+    ms, version 7, 74 random bits). Ids of later predictions sort after earlier ones (to the
+    millisecond), so the primary-key index grows at its right edge instead of at random places:
+    on SQLite this cut the insert cost per row by about a third against ``uuid4``
+    (benchmarks/results/serving.md)."""
+    ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
+    rand = int.from_bytes(os.urandom(10))
+    rand_a, rand_b = rand >> 68, rand & ((1 << 62) - 1)  # 12 + 62 random bits
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    return f"{value:032x}"
+
+
 @dataclass(frozen=True)
 class PredictionRecord:
     prediction_id: str
@@ -194,6 +208,9 @@ class PredictionStore:
             metadata.create_all(self.engine)
         except Exception as exc:
             raise StoreError(f"cannot create tables in store {self._safe_url}: {exc}") from exc
+        self._sqlite_insert = (
+            _prepared_insert(self.engine) if self.engine.dialect.name == "sqlite" else None
+        )
 
     def __repr__(self) -> str:
         return f"PredictionStore({self._safe_url!r})"
@@ -209,7 +226,11 @@ class PredictionStore:
         if not rows:
             return 0
         with self.engine.begin() as conn:
-            conn.execute(insert(predictions_table), rows)
+            if self._sqlite_insert is not None:
+                sql, columns = self._sqlite_insert
+                conn.exec_driver_sql(sql, [_bound(row, columns) for row in rows])
+            else:
+                conn.execute(insert(predictions_table), rows)
         return len(rows)
 
     def record_feedback(
@@ -320,6 +341,29 @@ class PredictionStore:
             return int(conn.execute(query).scalar_one())
 
 
+_Bind = tuple[str, Callable[[Any], Any] | None]
+
+
+def _prepared_insert(engine: Engine) -> tuple[str, list[_Bind]]:
+    """The predictions INSERT as plain SQL plus each column's own bind processor (the JSON
+    serialiser, the UTC datetime conversion), taken from SQLAlchemy's types once.
+
+    ``exec_driver_sql`` with these pre-bound rows stores exactly what ``insert(table)`` would,
+    without SQLAlchemy's per-row statement machinery (~6 us a row of the writer's time on the
+    service's SQLite log). Only used on SQLite; other backends take the Core insert."""
+    dialect = engine.dialect
+    columns = [
+        (c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in predictions_table.c
+    ]
+    names = ", ".join(name for name, _ in columns)
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO predictions ({names}) VALUES ({marks})", columns
+
+
+def _bound(row: Mapping[str, Any], columns: list[_Bind]) -> tuple[Any, ...]:
+    return tuple(row[name] if proc is None else proc(row[name]) for name, proc in columns)
+
+
 def _aware(value: datetime, name: str) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"{name} must be timezone-aware (got naive {value!r})")
@@ -389,8 +433,12 @@ class BufferedPredictionLogger:
         max_batch_rows: int = 500,
         max_queue_rows: int = 200_000,
         retry_backoff_s: float = 1.0,
+        write: Callable[[list[PredictionRecord]], int] | None = None,
     ) -> None:
         self.store = store
+        # what writes one batch: the store itself (this thread), or e.g. a
+        # monitoring.log_writer.ProcessBatchWriter (the same inserts in a child process)
+        self._write_batch = write
         self.flush_interval_s = flush_interval_ms / 1000.0
         self.max_batch_rows = max_batch_rows
         self.max_queue_rows = max_queue_rows
@@ -457,7 +505,10 @@ class BufferedPredictionLogger:
         while batch:
             attempts += 1
             try:
-                self.store.log_predictions(batch)
+                if self._write_batch is None:
+                    self.store.log_predictions(batch)
+                else:
+                    self._write_batch(batch)
             except Exception as exc:  # keep the rows and retry: nothing is lost on a blip
                 self.failed_writes += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -236,6 +236,8 @@ class ServedModel(BaseModel):
 
 class PredictionLogStatus(BaseModel):
     enabled: bool
+    writer: str | None = None  # "process <pid>" or "thread"
+    writer_restarts: int = 0
     written: int = 0
     pending: int = 0
     dropped: int = 0

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
@@ -35,11 +34,13 @@ from starlette.responses import JSONResponse
 from configs.delay import load_delay_config
 from configs.platform import PlatformConfig, load_platform_config
 from configs.serving import ServingSettings, load_serving_config
+from monitoring.log_writer import ProcessBatchWriter
 from monitoring.store import (
     BufferedPredictionLogger,
     PredictionRecord,
     PredictionStore,
     UnknownPredictionError,
+    new_prediction_id,
 )
 from registry.load import (
     LoadedDelayModel,
@@ -127,13 +128,17 @@ class ShelfwiseService:
         log_cfg = self.settings.prediction_log
         self.store: PredictionStore | None = None
         self.prediction_log: BufferedPredictionLogger | None = None
+        self.log_writer: ProcessBatchWriter | None = None
         if log_cfg.enabled:
-            self.store = PredictionStore(self.platform.store_url)
+            self.store = PredictionStore(self.platform.store_url)  # feedback, and the tables
+            if log_cfg.writer == "process":
+                self.log_writer = ProcessBatchWriter(self.platform.store_url)
             self.prediction_log = BufferedPredictionLogger(
                 self.store,
                 flush_interval_ms=log_cfg.flush_interval_ms,
                 max_batch_rows=log_cfg.max_batch_rows,
                 max_queue_rows=log_cfg.max_queue_rows,
+                write=self.log_writer,
             )
         client = registry_client(self.tracking_uri)
 
@@ -185,6 +190,8 @@ class ShelfwiseService:
             follower.stop()
         if self.prediction_log is not None:
             self.prediction_log.close()  # writes every queued prediction
+        if self.log_writer is not None:
+            self.log_writer.close()  # after the last batch is committed
         if self.store is not None:
             self.store.dispose()
 
@@ -228,7 +235,7 @@ class ShelfwiseService:
         row = order.model_row()
         probability = model.predict_one(row)
         response = DelayRiskResponse(
-            prediction_id=uuid.uuid4().hex,
+            prediction_id=new_prediction_id(),
             order_id=order.order_id,
             delay_probability=probability,
             severity=model.severity(probability),
@@ -255,7 +262,7 @@ class ShelfwiseService:
         for order, row, p in zip(orders, rows, probabilities, strict=True):
             probability = float(p)
             response = DelayRiskResponse(
-                prediction_id=uuid.uuid4().hex,
+                prediction_id=new_prediction_id(),
                 order_id=order.order_id,
                 delay_probability=probability,
                 severity=model.severity(probability),
@@ -282,7 +289,7 @@ class ShelfwiseService:
         except ForecastInputError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)  # type: ignore[return-value]
         frame = model.forecast(keys, periods)
-        response = forecast_response(model, request, keys, frame, uuid.uuid4().hex)
+        response = forecast_response(model, request, keys, frame, new_prediction_id())
         self._log([forecast_record(model, request, response, datetime.now(UTC))])
         return response
 
@@ -341,8 +348,11 @@ class ShelfwiseService:
         log = self.prediction_log
         log_status = PredictionLogStatus(enabled=log is not None)
         if log is not None:
+            proc = self.log_writer
             log_status = PredictionLogStatus(
                 enabled=True,
+                writer=f"process {proc.pid}" if proc is not None else "thread",
+                writer_restarts=proc.restarts if proc is not None else 0,
                 written=log.written,
                 pending=log.pending,
                 dropped=log.dropped,

@@ -15,6 +15,7 @@ from monitoring.store import (
     PredictionRecord,
     PredictionStore,
     UnknownPredictionError,
+    new_prediction_id,
 )
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -222,3 +223,50 @@ def test_buffered_logger_drops_and_counts_beyond_the_queue_cap(tmp_path: Path) -
     assert (log.pending, log.dropped) == (5, 3)
     log.close()  # writes the 5 queued rows, not the dropped ones
     assert store.count_predictions() == 5 and log.written == 5
+
+
+def test_prediction_ids_are_uuid7_and_sort_by_time() -> None:
+    t = 1_767_225_600_123_456_789  # ns
+    ids = [new_prediction_id(t + k * 1_000_000) for k in range(200)]  # one per millisecond
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(len(i) == 32 and u.version == 7 for i, u in zip(ids, parsed, strict=True))
+    assert all(u.variant == uuid.RFC_4122 for u in parsed)
+    assert ids == sorted(ids)  # later milliseconds sort after earlier ones
+    assert int(ids[0][:12], 16) == t // 1_000_000  # the leading 48 bits are the time in ms
+    same_ms = {new_prediction_id(t) for _ in range(1000)}
+    assert len(same_ms) == 1000  # random bits keep ids of one millisecond apart
+
+
+def test_sqlite_insert_path_stores_what_the_core_insert_stores(tmp_path: Path) -> None:
+    """The SQLite writer binds rows itself (serving's hot path); the stored text must be exactly
+    what SQLAlchemy's Core insert stores, and read back the same."""
+    from sqlalchemy import insert, text
+
+    from monitoring.store import predictions_table
+
+    records = [
+        _record(1, order_id="A-1", created_at=datetime(2025, 3, 1, 9, 30, tzinfo=UTC)),
+        _record(2, created_at=datetime(2025, 3, 1, 10, 0, 0, 123, tzinfo=timedelta_tz(2))),
+        _record(3, inputs={"x": float("nan"), "nested": {"a": [1, 2]}, "s": "é"}),
+    ]
+    fast = PredictionStore(f"sqlite:///{tmp_path / 'fast.db'}")
+    core = PredictionStore(f"sqlite:///{tmp_path / 'core.db'}")
+    assert fast.log_predictions(records) == 3
+    with core.engine.begin() as conn:
+        conn.execute(insert(predictions_table), [r.as_row() for r in records])
+    query = text("SELECT * FROM predictions ORDER BY prediction_id")
+    with fast.engine.connect() as a, core.engine.connect() as b:
+        assert a.execute(query).all() == b.execute(query).all()
+    frame = fast.predictions_frame("delay_risk").set_index("prediction_id")
+    assert frame.loc["p00002", "created_at"] == datetime(2025, 3, 1, 8, 0, 0, 123, tzinfo=UTC)
+    assert frame.loc["p00001", "order_id"] == "A-1"
+    assert frame.loc["p00003", "s"] == "é"
+    with pytest.raises(ValueError, match="naive"):  # the UTC type's own check still applies
+        fast.log_predictions([_record(4, created_at=datetime(2025, 3, 1))])
+    assert fast.count_predictions() == 3
+
+
+def timedelta_tz(hours: int):
+    from datetime import timezone
+
+    return timezone(timedelta(hours=hours))
