@@ -32,7 +32,7 @@ from flows.train import connect_tracking
 from models import plots
 from models.backtest import HYBRID, BacktestResult, backtest, families, gate_origin
 from models.datasets import cut_and_extend, fingerprint, load_actuals, load_timeseries
-from models.forecast import BatchMapper, HybridProphetXGBoost, Panel, prepare_panel
+from models.forecast import HybridProphetXGBoost, Panel, prepare_panel
 from models.forecast_metrics import FORECAST_METRICS
 from registry import forecast_gate as fgate
 from registry import log as rlog
@@ -112,24 +112,22 @@ def find_gate_origin(panel: Panel, cfg: ForecastConfig) -> pd.Timestamp | None:
 
 @task(name="backtest-hybrid-and-baselines", cache_policy=NONE)
 def run_backtest(
-    panel: Panel,
-    cfg: ForecastConfig,
-    map_batches: BatchMapper,
-    gate_at: pd.Timestamp | None = None,
+    panel: Panel, cfg: ForecastConfig, gate_at: pd.Timestamp | None = None
 ) -> BacktestResult:
     log = get_run_logger()
 
     def on_fold(i: int, n: int, origin: pd.Timestamp) -> None:
         log.info("backtest fold %s/%s, origin %s, horizon %s", i + 1, n, origin.date(), cfg.horizon)
 
-    result = backtest(
-        panel,
-        cfg,
-        on_fold=on_fold,
-        on_batch=_progress("backtest"),
-        gate_at=gate_at,
-        map_batches=map_batches,  # one fit-prophet-batch task per batch
-    )
+    with batch_mapper(cfg) as map_batches:  # one fit-prophet-batch task per batch
+        result = backtest(
+            panel,
+            cfg,
+            on_fold=on_fold,
+            on_batch=_progress("backtest"),
+            gate_at=gate_at,
+            map_batches=map_batches,
+        )
     for fam in families(cfg):
         m = result.metrics(fam)
         log.info(
@@ -219,7 +217,6 @@ def fit_and_register(
     source: str,
     trigger: str,
     baselines: dict[str, dict[str, float]],
-    map_batches: BatchMapper,
 ) -> tuple[str, str, dict[str, float], float]:
     log = get_run_logger()
     tags = _tags(cfg, spec, HYBRID, fp, trigger)
@@ -252,7 +249,8 @@ def fit_and_register(
         rlog.log_figures(_figures(panel, result, cfg.plot_series))
         log.info("fitting the hybrid on all %s series for registration", panel.n_series)
         t0 = time.perf_counter()
-        model = HybridProphetXGBoost(cfg, _progress("final fit"), map_batches).fit(panel)
+        with batch_mapper(cfg) as map_batches:
+            model = HybridProphetXGBoost(cfg, _progress("final fit"), map_batches).fit(panel)
         train_seconds = time.perf_counter() - t0
         model.calibrate(result.residuals(HYBRID))
         mlflow.log_metric("train_seconds", train_seconds)
@@ -326,14 +324,11 @@ def train_demand_forecast(
     spec = load_timeseries_spec(cfg.dataset)
     panel, source, fp = load_panel(spec, cfg, platform, actuals)
     tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
-    # one task runner (process pool / Dask cluster) for the backtest and the final fit: its
-    # cold start (spawned interpreters importing Prefect and Prophet) is paid once per run
-    with batch_mapper(cfg) as map_batches:
-        result = run_backtest(panel, cfg, map_batches, find_gate_origin(panel, cfg))
-        baselines = log_baselines(result, cfg, spec, experiment_id, fp, source, trigger)
-        run_id, version, metrics, secs = fit_and_register(
-            panel, result, cfg, spec, experiment_id, fp, source, trigger, baselines, map_batches
-        )
+    result = run_backtest(panel, cfg, find_gate_origin(panel, cfg))
+    baselines = log_baselines(result, cfg, spec, experiment_id, fp, source, trigger)
+    run_id, version, metrics, secs = fit_and_register(
+        panel, result, cfg, spec, experiment_id, fp, source, trigger, baselines
+    )
     gate = None
     if promote:
         from flows.promote import gate_and_promote_flow
