@@ -33,12 +33,12 @@ def _one(runner: str, n_series: int) -> dict:
     from prefect import flow, task
     from prefect.cache_policies import NONE
 
-    from configs.datasets import load_timeseries_spec
-    from configs.forecast import load_forecast_config
-    from configs.platform import load_platform_config
-    from flows.fanout import batch_mapper
-    from models.datasets import load_timeseries
-    from models.forecast import HybridProphetXGBoost, prepare_panel
+    from shelfwise.configs.datasets import load_timeseries_spec
+    from shelfwise.configs.forecast import load_forecast_config
+    from shelfwise.configs.platform import load_platform_config
+    from shelfwise.flows.fanout import batch_mapper
+    from shelfwise.models.datasets import load_timeseries
+    from shelfwise.models.forecast import HybridProphetXGBoost, prepare_panel
 
     cfg = load_forecast_config("demand_forecast")
     cfg = cfg.model_copy(

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from configs.datasets import load_timeseries_spec
-from configs.forecast import load_forecast_config
-from models.backtest import rolling_origins
-from models.datasets import load_timeseries
-from models.forecast import (
+from shelfwise.configs.datasets import load_timeseries_spec
+from shelfwise.configs.forecast import load_forecast_config
+from shelfwise.models.backtest import rolling_origins
+from shelfwise.models.datasets import load_timeseries
+from shelfwise.models.forecast import (
     GlobalXGBoost,
     HybridProphetXGBoost,
     calibrate_intervals,
@@ -35,11 +35,11 @@ from models.forecast import (
     seasonal_naive,
     split_at,
 )
-from models.forecast_metrics import mase_scales, overall_metrics, smape
+from shelfwise.models.forecast_metrics import mase_scales, overall_metrics, smape
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA_DIR = Path(
-    os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
+    os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[1] / "data")
 )
 log = logging.getLogger("bench_forecast")
 
@@ -132,7 +132,7 @@ def run_dataset(config: str, pyfunc_latency: bool) -> dict:
 def pyfunc_numbers(model: HybridProphetXGBoost, residuals: pd.DataFrame, cfg) -> dict:
     import mlflow
 
-    from registry.forecast_model import save_forecast_model
+    from shelfwise.registry.forecast_model import save_forecast_model
 
     model.calibrate(residuals[["sid", "y", "yhat"]])
     with tempfile.TemporaryDirectory() as tmp:

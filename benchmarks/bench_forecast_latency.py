@@ -27,11 +27,11 @@ logger = logging.getLogger(__name__)
 
 
 def fit_small(n_series: int):
-    from configs.datasets import load_timeseries_spec
-    from configs.forecast import ForecastConfig, load_forecast_config
-    from configs.platform import load_platform_config
-    from models.datasets import load_timeseries
-    from models.forecast import HybridProphetXGBoost, prepare_panel
+    from shelfwise.configs.datasets import load_timeseries_spec
+    from shelfwise.configs.forecast import ForecastConfig, load_forecast_config
+    from shelfwise.configs.platform import load_platform_config
+    from shelfwise.models.datasets import load_timeseries
+    from shelfwise.models.forecast import HybridProphetXGBoost, prepare_panel
 
     raw = load_forecast_config("demand_forecast").model_dump()
     raw["data"]["max_series"] = n_series
@@ -73,7 +73,7 @@ def replicate(model, n_stores: int = 10, n_items: int = 50):
 def measure(model, requests: int, horizon: int = 28) -> dict:
     import mlflow
 
-    from registry.forecast_model import save_forecast_model
+    from shelfwise.registry.forecast_model import save_forecast_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model"

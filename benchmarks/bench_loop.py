@@ -42,8 +42,8 @@ def time_drift(
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    from configs.monitoring import DriftConfig
-    from monitoring.drift import _dataset, drift_report
+    from shelfwise.configs.monitoring import DriftConfig
+    from shelfwise.monitoring.drift import _dataset, drift_report
 
     ours, default = [], []
     for _ in range(repeats):
@@ -59,9 +59,9 @@ def time_drift(
 
 
 def drift_bench(repeats: int) -> list[dict]:
-    from configs.datasets import load_tabular_spec
-    from configs.platform import load_platform_config
-    from models.datasets import load_tabular
+    from shelfwise.configs.datasets import load_tabular_spec
+    from shelfwise.configs.platform import load_platform_config
+    from shelfwise.models.datasets import load_tabular
 
     spec = load_tabular_spec("ecommerce_shipping")
     data, _ = load_tabular(spec, load_platform_config().data_dir)
@@ -80,17 +80,22 @@ def drift_bench(repeats: int) -> list[dict]:
 def loop_bench() -> dict:
     from rich.console import Console
 
-    from configs.demo import load_demo_config
-    from configs.platform import PlatformConfig, PrefectConfig, ServingConfig, TrackingConfig
-    from configs.stack import EvidentlyStackConfig, StackConfig
-    from flows.demo import run_demo
-    from registry.server import free_port
+    from shelfwise.configs.demo import load_demo_config
+    from shelfwise.configs.platform import (
+        PlatformConfig,
+        PrefectConfig,
+        ServingConfig,
+        TrackingConfig,
+    )
+    from shelfwise.configs.stack import EvidentlyStackConfig, StackConfig
+    from shelfwise.flows.demo import run_demo
+    from shelfwise.registry.server import free_port
 
     os.environ.setdefault("SHELFWISE_API_KEY", "bench-loop-key")
     with tempfile.TemporaryDirectory(prefix="shelfwise-bench-loop-") as tmp:
         platform = PlatformConfig(
             state_dir=Path(tmp) / ".shelfwise",
-            data_dir=Path(os.environ.get("SHELFWISE_DATA_DIR", "../shared/data")).resolve(),
+            data_dir=Path(os.environ.get("SHELFWISE_DATA_DIR", "data")).resolve(),
             tracking=TrackingConfig(port=free_port(), startup_timeout_s=300),
             prefect=PrefectConfig(port=free_port()),
             serving=ServingConfig(port=free_port()),

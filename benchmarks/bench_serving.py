@@ -36,11 +36,11 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from configs.datasets import load_tabular_spec
-from configs.delay import load_delay_config
-from configs.platform import PlatformConfig, TrackingConfig
-from configs.serving import load_serving_config
-from registry.server import LocalServer, free_port, start_server, stop_server
+from shelfwise.configs.datasets import load_tabular_spec
+from shelfwise.configs.delay import load_delay_config
+from shelfwise.configs.platform import PlatformConfig, TrackingConfig
+from shelfwise.configs.serving import load_serving_config
+from shelfwise.registry.server import LocalServer, free_port, start_server, stop_server
 
 logger = logging.getLogger("bench_serving")
 
@@ -51,14 +51,14 @@ QUICK = {"bentoml": {1: 200, 8: 400, 32: 600}, "mlflow": {1: 60, 8: 80, 32: 120}
 WARMUP = 50
 ROUNDS = 7  # interleaved rounds per BentoML target and concurrency (median req/s reported)
 DATA_DIR = Path(
-    os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
+    os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[1] / "data")
 )
 
 
 def order_payloads(n: int = 256) -> tuple[list[dict], list[dict]]:
     """Real rows of the shipping data as service orders and as mlflow dataframe records."""
-    from models.datasets import load_tabular
-    from serving.schemas import ORDER_TO_COLUMN
+    from shelfwise.models.datasets import load_tabular
+    from shelfwise.serving.schemas import ORDER_TO_COLUMN
 
     spec = load_tabular_spec("ecommerce_shipping")
     df, _ = load_tabular(spec, DATA_DIR)
@@ -212,9 +212,9 @@ def inprocess_cell(call: Callable[[int], Any], n: int, concurrency: int) -> dict
 def train_and_register(tracking_uri: str) -> tuple[str, str]:
     import mlflow
 
-    from models.datasets import load_tabular, stratified_split
-    from models.delay import build_xgb_pipeline, features_and_target
-    from registry import log as rlog
+    from shelfwise.models.datasets import load_tabular, stratified_split
+    from shelfwise.models.delay import build_xgb_pipeline, features_and_target
+    from shelfwise.registry import log as rlog
 
     cfg = load_delay_config()
     spec = load_tabular_spec(cfg.dataset)
@@ -242,7 +242,7 @@ def run_bentoml_targets(
     """Start every BentoML target (label, service import, env), then measure them in
     interleaved rounds: a slow phase of the shared machine hits every target alike instead of
     whichever one happened to run then. Idle servers cost next to nothing meanwhile."""
-    from serving.run import start_serving, stop_serving
+    from shelfwise.serving.run import start_serving, stop_serving
 
     servers = {}
     try:
@@ -326,8 +326,8 @@ def run_inprocess(
 ) -> tuple[list[dict[str, Any]], str]:
     import uuid
 
-    from registry.load import load_delay_model
-    from serving.schemas import DelayOrder, DelayRiskResponse
+    from shelfwise.registry.load import load_delay_model
+    from shelfwise.serving.schemas import DelayOrder, DelayRiskResponse
 
     model = load_delay_model(tracking_uri, name, version, load_delay_config().severity)
 
@@ -446,17 +446,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    repo = Path(__file__).resolve().parent.parent
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
     counts = QUICK if args.quick else REQUESTS
     rounds = 1 if args.quick else ROUNDS
     started = datetime.now(UTC).isoformat(timespec="seconds")
     load_before = [round(x, 2) for x in os.getloadavg()]
     serving_cfg = load_serving_config()
 
-    from registry.tracking import ensure_tracking_uri, stop_tracking_server
+    from shelfwise.registry.tracking import ensure_tracking_uri, stop_tracking_server
 
     with tempfile.TemporaryDirectory(prefix="shelfwise-bench-") as tmp:
         state = Path(tmp)
@@ -481,12 +477,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 [
                     (
                         "shelfwise (logging on)",
-                        "serving.service:ShelfwiseService",
+                        "shelfwise.serving.service:ShelfwiseService",
                         {**base_env, "SHELFWISE_PREDICTION_LOG": "true"},
                     ),
                     (
                         "shelfwise (logging off)",
-                        "serving.service:ShelfwiseService",
+                        "shelfwise.serving.service:ShelfwiseService",
                         {**base_env, "SHELFWISE_PREDICTION_LOG": "false"},
                     ),
                     ("bentoml trivial endpoint", "benchmarks.echo_service:EchoService", base_env),
@@ -502,7 +498,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             inproc, note = run_inprocess(tracking_uri, name, version, orders, counts["bentoml"])
             rows += inproc
-            from monitoring.store import PredictionStore
+            from shelfwise.monitoring.store import PredictionStore
 
             logged = PredictionStore(base_env["SHELFWISE_STORE_URL"]).count_predictions(name)
         finally:

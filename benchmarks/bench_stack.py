@@ -18,18 +18,18 @@ from pathlib import Path
 
 import httpx
 
-from configs.demo import load_demo_config
-from configs.platform import PlatformConfig, PrefectConfig, ServingConfig, TrackingConfig
-from configs.stack import Enabled, EvidentlyStackConfig, ServingStackConfig, StackConfig
-from flows.demo import run_demo
-from flows.deployments import deployment_id
-from flows.events import emit_retrain_requested
-from flows.stack import Component, plan_stack, stack_down, stack_up
-from registry.server import free_port
+from shelfwise.configs.demo import load_demo_config
+from shelfwise.configs.platform import PlatformConfig, PrefectConfig, ServingConfig, TrackingConfig
+from shelfwise.configs.stack import Enabled, EvidentlyStackConfig, ServingStackConfig, StackConfig
+from shelfwise.flows.demo import run_demo
+from shelfwise.flows.deployments import deployment_id
+from shelfwise.flows.events import emit_retrain_requested
+from shelfwise.flows.stack import Component, plan_stack, stack_down, stack_up
+from shelfwise.registry.server import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA_DIR = Path(
-    os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
+    os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[1] / "data")
 )
 
 
@@ -166,7 +166,7 @@ def write(res: dict) -> None:
 
 
 if __name__ == "__main__":
-    from flows.environment import configure_logging
+    from shelfwise.flows.environment import configure_logging
 
     configure_logging()
     print(json.dumps(main(), indent=2))

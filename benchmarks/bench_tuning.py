@@ -19,19 +19,19 @@ from pathlib import Path
 
 import optuna
 
-from configs.datasets import load_tabular_spec
-from configs.delay import load_delay_config
-from configs.tuning import load_tuning_config
-from models.datasets import load_tabular, stratified_split
-from models.delay import build_xgb_pipeline, cross_validate_auc, features_and_target
-from models.tune import make_objective, open_study
+from shelfwise.configs.datasets import load_tabular_spec
+from shelfwise.configs.delay import load_delay_config
+from shelfwise.configs.tuning import load_tuning_config
+from shelfwise.models.datasets import load_tabular, stratified_split
+from shelfwise.models.delay import build_xgb_pipeline, cross_validate_auc, features_and_target
+from shelfwise.models.tune import make_objective, open_study
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _data_dir() -> Path:
     env = os.environ.get("SHELFWISE_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
 
 
 def run(trials: int) -> dict:

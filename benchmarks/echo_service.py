@@ -7,8 +7,8 @@ import uuid
 
 import bentoml
 
-from serving.schemas import DelayOrder, DelayRiskResponse
-from serving.service import service_options, serving_config
+from shelfwise.serving.schemas import DelayOrder, DelayRiskResponse
+from shelfwise.serving.service import service_options, serving_config
 
 
 @bentoml.service(name="shelfwise-echo", **service_options(serving_config()))

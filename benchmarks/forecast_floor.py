@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from configs.datasets import load_timeseries_spec
-from configs.platform import load_platform_config
-from models.forecast_metrics import smape
+from shelfwise.configs.datasets import load_timeseries_spec
+from shelfwise.configs.platform import load_platform_config
+from shelfwise.models.forecast_metrics import smape
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HOLDOUT_START = "2017-10-03"

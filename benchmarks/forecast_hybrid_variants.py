@@ -42,11 +42,11 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.bench_forecast import DATA_DIR, RESULTS
-from configs.datasets import load_timeseries_spec
-from configs.forecast import ForecastConfig, load_forecast_config
-from models.backtest import rolling_origins
-from models.datasets import load_timeseries
-from models.forecast import (
+from shelfwise.configs.datasets import load_timeseries_spec
+from shelfwise.configs.forecast import ForecastConfig, load_forecast_config
+from shelfwise.models.backtest import rolling_origins
+from shelfwise.models.datasets import load_timeseries
+from shelfwise.models.forecast import (
     GlobalXGBoost,
     HybridProphetXGBoost,
     Panel,
@@ -55,7 +55,7 @@ from models.forecast import (
     prophet_components_panel,
     split_at,
 )
-from models.forecast_metrics import smape
+from shelfwise.models.forecast_metrics import smape
 
 CACHE = Path(os.environ.get("SHELFWISE_BENCH_CACHE", "/tmp/forecast_hybrid_variants"))
 SUBSETS = {"series 0-49": (0, 50), "series 250-299": (250, 300)}
@@ -247,7 +247,7 @@ def to_markdown(table: pd.DataFrame, seconds: float) -> str:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("cmdstanpy", "prophet", "models.forecast"):
+    for noisy in ("cmdstanpy", "prophet", "shelfwise.models.forecast"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     t0 = time.perf_counter()
     cfg = load_forecast_config("demand_forecast")

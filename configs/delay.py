@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel
-from configs.loader import load_config, resolve_config_path
+from shelfwise.configs.base import StrictModel
+from shelfwise.configs.loader import load_config, resolve_config_path
 
 
 class SplitConfig(StrictModel):

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import Field
 
-from configs.base import StrictModel
-from configs.loader import load_config, resolve_config_path
+from shelfwise.configs.base import StrictModel
+from shelfwise.configs.loader import load_config, resolve_config_path
 
 
 class DemoTaskConfig(StrictModel):

@@ -7,11 +7,13 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from configs.base import StrictModel
-from configs.loader import load_config, resolve_config_path
+from shelfwise.configs.base import StrictModel
+from shelfwise.configs.loader import load_config, resolve_config_path
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
-ENTRYPOINT_PATTERN = r"^[\w./-]+\.py:[A-Za-z_]\w*$"
+# an importable module path to the flow function (Prefect's module-path entrypoint), so a
+# deployment runs from the installed package wherever the worker starts
+ENTRYPOINT_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$"
 
 
 class EventTriggerConfig(StrictModel):
@@ -49,8 +51,8 @@ class DeploymentConfig(StrictModel):
         return self
 
     @property
-    def entrypoint_file(self) -> str:
-        return self.entrypoint.split(":", 1)[0]
+    def entrypoint_module(self) -> str:
+        return self.entrypoint.rsplit(".", 1)[0]
 
 
 class DeploymentsConfig(StrictModel):

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel
-from configs.loader import load_config, resolve_config_path
+from shelfwise.configs.base import StrictModel
+from shelfwise.configs.loader import load_config, resolve_config_path
 
 
 class BacktestConfig(StrictModel):

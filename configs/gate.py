@@ -24,8 +24,8 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel
-from configs.loader import ConfigError, load_config, resolve_config_path
+from shelfwise.configs.base import StrictModel
+from shelfwise.configs.loader import ConfigError, load_config, resolve_config_path
 
 
 class PrimaryMetric(StrictModel):

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from configs.base import StrictModel
-from configs.loader import load_config, resolve_config_path
+from shelfwise.configs.base import StrictModel
+from shelfwise.configs.loader import load_config, resolve_config_path
 
 
 class WindowConfig(StrictModel):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from configs.base import StrictModel
-from configs.loader import load_config, resolve_config_path
+from shelfwise.configs.base import StrictModel
+from shelfwise.configs.loader import load_config, resolve_config_path
 
 
 class ForecastPerformanceRule(StrictModel):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from configs.base import StrictModel
-from configs.loader import load_config, resolve_config_path
+from shelfwise.configs.base import StrictModel
+from shelfwise.configs.loader import load_config, resolve_config_path
 
 ENV_OVERRIDES: dict[str, str] = {
     "state_dir": "SHELFWISE_HOME",
@@ -53,7 +53,7 @@ class ServingConfig(StrictModel):
 
 class PlatformConfig(StrictModel):
     state_dir: Path = Path(".shelfwise")
-    data_dir: Path = Path("../shared/data")
+    data_dir: Path = Path("data")
     tracking: TrackingConfig = TrackingConfig()
     store: StoreConfig = StoreConfig()
     prefect: PrefectConfig = PrefectConfig()

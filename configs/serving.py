@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from configs.base import StrictModel
-from configs.loader import load_config, resolve_config_path
+from shelfwise.configs.base import StrictModel
+from shelfwise.configs.loader import load_config, resolve_config_path
 
 ENV_OVERRIDES: dict[str, str] = {
     "poll_interval_s": "SHELFWISE_POLL_INTERVAL_S",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from configs.base import StrictModel
-from configs.loader import load_config, resolve_config_path
+from shelfwise.configs.base import StrictModel
+from shelfwise.configs.loader import load_config, resolve_config_path
 
 ENV_OVERRIDES: dict[str, str] = {
     "evidently.port": "SHELFWISE_EVIDENTLY_PORT",
@@ -33,7 +33,7 @@ class PrefectStackConfig(StrictModel):
 
 class ServingStackConfig(StrictModel):
     enabled: Enabled = Enabled.auto
-    target: str = Field("serving.service", min_length=1)
+    target: str = Field("shelfwise.serving.service", min_length=1)
     health_path: str = "/readyz"
     startup_timeout_s: float = Field(180.0, gt=0)
 

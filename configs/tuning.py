@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel
-from configs.delay import XGBoostParams
-from configs.loader import ConfigError, load_config, resolve_config_path
+from shelfwise.configs.base import StrictModel
+from shelfwise.configs.delay import XGBoostParams
+from shelfwise.configs.loader import ConfigError, load_config, resolve_config_path
 
 ENV_OVERRIDES: dict[str, str] = {"storage": "SHELFWISE_OPTUNA_STORAGE"}
 

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows import cli_serving
+from shelfwise.flows import cli_serving
 
 app = typer.Typer(
     help="Shelfwise: registry-centred ML lifecycle for retail operations.", no_args_is_help=True
@@ -33,12 +33,12 @@ class Task(StrEnum):
 def user_errors() -> Iterator[None]:
     """A user's mistake (bad config or data, no champion yet, a server that is not there) ends
     the command with its message and exit code 2 (1 for servers), not a traceback."""
-    from configs.loader import ConfigError
-    from models.datasets import DatasetError
-    from monitoring.store import StoreError
-    from registry.aliases import RegistryError
-    from registry.gate import GateError
-    from registry.server import ServerError
+    from shelfwise.configs.loader import ConfigError
+    from shelfwise.models.datasets import DatasetError
+    from shelfwise.monitoring.store import StoreError
+    from shelfwise.registry.aliases import RegistryError
+    from shelfwise.registry.gate import GateError
+    from shelfwise.registry.server import ServerError
 
     try:
         yield
@@ -51,9 +51,9 @@ def user_errors() -> Iterator[None]:
 
 
 def _setup(platform_config: str, verbose: bool = False):
-    from configs.loader import ConfigError
-    from configs.platform import load_platform_config
-    from flows.environment import configure_logging, configure_prefect_home
+    from shelfwise.configs.loader import ConfigError
+    from shelfwise.configs.platform import load_platform_config
+    from shelfwise.flows.environment import configure_logging, configure_prefect_home
 
     configure_logging(verbose)
     try:
@@ -76,10 +76,10 @@ def train(
 ) -> None:
     """Train a model, log it to MLflow and register a new version."""
     platform = _setup(platform_config)
-    from flows.train import train_delay_risk
+    from shelfwise.flows.train import train_delay_risk
 
     if task is Task.demand_forecast:
-        from flows.cli_forecast import train_forecast
+        from shelfwise.flows.cli_forecast import train_forecast
 
         return train_forecast(config, platform_config, trigger, json_out)
     with user_errors():
@@ -104,7 +104,7 @@ def train(
     console.print(f"version:  {ui}/#/models/{result['model_name']}/versions/{result['version']}")
     console.print(f"MLflow UI: {ui}")
     if result["extra"].get("gate"):
-        from flows.cli_registry import _print_outcome
+        from shelfwise.flows.cli_registry import _print_outcome
 
         _print_outcome(console, result["extra"]["gate"])
     _ = platform
@@ -114,7 +114,7 @@ def train(
 def server_start(platform_config: str = typer.Option("platform", "--platform")) -> None:
     """Start the local MLflow tracking server (reused if already running)."""
     platform = _setup(platform_config)
-    from registry.tracking import ensure_tracking_uri
+    from shelfwise.registry.tracking import ensure_tracking_uri
 
     with user_errors():
         uri = ensure_tracking_uri(platform)
@@ -125,21 +125,21 @@ def server_start(platform_config: str = typer.Option("platform", "--platform")) 
 def server_stop(platform_config: str = typer.Option("platform", "--platform")) -> None:
     """Stop the local MLflow tracking server started by Shelfwise."""
     platform = _setup(platform_config)
-    from registry.tracking import stop_tracking_server
+    from shelfwise.registry.tracking import stop_tracking_server
 
     stopped = stop_tracking_server(platform)
     console.print("stopped" if stopped else "not running")
 
 
-from flows.cli_stack import register as _register_stack  # noqa: E402 (stack, deploy, demo)
+from shelfwise.flows.cli_stack import register as _register_stack  # noqa: E402 (stack, deploy, demo)
 
 _register_stack(app)
 
-from flows.cli_registry import register as _register_registry_commands  # noqa: E402
+from shelfwise.flows.cli_registry import register as _register_registry_commands  # noqa: E402
 
 _register_registry_commands(app)
 
-from flows.cli_monitor import register as _register_monitor  # noqa: E402
+from shelfwise.flows.cli_monitor import register as _register_monitor  # noqa: E402
 
 _register_monitor(app)
 
@@ -149,5 +149,5 @@ def main() -> None:  # pragma: no cover - console script entry
     app()
 
 
-if __name__ == "__main__":  # python -m flows.cli (uses the code in the current directory)
+if __name__ == "__main__":  # python -m shelfwise.flows.cli (uses the code in the current directory)
     main()

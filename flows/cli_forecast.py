@@ -11,8 +11,8 @@ console = Console()
 
 
 def train_forecast(config: str | None, platform_config: str, trigger: str, json_out: bool) -> None:
-    from flows.cli import user_errors
-    from flows.forecast import train_demand_forecast
+    from shelfwise.flows.cli import user_errors
+    from shelfwise.flows.forecast import train_demand_forecast
 
     with user_errors():
         result = train_demand_forecast(

@@ -18,8 +18,8 @@ def monitor(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Drift, performance on feedback and fulfilment KPIs of the served champion; decide."""
-    from flows.cli import _setup, user_errors
-    from flows.monitor import monitor_delay_risk
+    from shelfwise.flows.cli import _setup, user_errors
+    from shelfwise.flows.monitor import monitor_delay_risk
 
     _setup(platform_config)
     with user_errors():
@@ -60,8 +60,8 @@ def retrain(
     platform_config: str = typer.Option("platform", "--platform"),
 ) -> None:
     """Retrain on the original data plus feedback-labelled production rows, then gate."""
-    from flows.cli import _setup, user_errors
-    from flows.monitor import retrain_delay_risk
+    from shelfwise.flows.cli import _setup, user_errors
+    from shelfwise.flows.monitor import retrain_delay_risk
 
     _setup(platform_config)
     with user_errors():

@@ -27,8 +27,8 @@ def _ctx(platform_config: str):
     """(platform, MlflowClient, console) with the tracking server reachable."""
     import mlflow
 
-    from flows.cli import _setup, console, user_errors
-    from registry.tracking import ensure_tracking_uri
+    from shelfwise.flows.cli import _setup, console, user_errors
+    from shelfwise.registry.tracking import ensure_tracking_uri
 
     platform = _setup(platform_config)
     with user_errors():
@@ -66,10 +66,10 @@ def tune(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Optuna search; run it in several processes against one storage to add workers."""
-    from flows.cli import _setup, console, user_errors
+    from shelfwise.flows.cli import _setup, console, user_errors
 
     _setup(platform_config)
-    from flows.tune import tune_delay_risk
+    from shelfwise.flows.tune import tune_delay_risk
 
     with user_errors():
         result = tune_delay_risk(
@@ -110,10 +110,10 @@ def gate(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Gate a version against @champion on the fixed evaluation set; promote it if it wins."""
-    from flows.cli import _setup, console, user_errors
+    from shelfwise.flows.cli import _setup, console, user_errors
 
     _setup(platform_config)
-    from flows.promote import gate_and_promote_flow
+    from shelfwise.flows.promote import gate_and_promote_flow
 
     with user_errors():
         out = gate_and_promote_flow(
@@ -136,8 +136,8 @@ def compare(
 ) -> None:
     """Versions with their holdout metrics, aliases and latest promotion decision."""
     _, client, console = _ctx(platform_config)
-    from flows.cli import user_errors
-    from registry.promotion import version_rows
+    from shelfwise.flows.cli import user_errors
+    from shelfwise.registry.promotion import version_rows
 
     name = _model(model)
     with user_errors():
@@ -174,9 +174,9 @@ def promote(
 ) -> None:
     """Manual override: make a version @champion without the gate (recorded with the reason)."""
     platform, client, console = _ctx(platform_config)
-    from flows.cli import user_errors
-    from registry.history import HistoryStore
-    from registry.promotion import promote_manual
+    from shelfwise.flows.cli import user_errors
+    from shelfwise.registry.history import HistoryStore
+    from shelfwise.registry.promotion import promote_manual
 
     store = HistoryStore.from_url(platform.store_url)
     try:
@@ -195,9 +195,9 @@ def rollback(
 ) -> None:
     """Point @champion back to @previous (recorded)."""
     platform, client, console = _ctx(platform_config)
-    from flows.cli import user_errors
-    from registry.history import HistoryStore
-    from registry.promotion import rollback as do_rollback
+    from shelfwise.flows.cli import user_errors
+    from shelfwise.registry.history import HistoryStore
+    from shelfwise.registry.promotion import rollback as do_rollback
 
     store = HistoryStore.from_url(platform.store_url)
     try:
@@ -215,8 +215,8 @@ def history(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Every promotion decision, manual override and rollback of a model, oldest first."""
-    from flows.cli import _setup, console
-    from registry.history import HistoryStore
+    from shelfwise.flows.cli import _setup, console
+    from shelfwise.registry.history import HistoryStore
 
     platform = _setup(platform_config)
     store = HistoryStore.from_url(platform.store_url)

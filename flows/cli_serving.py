@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -19,13 +20,13 @@ def serve(
     detach: bool = typer.Option(False, help="start in the background and return once ready"),
 ) -> None:
     """Serve delay risk over HTTP, following models:/delay_risk@champion (hot swap)."""
-    from configs.loader import ConfigError
-    from configs.platform import load_platform_config
-    from configs.serving import load_serving_config
-    from flows.environment import configure_logging
-    from registry.server import ServerError
-    from serving.run import REPO_ROOT, serve_command, serving_env, start_serving
-    from serving.service import tracking_uri_for
+    from shelfwise.configs.loader import ConfigError
+    from shelfwise.configs.platform import load_platform_config
+    from shelfwise.configs.serving import load_serving_config
+    from shelfwise.flows.environment import configure_logging
+    from shelfwise.registry.server import ServerError
+    from shelfwise.serving.run import serve_command, serving_env, start_serving
+    from shelfwise.serving.service import tracking_uri_for
 
     configure_logging()
     try:
@@ -57,7 +58,7 @@ def serve(
     console.print(f"serving at http://{platform.serving.host}:{port} (Ctrl-C stops)")
     cmd = serve_command(platform.serving.host, port)
     try:
-        code = subprocess.call(cmd, env={**os.environ, **env}, cwd=REPO_ROOT)
+        code = subprocess.call(cmd, env={**os.environ, **env}, cwd=Path.cwd())
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)

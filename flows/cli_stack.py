@@ -31,9 +31,9 @@ _STYLE = {
 
 
 def _platform_and_stack(platform_config: str, stack_config: str):
-    from configs.loader import ConfigError
-    from configs.stack import load_stack_config
-    from flows.cli import _setup
+    from shelfwise.configs.loader import ConfigError
+    from shelfwise.configs.stack import load_stack_config
+    from shelfwise.flows.cli import _setup
 
     platform = _setup(platform_config)
     try:
@@ -45,7 +45,7 @@ def _platform_and_stack(platform_config: str, stack_config: str):
 
 
 def _plan(platform_config: str, stack_config: str, serving: bool | None = None):
-    from flows.stack import plan_stack
+    from shelfwise.flows.stack import plan_stack
 
     platform, stack = _platform_and_stack(platform_config, stack_config)
     return plan_stack(platform, stack, serving=serving)
@@ -92,7 +92,7 @@ def up(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Start the local stack (reusing what already runs); health-checked; logs in <state>/logs."""
-    from flows.stack import StackError, stack_up, stack_urls
+    from shelfwise.flows.stack import StackError, stack_up, stack_urls
 
     plan = _plan(platform_config, stack_config, serving)
     try:
@@ -116,7 +116,7 @@ def down(
     platform_config: str = PLATFORM_OPT, stack_config: str = STACK_OPT, as_json: bool = JSON_OPT
 ) -> None:
     """Stop every process the stack started (process groups, flow runs included)."""
-    from flows.stack import stack_down
+    from shelfwise.flows.stack import stack_down
 
     states = stack_down(_plan(platform_config, stack_config))
     _print_states("shelfwise stack down", states, as_json)
@@ -127,7 +127,7 @@ def status(
     platform_config: str = PLATFORM_OPT, stack_config: str = STACK_OPT, as_json: bool = JSON_OPT
 ) -> None:
     """Health of each component; exit code 1 if a component is down or the work pool is missing."""
-    from flows.stack import stack_status
+    from shelfwise.flows.stack import stack_status
 
     states = stack_status(_plan(platform_config, stack_config))
     _print_states("shelfwise stack status", states, as_json)
@@ -143,11 +143,11 @@ def deploy_command(
     render_only: bool = typer.Option(False, "--render-only", help="write prefect.yaml only"),
 ) -> None:
     """Render prefect.yaml from configs and `prefect deploy` it to the stack's Prefect server."""
-    from configs.deployments import load_deployments_config
-    from configs.loader import ConfigError
-    from flows.cli import _setup
-    from flows.deployments import DeployError, deploy, write_prefect_yaml
-    from flows.stack import StackError, project_root
+    from shelfwise.configs.deployments import load_deployments_config
+    from shelfwise.configs.loader import ConfigError
+    from shelfwise.flows.cli import _setup
+    from shelfwise.flows.deployments import DeployError, deploy, write_prefect_yaml
+    from shelfwise.flows.stack import StackError, project_root
 
     platform = _setup(platform_config)
     root = project_root()
@@ -182,9 +182,9 @@ def demo_command(
     summary_json: Path = typer.Option(None, help="also write the summary as JSON here"),
 ) -> None:
     """Run the platform's loop end to end on the real data and print what it did."""
-    from configs.demo import load_demo_config
-    from configs.loader import ConfigError
-    from flows.demo import DemoError, run_demo
+    from shelfwise.configs.demo import load_demo_config
+    from shelfwise.configs.loader import ConfigError
+    from shelfwise.flows.demo import DemoError, run_demo
 
     platform, stack = _platform_and_stack(platform_config, stack_config)
     try:

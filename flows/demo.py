@@ -31,10 +31,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from configs.demo import DemoConfig, DemoTaskConfig
-from configs.loader import ConfigError, read_yaml, resolve_config_path
-from configs.platform import PlatformConfig
-from configs.stack import StackConfig
+from shelfwise.configs.demo import DemoConfig, DemoTaskConfig
+from shelfwise.configs.loader import ConfigError, read_yaml, resolve_config_path
+from shelfwise.configs.platform import PlatformConfig
+from shelfwise.configs.stack import StackConfig
 
 logger = logging.getLogger(__name__)
 
@@ -165,15 +165,15 @@ def write_config(
 def model_config_for(ctx: DemoContext, task: DemoTaskConfig, name: str) -> str:
     """The delay-risk config the demo trains with: the scenario's overrides, plus the
     ``reduced`` ones under --reduced."""
-    from configs.delay import DelayRiskConfig
+    from shelfwise.configs.delay import DelayRiskConfig
 
     layers = [task.overrides, task.reduced if ctx.reduced else {}]
     return write_config(ctx, name, task.config, layers, DelayRiskConfig.model_validate)
 
 
 def write_demo_configs(ctx: DemoContext) -> dict[str, str]:
-    from configs.gate import GateConfig
-    from configs.monitoring import MonitoringConfig
+    from shelfwise.configs.gate import GateConfig
+    from shelfwise.configs.monitoring import MonitoringConfig
 
     delay = model_config_for(ctx, ctx.demo.delay_risk, "delay_risk")
     gate = write_config(
@@ -193,7 +193,7 @@ def write_demo_configs(ctx: DemoContext) -> dict[str, str]:
 def ensure_api_key(platform: PlatformConfig) -> str:
     """The key the feedback endpoint needs: the configured one, else one made for this state
     folder (kept in ``<state>/demo/api_key``) and exported for the service the stack starts."""
-    from configs.serving import load_serving_config
+    from shelfwise.configs.serving import load_serving_config
 
     settings = load_serving_config()
     key = settings.api_key(platform.serving.api_key)
@@ -214,7 +214,7 @@ def ensure_api_key(platform: PlatformConfig) -> str:
 
 def run_flow(ctx: DemoContext, deployment: str, parameters: dict[str, Any]) -> str:
     """Run a deployment through the stack's worker; a failed run fails the step with its error."""
-    from flows.deployments import run_deployment_and_wait
+    from shelfwise.flows.deployments import run_deployment_and_wait
 
     outcome = run_deployment_and_wait(
         ctx.platform, deployment, parameters, ctx.demo.flow_run_timeout_s
@@ -232,8 +232,8 @@ def registry_rows(tracking_uri: str, model: str) -> list[VersionRow]:
     """Every version of ``model`` with its metrics, aliases, trigger and gate decision (if any)."""
     from mlflow import MlflowClient
 
-    from registry.aliases import RegistryError
-    from registry.promotion import version_rows
+    from shelfwise.registry.aliases import RegistryError
+    from shelfwise.registry.promotion import version_rows
 
     try:
         rows = version_rows(MlflowClient(tracking_uri=tracking_uri), model)
@@ -255,7 +255,7 @@ def registry_rows(tracking_uri: str, model: str) -> list[VersionRow]:
 def champion_version(tracking_uri: str, model: str) -> str | None:
     from mlflow import MlflowClient
 
-    from registry.aliases import CHAMPION, alias_version
+    from shelfwise.registry.aliases import CHAMPION, alias_version
 
     # None also when nothing is registered yet (MLflow answers RESOURCE_DOES_NOT_EXIST)
     return alias_version(MlflowClient(tracking_uri=tracking_uri), model, CHAMPION)
@@ -264,15 +264,15 @@ def champion_version(tracking_uri: str, model: str) -> str | None:
 def champion_trigger(tracking_uri: str, model: str) -> str:
     from mlflow import MlflowClient
 
-    from registry.aliases import CHAMPION, resolve_version
+    from shelfwise.registry.aliases import CHAMPION, resolve_version
 
     mv = resolve_version(MlflowClient(tracking_uri=tracking_uri), model, CHAMPION)
     return mv.tags.get("shelfwise.trigger", "")
 
 
 def latest_monitor_check(ctx: DemoContext, traffic: str) -> MonitorCheck:
-    from monitoring import records
-    from monitoring.store import PredictionStore
+    from shelfwise.monitoring import records
+    from shelfwise.monitoring.store import PredictionStore
 
     store = PredictionStore(ctx.platform.store_url)
     try:
@@ -315,7 +315,7 @@ def _parse(ts: str | None) -> datetime | None:
 def wait_triggered_run(ctx: DemoContext, deployment: str, after: datetime, timeout_s: float):
     """The flow run of ``deployment`` that Prefect created after ``after`` (by a trigger), once it
     is finished. Returns its JSON; DemoError if none appears or it does not complete."""
-    from flows.deployments import deployment_id
+    from shelfwise.flows.deployments import deployment_id
 
     dep = deployment_id(ctx.platform, deployment)
     deadline = time.monotonic() + timeout_s
@@ -371,8 +371,8 @@ def subflow_runs(ctx: DemoContext, flow_name: str, after: datetime) -> list[dict
 
 
 def service_client(ctx: DemoContext):
-    from flows.stack import Component
-    from serving.client import ServiceClient
+    from shelfwise.flows.stack import Component
+    from shelfwise.serving.client import ServiceClient
 
     serving = ctx.plan.process(Component.serving)
     if serving is None:
@@ -401,7 +401,7 @@ def _progress(ctx: DemoContext, label: str, total: int):
 def step_start_stack(ctx: DemoContext) -> str:
     """Everything but the service, which starts once a champion exists (its readiness waits
     for one)."""
-    from flows.stack import Component, plan_stack, stack_up
+    from shelfwise.flows.stack import Component, plan_stack, stack_up
 
     ctx.values["api_key"] = ensure_api_key(ctx.platform)
     ev = ctx.stack.evidently
@@ -421,8 +421,8 @@ def step_write_configs(ctx: DemoContext) -> str:
 
 
 def step_deploy(ctx: DemoContext) -> str:
-    from configs.deployments import load_deployments_config
-    from flows.deployments import deploy
+    from shelfwise.configs.deployments import load_deployments_config
+    from shelfwise.flows.deployments import deploy
 
     if not ctx.demo.deploy:
         return "skipped (deploy: false)"
@@ -484,7 +484,7 @@ def step_tune(ctx: DemoContext) -> str:
 
 
 def step_serve(ctx: DemoContext) -> str:
-    from flows.stack import Component, stack_up
+    from shelfwise.flows.stack import Component, stack_up
 
     state = next(
         s for s in stack_up(ctx.plan, only={Component.serving}) if s.component == Component.serving
@@ -505,7 +505,7 @@ def step_serve(ctx: DemoContext) -> str:
 
 def step_forecast(ctx: DemoContext) -> str:
     """A forecast with inventory advice through the service, as a store manager's tool asks."""
-    from serving.schemas import EXAMPLE_FORECAST
+    from shelfwise.serving.schemas import EXAMPLE_FORECAST
 
     if not ctx.demo.demand_forecast.enabled:
         return "skipped (demand_forecast.enabled: false)"
@@ -529,10 +529,10 @@ def step_forecast(ctx: DemoContext) -> str:
 
 
 def _traffic(ctx: DemoContext):
-    from configs.datasets import load_tabular_spec
-    from configs.delay import load_delay_config
-    from flows.replay import shift_traffic
-    from models.datasets import load_tabular
+    from shelfwise.configs.datasets import load_tabular_spec
+    from shelfwise.configs.delay import load_delay_config
+    from shelfwise.flows.replay import shift_traffic
+    from shelfwise.models.datasets import load_tabular
 
     if "traffic" not in ctx.values:
         cfg = load_delay_config(ctx.values["configs"]["delay_risk"])
@@ -548,7 +548,7 @@ def _traffic(ctx: DemoContext):
 
 
 def _replay(ctx: DemoContext, label: str) -> str:
-    from flows.replay import replay
+    from shelfwise.flows.replay import replay
 
     traffic, spec = _traffic(ctx)
     rows = getattr(traffic, label)
@@ -623,7 +623,7 @@ def step_close_the_loop(ctx: DemoContext) -> str:
     """Monitoring deployment -> event -> Prefect's trigger -> retraining deployment -> gate ->
     promotion -> the service swaps. Stages are timed on the wall clock from the flow runs' own
     timestamps and the service's ``serving_since`` (one machine, one clock)."""
-    from serving.client import order_payload
+    from shelfwise.serving.client import order_payload
 
     loop = ctx.demo.loop
     uri = ctx.plan.tracking_uri
@@ -723,7 +723,7 @@ def run_demo(
     console: Console | None = None,
     steps: list[DemoStep] | None = None,
 ) -> DemoSummary:
-    from flows.stack import stack_down, stack_urls
+    from shelfwise.flows.stack import stack_down, stack_urls
 
     console = console or Console()
     ctx = DemoContext(platform, stack, demo, reduced, console, DemoSummary(reduced=reduced))

@@ -10,6 +10,7 @@ current configs first. Flow runs start in the project root through a pull step r
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -22,9 +23,9 @@ from typing import Any
 import httpx
 import yaml
 
-from configs.deployments import DeploymentConfig, DeploymentsConfig
-from configs.platform import PlatformConfig
-from flows.stack import StackError, prefect_api_url, prefect_client_env, require_work_pool
+from shelfwise.configs.deployments import DeploymentConfig, DeploymentsConfig
+from shelfwise.configs.platform import PlatformConfig
+from shelfwise.flows.stack import StackError, prefect_api_url, prefect_client_env, require_work_pool
 
 logger = logging.getLogger(__name__)
 
@@ -126,14 +127,18 @@ class DeployResult:
     unchanged: bool = False
 
 
-def deployable(cfg: DeploymentsConfig, root: Path) -> tuple[list[str], dict[str, str]]:
-    """Deployments whose flow file exists in this checkout, and the others with the reason."""
+def deployable(cfg: DeploymentsConfig) -> tuple[list[str], dict[str, str]]:
+    """Deployments whose flow module is importable here, and the others with the reason."""
     ok, skipped = [], {}
     for d in cfg.deployments:
-        if (root / d.entrypoint_file).is_file():
+        try:
+            found = importlib.util.find_spec(d.entrypoint_module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
             ok.append(d.name)
         else:
-            skipped[d.name] = f"{d.entrypoint_file} not found in {root}"
+            skipped[d.name] = f"module {d.entrypoint_module} is not importable"
     return ok, skipped
 
 
@@ -153,7 +158,7 @@ def deploy(
     before and its deployments are still there (a second `shelfwise demo` saves ~20 s)."""
     prefect_file = prefect_file or root / "prefect.yaml"
     write_prefect_yaml(prefect_file, cfg, platform)
-    available, skipped = deployable(cfg, root)
+    available, skipped = deployable(cfg)
     if names:
         unknown = [n for n in names if n not in {d.name for d in cfg.deployments}]
         if unknown:
@@ -186,11 +191,7 @@ def deploy(
     else:
         for n in selected:
             cmd += ["--name", n]
-    env = {
-        **os.environ,
-        **prefect_client_env(platform),
-        "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    }
+    env = {**os.environ, **prefect_client_env(platform)}
     logger.info("deploying %s to %s", ", ".join(selected), api)
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout_s)
     output = proc.stdout + proc.stderr

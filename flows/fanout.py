@@ -1,7 +1,7 @@
 """Fan the hybrid's per-series Prophet fits out through a Prefect task runner.
 
 ``batch_mapper(cfg)`` opens the runner chosen by ``cfg.fanout.runner`` and yields a
-``models.forecast.BatchMapper`` that submits one ``fit-prophet-batch`` task per batch of
+``shelfwise.models.forecast.BatchMapper`` that submits one ``fit-prophet-batch`` task per batch of
 ``cfg.batch_size`` series; results come back in completion order (each names its series) and
 the models' progress callback runs once per finished batch. The runner stays open for the
 ``with`` block, so a backtest's folds reuse one process pool / Dask cluster.
@@ -35,8 +35,8 @@ from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from configs.forecast import DASK_ADDRESS_ENV, FanoutConfig, ForecastConfig
-from models.forecast import BatchMapper, joblib_mapper
+from shelfwise.configs.forecast import DASK_ADDRESS_ENV, FanoutConfig, ForecastConfig
+from shelfwise.models.forecast import BatchMapper, joblib_mapper
 
 logger = logging.getLogger(__name__)
 

@@ -24,19 +24,19 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from configs.datasets import TimeSeriesDatasetSpec, load_timeseries_spec
-from configs.forecast import ForecastConfig, load_forecast_config
-from configs.platform import PlatformConfig, load_platform_config
-from flows.fanout import batch_mapper
-from flows.train import connect_tracking
-from models import plots
-from models.backtest import HYBRID, BacktestResult, backtest, families, gate_origin
-from models.datasets import cut_and_extend, fingerprint, load_actuals, load_timeseries
-from models.forecast import HybridProphetXGBoost, Panel, prepare_panel
-from models.forecast_metrics import FORECAST_METRICS
-from registry import forecast_gate as fgate
-from registry import log as rlog
-from registry.forecast_model import log_forecast_model
+from shelfwise.configs.datasets import TimeSeriesDatasetSpec, load_timeseries_spec
+from shelfwise.configs.forecast import ForecastConfig, load_forecast_config
+from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.flows.fanout import batch_mapper
+from shelfwise.flows.train import connect_tracking
+from shelfwise.models import plots
+from shelfwise.models.backtest import HYBRID, BacktestResult, backtest, families, gate_origin
+from shelfwise.models.datasets import cut_and_extend, fingerprint, load_actuals, load_timeseries
+from shelfwise.models.forecast import HybridProphetXGBoost, Panel, prepare_panel
+from shelfwise.models.forecast_metrics import FORECAST_METRICS
+from shelfwise.registry import forecast_gate as fgate
+from shelfwise.registry import log as rlog
+from shelfwise.registry.forecast_model import log_forecast_model
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ def train_demand_forecast(
     then (``promote``) run the gate against ``@champion``. ``actuals``: a file of realised
     actuals (the data set's columns) appended to the training data (retraining on feedback)."""
     if promote:
-        from registry.promotion import check_trigger
+        from shelfwise.registry.promotion import check_trigger
 
         check_trigger(trigger)  # fail before training, not after registering
     cfg = load_forecast_config(config)
@@ -331,7 +331,7 @@ def train_demand_forecast(
     )
     gate = None
     if promote:
-        from flows.promote import gate_and_promote_flow
+        from shelfwise.flows.promote import gate_and_promote_flow
 
         gate = gate_and_promote_flow(
             model_name=cfg.registered_model_name,

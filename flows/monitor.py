@@ -17,20 +17,24 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from configs.datasets import TabularDatasetSpec, load_tabular_spec
-from configs.delay import load_delay_config
-from configs.monitoring import MonitoringConfig, load_monitoring_config
-from configs.platform import load_platform_config
-from flows.train import connect_tracking
-from monitoring import records
-from monitoring.drift import DriftSummary, drift_report
-from monitoring.kpis import fulfilment_kpis
-from monitoring.performance import classification_performance, labelled, performance_report
-from monitoring.policy import Evidence, RetrainDecision, decide
-from monitoring.store import PredictionStore
-from monitoring.workspace import add_snapshots
-from registry import log as rlog
-from registry.reference import VersionReference, load_reference
+from shelfwise.configs.datasets import TabularDatasetSpec, load_tabular_spec
+from shelfwise.configs.delay import load_delay_config
+from shelfwise.configs.monitoring import MonitoringConfig, load_monitoring_config
+from shelfwise.configs.platform import load_platform_config
+from shelfwise.flows.train import connect_tracking
+from shelfwise.monitoring import records
+from shelfwise.monitoring.drift import DriftSummary, drift_report
+from shelfwise.monitoring.kpis import fulfilment_kpis
+from shelfwise.monitoring.performance import (
+    classification_performance,
+    labelled,
+    performance_report,
+)
+from shelfwise.monitoring.policy import Evidence, RetrainDecision, decide
+from shelfwise.monitoring.store import PredictionStore
+from shelfwise.monitoring.workspace import add_snapshots
+from shelfwise.registry import log as rlog
+from shelfwise.registry.reference import VersionReference, load_reference
 
 
 @dataclass
@@ -61,7 +65,7 @@ def read_window(store: PredictionStore, cfg: MonitoringConfig, now: datetime) ->
 
 def _retry_unless_missing(task, task_run, state) -> bool:
     """Retry a registry hiccup, not a champion that does not exist."""
-    from registry.aliases import RegistryError
+    from shelfwise.registry.aliases import RegistryError
 
     return not isinstance(state.result(raise_on_failure=False), RegistryError)
 
@@ -141,7 +145,7 @@ def _log_monitoring_run(
 def emit_retrain_event(
     cfg: MonitoringConfig, config: str, ref: VersionReference, decision: RetrainDecision
 ) -> str | None:
-    from flows.events import emit_retrain_requested
+    from shelfwise.flows.events import emit_retrain_requested
 
     event = emit_retrain_requested(
         cfg.model_name,
@@ -301,7 +305,7 @@ def retrain_delay_risk(
     """Original training data plus the feedback-labelled production rows -> a challenger,
     which the train flow registers and sends through the gate (``gate_config``, by default the
     monitoring config's)."""
-    from flows.train import train_delay_risk
+    from shelfwise.flows.train import train_delay_risk
 
     cfg = load_monitoring_config(config)
     if model != cfg.model_name:

@@ -27,20 +27,27 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from configs.datasets import TimeSeriesDatasetSpec, load_timeseries_spec
-from configs.forecast import load_forecast_config
-from configs.monitoring_forecast import ForecastMonitoringConfig, load_forecast_monitoring_config
-from configs.platform import load_platform_config
-from flows.train import connect_tracking
-from models.datasets import load_actuals
-from monitoring import records
-from monitoring.forecast_policy import ForecastEvidence, decide_forecast_retrain, window_share
-from monitoring.performance import forecast_performance, forecast_report
-from monitoring.policy import RetrainDecision
-from monitoring.store import PredictionStore
-from monitoring.workspace import add_snapshots, forecast_dashboard
-from registry import forecast_gate as fgate
-from registry import log as rlog
+from shelfwise.configs.datasets import TimeSeriesDatasetSpec, load_timeseries_spec
+from shelfwise.configs.forecast import load_forecast_config
+from shelfwise.configs.monitoring_forecast import (
+    ForecastMonitoringConfig,
+    load_forecast_monitoring_config,
+)
+from shelfwise.configs.platform import load_platform_config
+from shelfwise.flows.train import connect_tracking
+from shelfwise.models.datasets import load_actuals
+from shelfwise.monitoring import records
+from shelfwise.monitoring.forecast_policy import (
+    ForecastEvidence,
+    decide_forecast_retrain,
+    window_share,
+)
+from shelfwise.monitoring.performance import forecast_performance, forecast_report
+from shelfwise.monitoring.policy import RetrainDecision
+from shelfwise.monitoring.store import PredictionStore
+from shelfwise.monitoring.workspace import add_snapshots, forecast_dashboard
+from shelfwise.registry import forecast_gate as fgate
+from shelfwise.registry import log as rlog
 
 
 @dataclass
@@ -66,7 +73,7 @@ class Champion:
 
 
 def read_champion(client: MlflowClient, model_name: str) -> Champion:
-    from registry.aliases import resolve_version
+    from shelfwise.registry.aliases import resolve_version
 
     mv = resolve_version(client, model_name, "champion")  # RegistryError naming what is missing
     tags = mv.tags
@@ -221,7 +228,7 @@ def monitor_forecast(
             )
         event_id = None
         if decision.retrain and emit:
-            from flows.events import emit_retrain_requested
+            from shelfwise.flows.events import emit_retrain_requested
 
             event = emit_retrain_requested(
                 cfg.model_name,
@@ -291,7 +298,7 @@ def retrain_demand_forecast(
 ) -> dict:
     """The training data plus the realised ``actuals`` -> a challenger, registered and sent
     through the gate by the train flow."""
-    from flows.forecast import train_demand_forecast
+    from shelfwise.flows.forecast import train_demand_forecast
 
     cfg = load_forecast_monitoring_config(config)
     if model != cfg.model_name:

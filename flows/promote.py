@@ -8,18 +8,18 @@ import logging
 import mlflow
 from prefect import flow
 
-from configs.datasets import load_tabular_spec, load_timeseries_spec
-from configs.delay import load_delay_config
-from configs.forecast import load_forecast_config
-from configs.gate import load_gate_config
-from configs.platform import PlatformConfig, load_platform_config
-from registry import forecast_gate as fgate
-from registry import gate as rgate
-from registry import log as rlog
-from registry.aliases import CHAMPION, RegistryError, resolve_version
-from registry.history import HistoryStore
-from registry.promotion import Evaluate, gate_and_promote
-from registry.tracking import ensure_tracking_uri
+from shelfwise.configs.datasets import load_tabular_spec, load_timeseries_spec
+from shelfwise.configs.delay import load_delay_config
+from shelfwise.configs.forecast import load_forecast_config
+from shelfwise.configs.gate import load_gate_config
+from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.registry import forecast_gate as fgate
+from shelfwise.registry import gate as rgate
+from shelfwise.registry import log as rlog
+from shelfwise.registry.aliases import CHAMPION, RegistryError, resolve_version
+from shelfwise.registry.history import HistoryStore
+from shelfwise.registry.promotion import Evaluate, gate_and_promote
+from shelfwise.registry.tracking import ensure_tracking_uri
 
 logger = logging.getLogger(__name__)
 

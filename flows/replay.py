@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from configs.datasets import TabularDatasetSpec
-from configs.delay import DelayRiskConfig
-from models.datasets import stratified_split
-from serving.client import ServiceClient, order_payload
+from shelfwise.configs.datasets import TabularDatasetSpec
+from shelfwise.configs.delay import DelayRiskConfig
+from shelfwise.models.datasets import stratified_split
+from shelfwise.serving.client import ServiceClient, order_payload
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from configs.platform import PlatformConfig
-from configs.stack import Enabled, StackConfig
-from registry.server import (
+from shelfwise.configs.platform import PlatformConfig
+from shelfwise.configs.stack import Enabled, StackConfig
+from shelfwise.registry.server import (
     LocalServer,
     ServerError,
     port_in_use,
@@ -31,7 +31,7 @@ from registry.server import (
     start_server,
     stop_server,
 )
-from registry.tracking import mlflow_server, mlflow_server_command, mlflow_server_env
+from shelfwise.registry.tracking import mlflow_server, mlflow_server_command, mlflow_server_env
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ _PORT_SETTING: dict[Component, str] = {
 
 
 def project_root() -> Path:
-    """The folder holding flows/, configs/ and prefect.yaml (this checkout)."""
-    return Path(__file__).resolve().parent.parent
+    """The project folder: where prefect.yaml lives and flow runs start (``SHELFWISE_PROJECT_ROOT``,
+    else the working directory). The code itself comes from the installed ``shelfwise`` package."""
+    return Path(os.environ.get("SHELFWISE_PROJECT_ROOT") or Path.cwd()).resolve()
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def prefect_client_env(platform: PlatformConfig) -> dict[str, str]:
 
 def flow_run_env(platform: PlatformConfig, root: Path) -> dict[str, str]:
     """Environment of the worker and so of every flow run it starts: the same state folder,
-    data, SQL store and tracking server as the stack, and this checkout's code."""
+    data, SQL store and tracking server as the stack; the code is the installed package."""
     return {
         **prefect_client_env(platform),
         "SHELFWISE_PROJECT_ROOT": str(root),
@@ -150,7 +151,6 @@ def flow_run_env(platform: PlatformConfig, root: Path) -> dict[str, str]:
         "SHELFWISE_TRACKING_URI": tracking_url(platform),
         "SHELFWISE_STORE_URL": platform.store_url,
         "SHELFWISE_PREFECT_API_URL": prefect_api_url(platform),
-        "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]),
         "PYTHONUNBUFFERED": "1",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "GIT_PYTHON_REFRESH": "quiet",
@@ -454,7 +454,7 @@ def _start(plan: StackPlan, p: ManagedProcess) -> ComponentState:
     pid_before = owned_pid(p)
     if pid_before is not None and not p.server.is_up():
         # ours, alive but not answering yet (another `up` may be starting it): wait for it
-        from registry.server import wait_healthy
+        from shelfwise.registry.server import wait_healthy
 
         try:
             wait_healthy(p.server, p.timeout_s)

@@ -11,21 +11,21 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from configs.datasets import TabularDatasetSpec, load_tabular_spec
-from configs.delay import DelayRiskConfig, XGBoostParams, load_delay_config
-from configs.platform import PlatformConfig, load_platform_config
-from models import plots
-from models.datasets import fingerprint, split_with_extra
-from models.delay import (
+from shelfwise.configs.datasets import TabularDatasetSpec, load_tabular_spec
+from shelfwise.configs.delay import DelayRiskConfig, XGBoostParams, load_delay_config
+from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.models import plots
+from shelfwise.models.datasets import fingerprint, split_with_extra
+from shelfwise.models.delay import (
     build_baseline_pipeline,
     build_xgb_pipeline,
     cross_validate_auc,
     feature_importance,
     features_and_target,
 )
-from models.metrics import classification_metrics, expected_calibration_error
-from registry import log as rlog
-from registry.tracking import ensure_tracking_uri
+from shelfwise.models.metrics import classification_metrics, expected_calibration_error
+from shelfwise.registry import log as rlog
+from shelfwise.registry.tracking import ensure_tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def train_delay_risk(
     """Train the delay-risk classifier and its baseline, log both, register the XGBoost version,
     then (``promote``) mark it ``@challenger`` and run the gate against ``@champion``."""
     if promote:
-        from registry.promotion import check_trigger
+        from shelfwise.registry.promotion import check_trigger
 
         check_trigger(trigger)  # fail before training, not after registering
     cfg = load_delay_config(config)
@@ -341,8 +341,8 @@ def train_delay_risk(
     )
     extra: dict = {}
     if promote:
-        from flows.promote import gate_and_promote_flow
-        from registry.aliases import set_challenger
+        from shelfwise.flows.promote import gate_and_promote_flow
+        from shelfwise.registry.aliases import set_challenger
 
         set_challenger(mlflow.MlflowClient(), cfg.registered_model_name, version)
         extra["gate"] = gate_and_promote_flow(

@@ -20,13 +20,13 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.engine import make_url
 
-from configs.datasets import TabularDatasetSpec, load_tabular_spec
-from configs.delay import DelayRiskConfig, XGBoostParams, load_delay_config
-from configs.platform import load_platform_config
-from configs.tuning import TuningConfig, load_tuning_config
-from flows.train import Prepared, connect_tracking, fit_log_register, prepare_data
-from models.delay import features_and_target
-from models.tune import (
+from shelfwise.configs.datasets import TabularDatasetSpec, load_tabular_spec
+from shelfwise.configs.delay import DelayRiskConfig, XGBoostParams, load_delay_config
+from shelfwise.configs.platform import load_platform_config
+from shelfwise.configs.tuning import TuningConfig, load_tuning_config
+from shelfwise.flows.train import Prepared, connect_tracking, fit_log_register, prepare_data
+from shelfwise.models.delay import features_and_target
+from shelfwise.models.tune import (
     FOLD_SCORES_ATTR,
     SECONDS_ATTR,
     completed_trials,
@@ -34,9 +34,9 @@ from models.tune import (
     open_study,
     params_with,
 )
-from registry import log as rlog
-from registry.aliases import set_challenger
-from registry.promotion import check_trigger
+from shelfwise.registry import log as rlog
+from shelfwise.registry.aliases import set_challenger
+from shelfwise.registry.promotion import check_trigger
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ def tune_delay_risk(
             result.registered_version = version
             result.refit_metrics = metrics
     if register_best and promote:
-        from flows.promote import gate_and_promote_flow
+        from shelfwise.flows.promote import gate_and_promote_flow
 
         result.gate = gate_and_promote_flow(
             model_name=cfg.registered_model_name,

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from configs.forecast import ForecastConfig
-from models.forecast import (
+from shelfwise.configs.forecast import ForecastConfig
+from shelfwise.models.forecast import (
     BatchMapper,
     GlobalXGBoost,
     HybridProphetXGBoost,
@@ -36,7 +36,7 @@ from models.forecast import (
     seasonal_naive,
     split_at,
 )
-from models.forecast_metrics import mase_scales, metrics_by_series, overall_metrics
+from shelfwise.models.forecast_metrics import mase_scales, metrics_by_series, overall_metrics
 
 logger = logging.getLogger(__name__)
 

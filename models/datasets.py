@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from configs.datasets import TabularDatasetSpec, TimeSeriesDatasetSpec
+from shelfwise.configs.datasets import TabularDatasetSpec, TimeSeriesDatasetSpec
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
-from configs.datasets import TabularDatasetSpec
-from configs.delay import BaselineParams, SeverityBands, XGBoostParams
-from models.metrics import classification_metrics
+from shelfwise.configs.datasets import TabularDatasetSpec
+from shelfwise.configs.delay import BaselineParams, SeverityBands, XGBoostParams
+from shelfwise.models.metrics import classification_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
-from models.tree_eval import CompiledTrees, UnsupportedBooster, compile_booster
+from shelfwise.models.tree_eval import CompiledTrees, UnsupportedBooster, compile_booster
 
 logger = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from configs.datasets import TimeSeriesDatasetSpec
-from configs.forecast import ForecastConfig, ProphetSettings
-from models.datasets import DatasetError
+from shelfwise.configs.datasets import TimeSeriesDatasetSpec
+from shelfwise.configs.forecast import ForecastConfig, ProphetSettings
+from shelfwise.models.datasets import DatasetError
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from configs.datasets import TabularDatasetSpec
-from configs.delay import XGBoostParams
-from configs.tuning import ParamRange, PrunerConfig, SamplerConfig, TuningConfig
-from models.delay import build_xgb_pipeline, cross_validate_auc
+from shelfwise.configs.datasets import TabularDatasetSpec
+from shelfwise.configs.delay import XGBoostParams
+from shelfwise.configs.tuning import ParamRange, PrunerConfig, SamplerConfig, TuningConfig
+from shelfwise.models.delay import build_xgb_pipeline, cross_validate_auc
 
 logger = logging.getLogger(__name__)
 

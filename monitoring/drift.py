@@ -11,7 +11,7 @@ from evidently.core.report import Snapshot
 from evidently.metrics import ValueDrift
 from evidently.presets import DataDriftPreset
 
-from configs.monitoring import DriftConfig
+from shelfwise.configs.monitoring import DriftConfig
 
 logger = logging.getLogger(__name__)
 

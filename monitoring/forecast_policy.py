@@ -18,8 +18,8 @@ from datetime import datetime
 
 import pandas as pd
 
-from configs.monitoring_forecast import ForecastRetrainPolicy
-from monitoring.policy import LastRetrain, RetrainDecision, incident_decision
+from shelfwise.configs.monitoring_forecast import ForecastRetrainPolicy
+from shelfwise.monitoring.policy import LastRetrain, RetrainDecision, incident_decision
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from monitoring.store import PredictionRecord, PredictionStore, StoreError
+from shelfwise.monitoring.store import PredictionRecord, PredictionStore, StoreError
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from evidently import BinaryClassification, DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.presets import ClassificationPreset
 
-from models.metrics import classification_metrics
+from shelfwise.models.metrics import classification_metrics
 
 
 def labelled(frame: pd.DataFrame, actual_column: str = "actual") -> pd.DataFrame:
@@ -59,7 +59,7 @@ def performance_report(
 
 def forecast_performance(rows: pd.DataFrame) -> dict[str, float] | None:
     """SMAPE (%), MAE and RMSE of ``yhat`` against ``y`` on scored rows; None when empty."""
-    from models.forecast_metrics import mae, rmse, smape
+    from shelfwise.models.forecast_metrics import mae, rmse, smape
 
     if rows.empty:
         return None

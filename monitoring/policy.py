@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from configs.monitoring import RetrainPolicy
-from models.metrics import HIGHER_IS_BETTER
+from shelfwise.configs.monitoring import RetrainPolicy
+from shelfwise.models.metrics import HIGHER_IS_BETTER
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from monitoring.policy import LastRetrain, RetrainDecision
+from shelfwise.monitoring.policy import LastRetrain, RetrainDecision
 
 
 class Base(DeclarativeBase):

@@ -34,11 +34,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from configs.gate import GateRule
-from models.backtest import HYBRID, BacktestResult
-from models.datasets import fingerprint
-from registry.aliases import CHAMPION, alias_version, resolve_version
-from registry.gate import Check, GateDecision, GateError, decide
+from shelfwise.configs.gate import GateRule
+from shelfwise.models.backtest import HYBRID, BacktestResult
+from shelfwise.models.datasets import fingerprint
+from shelfwise.registry.aliases import CHAMPION, alias_version, resolve_version
+from shelfwise.registry.gate import Check, GateDecision, GateError, decide
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import ColSpec, Schema
 
-from models.forecast import HybridProphetXGBoost
+from shelfwise.models.forecast import HybridProphetXGBoost
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
 
-from configs.datasets import TabularDatasetSpec
-from configs.delay import DelayRiskConfig
-from configs.gate import BusinessCost, GateRule
-from models.datasets import fingerprint, split_with_extra
-from models.delay import features_and_target
-from models.metrics import HIGHER_IS_BETTER, business_cost, expected_calibration_error
+from shelfwise.configs.datasets import TabularDatasetSpec
+from shelfwise.configs.delay import DelayRiskConfig
+from shelfwise.configs.gate import BusinessCost, GateRule
+from shelfwise.models.datasets import fingerprint, split_with_extra
+from shelfwise.models.delay import features_and_target
+from shelfwise.models.metrics import HIGHER_IS_BETTER, business_cost, expected_calibration_error
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from configs.delay import SeverityBands
-from models.delay import severity
-from models.fast_delay import (
+from shelfwise.configs.delay import SeverityBands
+from shelfwise.models.delay import severity
+from shelfwise.models.fast_delay import (
     FastDelayPredictor,
     UnsupportedPipeline,
     build_fast_predictor,
@@ -219,7 +219,7 @@ class LoadedForecastModel:
     def forecast(self, keys: Mapping[str, Any], horizon: int) -> pd.DataFrame:
         """date, key columns, yhat, yhat_lower, yhat_upper for the next ``horizon`` periods of
         one series: exactly what the registered pyfunc answers for that request."""
-        from registry.forecast_model import forecast
+        from shelfwise.registry.forecast_model import forecast
 
         request = pd.DataFrame({k: [keys[k]] for k in self.key_columns}).assign(horizon=horizon)
         return forecast(self.model, request)
@@ -270,8 +270,8 @@ def load_forecast_model(
     ``registered_name`` version ``version``; its ``metric.*`` tags are the gate metrics."""
     import mlflow.pyfunc
 
-    from registry.forecast_model import DemandForecastModel
-    from registry.reference import gate_metrics
+    from shelfwise.registry.forecast_model import DemandForecastModel
+    from shelfwise.registry.reference import gate_metrics
 
     client = registry_client(tracking_uri)
     try:

@@ -20,7 +20,7 @@ from mlflow.models.model import ModelInfo
 from pydantic import BaseModel
 from sklearn.pipeline import Pipeline
 
-from models.plots import close
+from shelfwise.models.plots import close
 
 logger = logging.getLogger(__name__)
 

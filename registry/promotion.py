@@ -24,9 +24,9 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from registry import aliases as al
-from registry.gate import GateDecision
-from registry.history import TRIGGERS, HistoryEntry, HistoryStore
+from shelfwise.registry import aliases as al
+from shelfwise.registry.gate import GateDecision
+from shelfwise.registry.history import TRIGGERS, HistoryEntry, HistoryStore
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ def version_rows(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
     """Every version of ``model_name``, oldest first: aliases, gate metrics (``metric.*`` tags),
     the latest promotion decision and reason, evaluation fingerprint and trigger. What
     ``shelfwise compare`` and the demo's summary show."""
-    from registry.reference import gate_metrics
+    from shelfwise.registry.reference import gate_metrics
 
     by_version: dict[str, list[str]] = {}
     for alias, v in al.aliases_of(client, model_name).items():

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pandas as pd
 from mlflow import MlflowClient
 
-from registry.log import REFERENCE_ARTIFACT, read_frame
+from shelfwise.registry.log import REFERENCE_ARTIFACT, read_frame
 
 METRIC_TAG_PREFIX = "metric."
 
@@ -41,7 +41,7 @@ def gate_metrics(tags: Mapping[str, str]) -> dict[str, float]:
 def load_reference(
     client: MlflowClient, model_name: str, alias: str = "champion"
 ) -> VersionReference:
-    from registry.aliases import resolve_version
+    from shelfwise.registry.aliases import resolve_version
 
     mv = resolve_version(client, model_name, alias)  # RegistryError naming what is missing
     reference = read_frame(client, mv.run_id, REFERENCE_ARTIFACT)

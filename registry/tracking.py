@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from configs.platform import PlatformConfig
-from registry.server import LocalServer, start_server, stop_server
+from shelfwise.configs.platform import PlatformConfig
+from shelfwise.registry.server import LocalServer, start_server, stop_server
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from configs.platform import PlatformConfig
-from configs.serving import ServingSettings
+from shelfwise.configs.platform import PlatformConfig
+from shelfwise.configs.serving import ServingSettings
 
 logger = logging.getLogger(__name__)
 

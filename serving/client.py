@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from serving.schemas import ORDER_TO_COLUMN, DelayOrder
+from shelfwise.serving.schemas import ORDER_TO_COLUMN, DelayOrder
 
 BATCH_ROUTE = "/v1/delay-risk/batch"
 FEEDBACK_ROUTE = "/v1/feedback"

@@ -17,10 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.inventory import plan, sd_from_interval
-from monitoring.store import PredictionRecord
-from registry.load import LoadedForecastModel
-from serving.schemas import ForecastPoint, ForecastRequest, ForecastResponse, InventoryAdvice
+from shelfwise.models.inventory import plan, sd_from_interval
+from shelfwise.monitoring.store import PredictionRecord
+from shelfwise.registry.load import LoadedForecastModel
+from shelfwise.serving.schemas import (
+    ForecastPoint,
+    ForecastRequest,
+    ForecastResponse,
+    InventoryAdvice,
+)
 
 
 class ForecastInputError(ValueError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from serving.auth import send_error
+from shelfwise.serving.auth import send_error
 
 
 class UnavailableGuard:

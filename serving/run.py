@@ -8,11 +8,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from configs.platform import PlatformConfig
-from registry.server import LocalServer, start_server, stop_server
+from shelfwise.configs.platform import PlatformConfig
+from shelfwise.registry.server import LocalServer, start_server, stop_server
 
-SERVICE_IMPORT = "serving.service:ShelfwiseService"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVICE_IMPORT = "shelfwise.serving.service:ShelfwiseService"
 
 
 def bentoml_server(
@@ -32,7 +31,7 @@ def serve_command(
     host: str,
     port: int,
     target: str = SERVICE_IMPORT,
-    working_dir: Path = REPO_ROOT,
+    working_dir: Path | None = None,
 ) -> list[str]:
     return [
         sys.executable,
@@ -45,7 +44,7 @@ def serve_command(
         "--port",
         str(port),
         "--working-dir",
-        str(working_dir),
+        str(working_dir or Path.cwd()),
     ]
 
 
@@ -81,7 +80,7 @@ def start_serving(
         port,
         timeout_s,
         env=full_env,
-        cwd=REPO_ROOT,
+        cwd=Path.cwd(),
     )
     return server, pid
 

@@ -2,7 +2,7 @@
 demand forecast (one series, with inventory advice), feedback, served versions and admin reload;
 follows ``models:/<name>@champion`` of each task and hot-swaps.
 
-Run it with ``shelfwise serve`` or ``bentoml serve serving.service:ShelfwiseService``.
+Run it with ``shelfwise serve`` or ``bentoml serve shelfwise.serving.service:ShelfwiseService``.
 Configuration: configs/platform.yaml (tracking URI, store URL, port, API key) and
 configs/serving.yaml (polling, batching, auth, prediction log); environment variables override
 (SHELFWISE_TRACKING_URI, SHELFWISE_STORE_URL, SHELFWISE_API_KEY, SHELFWISE_POLL_INTERVAL_S, ...).
@@ -31,18 +31,18 @@ from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
 from starlette.responses import JSONResponse
 
-from configs.delay import load_delay_config
-from configs.platform import PlatformConfig, load_platform_config
-from configs.serving import ServingSettings, load_serving_config
-from monitoring.log_writer import ProcessBatchWriter
-from monitoring.store import (
+from shelfwise.configs.delay import load_delay_config
+from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.configs.serving import ServingSettings, load_serving_config
+from shelfwise.monitoring.log_writer import ProcessBatchWriter
+from shelfwise.monitoring.store import (
     BufferedPredictionLogger,
     PredictionRecord,
     PredictionStore,
     UnknownPredictionError,
     new_prediction_id,
 )
-from registry.load import (
+from shelfwise.registry.load import (
     LoadedDelayModel,
     LoadedForecastModel,
     load_delay_model,
@@ -50,18 +50,18 @@ from registry.load import (
     registry_client,
     resolve_alias,
 )
-from serving.auth import ApiKeyMiddleware, protected_routes
-from serving.follow import AliasFollower
-from serving.forecast import (
+from shelfwise.serving.auth import ApiKeyMiddleware, protected_routes
+from shelfwise.serving.follow import AliasFollower
+from shelfwise.serving.forecast import (
     ForecastInputError,
     forecast_record,
     forecast_response,
     periods_needed,
     series_keys,
 )
-from serving.guard import UnavailableGuard
-from serving.heap import settle_heap
-from serving.schemas import (
+from shelfwise.serving.guard import UnavailableGuard
+from shelfwise.serving.heap import settle_heap
+from shelfwise.serving.schemas import (
     DelayOrder,
     DelayRiskResponse,
     FeedbackRequest,

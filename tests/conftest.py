@@ -11,15 +11,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(
-    os.environ.get("SHELFWISE_DATA_DIR", REPO_ROOT.parent / "shared" / "data")
-).resolve()
+DATA_DIR = Path(os.environ.get("SHELFWISE_DATA_DIR", REPO_ROOT / "data")).resolve()
 PG_ADMIN_URL = os.environ.get("SHELFWISE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
-# subprocesses (mlflow server, bentoml serve, prefect workers) import this checkout's code
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-)
 os.environ.setdefault("SHELFWISE_DATA_DIR", str(DATA_DIR))
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -28,17 +22,12 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA_DIR.is_dir():
-        pytest.fail(f"shared data not found at {DATA_DIR} (set SHELFWISE_DATA_DIR)")
+        pytest.fail(f"demo data not found at {DATA_DIR} (set SHELFWISE_DATA_DIR)")
     return DATA_DIR
 
 
-@pytest.fixture(scope="session")
-def shipping_csv(data_dir: Path) -> Path:
-    return data_dir / "ecommerce_shipping" / "Train.csv"
-
-
 def _platform(state_dir: Path, port: int, backend: str | None = None):
-    from configs.platform import PlatformConfig, TrackingConfig
+    from shelfwise.configs.platform import PlatformConfig, TrackingConfig
 
     return PlatformConfig(
         state_dir=state_dir,
@@ -50,8 +39,8 @@ def _platform(state_dir: Path, port: int, backend: str | None = None):
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` on SQLite with a local artifact root, for the whole session."""
-    from registry.server import free_port
-    from registry.tracking import ensure_tracking_uri, stop_tracking_server
+    from shelfwise.registry.server import free_port
+    from shelfwise.registry.tracking import ensure_tracking_uri, stop_tracking_server
 
     state = tmp_path_factory.mktemp("mlflow-sqlite")
     platform = _platform(state, free_port())
@@ -92,7 +81,7 @@ def platform_factory(tmp_path: Path):
     """Build a PlatformConfig rooted in the test's tmp dir (state, data dir = shared data)."""
 
     def make(port: int | None = None, backend: str | None = None, **kw):
-        from registry.server import free_port
+        from shelfwise.registry.server import free_port
 
         return _platform(tmp_path / ".shelfwise", port or free_port(), backend)
 
@@ -124,7 +113,7 @@ def delay_config(tmp_path: Path):
     def make(**overrides) -> Path:
         import yaml
 
-        from configs.loader import configs_dir, read_yaml
+        from shelfwise.configs.loader import configs_dir, read_yaml
 
         raw = read_yaml(configs_dir() / "delay_risk.yaml")
         name = f"delay_risk_{uuid.uuid4().hex[:8]}"

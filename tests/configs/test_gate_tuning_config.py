@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from configs.gate import load_gate_config
-from configs.loader import ConfigError
-from configs.tuning import load_tuning_config
+from shelfwise.configs.gate import load_gate_config
+from shelfwise.configs.loader import ConfigError
+from shelfwise.configs.tuning import load_tuning_config
 
 
 def test_shipped_gate_rules_load_for_both_tasks():

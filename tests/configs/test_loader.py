@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from configs.delay import DelayRiskConfig, load_delay_config
-from configs.loader import ConfigError, configs_dir, expand_env, load_config
-from configs.platform import ENV_OVERRIDES, PlatformConfig, load_platform_config
+from shelfwise.configs.delay import DelayRiskConfig, load_delay_config
+from shelfwise.configs.loader import ConfigError, configs_dir, expand_env, load_config
+from shelfwise.configs.platform import ENV_OVERRIDES, PlatformConfig, load_platform_config
 
 
 def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from configs.datasets import load_timeseries_spec
-from configs.loader import configs_dir, read_yaml
-from models.datasets import load_timeseries
+from shelfwise.configs.datasets import load_timeseries_spec
+from shelfwise.configs.loader import configs_dir, read_yaml
+from shelfwise.models.datasets import load_timeseries
 
 N_SERIES = 5
 HORIZON = 90

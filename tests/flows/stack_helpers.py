@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import yaml
 
-from configs.loader import read_yaml, resolve_config_path
-from configs.platform import PlatformConfig, PrefectConfig, ServingConfig, TrackingConfig
-from configs.stack import Enabled, EvidentlyStackConfig, ServingStackConfig, StackConfig
-from registry.server import free_port
+from shelfwise.configs.loader import read_yaml, resolve_config_path
+from shelfwise.configs.platform import PlatformConfig, PrefectConfig, ServingConfig, TrackingConfig
+from shelfwise.configs.stack import Enabled, EvidentlyStackConfig, ServingStackConfig, StackConfig
+from shelfwise.registry.server import free_port
 
 
 def stack_platform(

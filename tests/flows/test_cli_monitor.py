@@ -6,7 +6,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.cli import app
+from shelfwise.flows.cli import app
 
 
 def test_monitor_names_the_missing_champion(tmp_path, monkeypatch, mlflow_server, prefect_harness):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from flows.cli import app
+from shelfwise.flows.cli import app
 
 
 def test_serve_rejects_bad_config_naming_the_key(tmp_path) -> None:

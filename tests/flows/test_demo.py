@@ -11,11 +11,11 @@ import json
 import psutil
 import pytest
 
-from configs.demo import load_demo_config
-from configs.stack import EvidentlyStackConfig, StackConfig
-from flows.demo import run_demo
-from flows.stack import Component, plan_stack, stack_down, stack_status, stack_up
-from registry.server import descendants, free_port
+from shelfwise.configs.demo import load_demo_config
+from shelfwise.configs.stack import EvidentlyStackConfig, StackConfig
+from shelfwise.flows.demo import run_demo
+from shelfwise.flows.stack import Component, plan_stack, stack_down, stack_status, stack_up
+from shelfwise.registry.server import descendants, free_port
 from tests.flows.browser import ARTIFACTS, render
 from tests.flows.stack_helpers import stack_platform
 

@@ -11,10 +11,14 @@ import httpx
 import pytest
 import yaml
 
-from configs.deployments import DeploymentConfig, DeploymentsConfig, load_deployments_config
-from configs.loader import ConfigError, load_config
-from configs.platform import load_platform_config
-from flows.deployments import (
+from shelfwise.configs.deployments import (
+    DeploymentConfig,
+    DeploymentsConfig,
+    load_deployments_config,
+)
+from shelfwise.configs.loader import ConfigError, load_config
+from shelfwise.configs.platform import load_platform_config
+from shelfwise.flows.deployments import (
     DeployError,
     deploy,
     deployment_id,
@@ -23,8 +27,8 @@ from flows.deployments import (
     render_prefect_yaml,
     run_deployment_and_wait,
 )
-from flows.events import emit_retrain_requested
-from flows.stack import StackError, plan_stack, project_root, stack_down, stack_up
+from shelfwise.flows.events import emit_retrain_requested
+from shelfwise.flows.stack import StackError, plan_stack, project_root, stack_down, stack_up
 from tests.flows.stack_helpers import (
     flow_runs,
     minimal_stack_config,
@@ -79,7 +83,7 @@ def test_rendering_carries_schedules_trigger_pull_step_and_work_pool(tmp_path, d
 
 
 def test_retrain_trigger_matches_what_emit_retrain_requested_sends():
-    from flows.events import RETRAIN_REQUESTED, model_resource, retrain_payload
+    from shelfwise.flows.events import RETRAIN_REQUESTED, model_resource, retrain_payload
 
     (trigger,) = load_deployments_config().get(RETRAIN).triggers
     assert trigger.event == RETRAIN_REQUESTED
@@ -94,11 +98,11 @@ def test_retrain_trigger_matches_what_emit_retrain_requested_sends():
 @pytest.mark.parametrize(
     ("deployment", "key"),
     [
-        ({"name": "x", "entrypoint": "flows/x.py:f", "cron": "0 2 * *"}, "deployments.0.cron"),
-        ({"name": "Bad Name", "entrypoint": "flows/x.py:f"}, "deployments.0.name"),
-        ({"name": "x", "entrypoint": "flows/x.py"}, "deployments.0.entrypoint"),
+        ({"name": "x", "entrypoint": "pkg.flows.x.f", "cron": "0 2 * *"}, "deployments.0.cron"),
+        ({"name": "Bad Name", "entrypoint": "pkg.flows.x.f"}, "deployments.0.name"),
+        ({"name": "x", "entrypoint": "flows/x.py:f"}, "deployments.0.entrypoint"),
         (
-            {"name": "x", "entrypoint": "flows/x.py:f", "cron": "0 2 * * *", "interval_s": 60},
+            {"name": "x", "entrypoint": "pkg.flows.x.f", "cron": "0 2 * * *", "interval_s": 60},
             "deployments.0",
         ),
     ],
@@ -220,7 +224,7 @@ def test_deploy_to_a_missing_work_pool_names_it(deployed, tmp_path):
     with pytest.raises(StackError, match="'no-such-pool' does not exist"):
         deploy(load_deployments_config(), other, project_root(), prefect_file=tmp_path / "p.yaml")
     ghost = DeploymentsConfig(
-        deployments=[DeploymentConfig(name="ghost", entrypoint="flows/ghost.py:ghost")]
+        deployments=[DeploymentConfig(name="ghost", entrypoint="shelfwise.flows.ghost.ghost")]
     )
-    with pytest.raises(DeployError, match="ghost: flows/ghost.py not found"):
+    with pytest.raises(DeployError, match="ghost: module shelfwise.flows.ghost is not importable"):
         deploy(ghost, platform, project_root(), prefect_file=tmp_path / "p.yaml", names=["ghost"])

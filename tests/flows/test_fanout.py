@@ -14,13 +14,18 @@ import yaml
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from configs.datasets import load_timeseries_spec
-from configs.forecast import DASK_ADDRESS_ENV, FanoutConfig, ForecastConfig, load_forecast_config
-from configs.loader import ConfigError, configs_dir, read_yaml
-from flows.fanout import BATCH_TASK, batch_mapper, dask_address
-from flows.forecast import _progress
-from models.datasets import load_timeseries
-from models.forecast import HybridProphetXGBoost, prepare_panel
+from shelfwise.configs.datasets import load_timeseries_spec
+from shelfwise.configs.forecast import (
+    DASK_ADDRESS_ENV,
+    FanoutConfig,
+    ForecastConfig,
+    load_forecast_config,
+)
+from shelfwise.configs.loader import ConfigError, configs_dir, read_yaml
+from shelfwise.flows.fanout import BATCH_TASK, batch_mapper, dask_address
+from shelfwise.flows.forecast import _progress
+from shelfwise.models.datasets import load_timeseries
+from shelfwise.models.forecast import HybridProphetXGBoost, prepare_panel
 
 N_SERIES, BATCH = 4, 2  # two batches of two series
 

@@ -18,17 +18,17 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from configs.loader import read_yaml
-from models.forecast_metrics import smape
-from registry import forecast_gate as fgate
-from registry.history import HistoryStore
+from shelfwise.configs.loader import read_yaml
+from shelfwise.models.forecast_metrics import smape
+from shelfwise.registry import forecast_gate as fgate
+from shelfwise.registry.history import HistoryStore
 from tests.flows.forecast_helpers import CUTOFF, HORIZON, N_SERIES, crippled, forecast_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _train(cfg, **kw) -> dict:
-    from flows.forecast import train_demand_forecast
+    from shelfwise.flows.forecast import train_demand_forecast
 
     return train_demand_forecast(config=str(cfg), **kw)
 

@@ -19,10 +19,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from configs.loader import read_yaml
-from models.forecast_metrics import smape
-from monitoring import records
-from monitoring.store import PredictionStore
+from shelfwise.configs.loader import read_yaml
+from shelfwise.models.forecast_metrics import smape
+from shelfwise.monitoring import records
+from shelfwise.monitoring.store import PredictionStore
 from tests.flows.forecast_helpers import (
     CUTOFF,
     HORIZON,
@@ -38,8 +38,8 @@ DAY = pd.Timedelta(days=1)
 def test_forecast_monitoring_scenario(
     tmp_path, monkeypatch, mlflow_server, prefect_harness, data_dir
 ):
-    from flows.forecast import train_demand_forecast
-    from flows.monitor_forecast import monitor_demand_forecast, retrain_demand_forecast
+    from shelfwise.flows.forecast import train_demand_forecast
+    from shelfwise.flows.monitor_forecast import monitor_demand_forecast, retrain_demand_forecast
 
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     monkeypatch.setenv("SHELFWISE_TRACKING_URI", mlflow_server)

@@ -17,11 +17,11 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from configs.datasets import load_tabular_spec
-from configs.loader import read_yaml
-from models.datasets import load_tabular, stratified_split
-from models.metrics import classification_metrics
-from monitoring.store import PredictionRecord, PredictionStore
+from shelfwise.configs.datasets import load_tabular_spec
+from shelfwise.configs.loader import read_yaml
+from shelfwise.models.datasets import load_tabular, stratified_split
+from shelfwise.models.metrics import classification_metrics
+from shelfwise.monitoring.store import PredictionRecord, PredictionStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LOW = "Discount_offered <= 10"
@@ -92,8 +92,8 @@ def _serve_traffic(
 
 
 def test_shift_triggers_retrain_and_no_false_alarm(loop_env, prefect_harness) -> None:
-    from flows.monitor import monitor_delay_risk, retrain_delay_risk
-    from flows.train import train_delay_risk
+    from shelfwise.flows.monitor import monitor_delay_risk, retrain_delay_risk
+    from shelfwise.flows.train import train_delay_risk
 
     env = loop_env
     spec, name = env["spec"], env["name"]

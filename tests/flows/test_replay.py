@@ -5,18 +5,18 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from configs.datasets import load_tabular_spec
-from configs.delay import load_delay_config
-from flows.replay import ScenarioError, shift_traffic
-from models.datasets import load_tabular, stratified_split
-from serving.client import (
+from shelfwise.configs.datasets import load_tabular_spec
+from shelfwise.configs.delay import load_delay_config
+from shelfwise.flows.replay import ScenarioError, shift_traffic
+from shelfwise.models.datasets import load_tabular, stratified_split
+from shelfwise.serving.client import (
     BATCH_ROUTE,
     FEEDBACK_ROUTE,
     FORECAST_ROUTE,
     VERSIONS_ROUTE,
     order_payload,
 )
-from serving.schemas import DelayOrder
+from shelfwise.serving.schemas import DelayOrder
 
 LOW = "Discount_offered <= 10"
 
@@ -63,7 +63,7 @@ def test_order_payload_round_trips_through_the_strict_schema(shipping) -> None:
 
 
 def test_client_routes_are_the_service_routes() -> None:
-    from serving import service
+    from shelfwise.serving import service
 
     assert BATCH_ROUTE == service.DELAY_BATCH_ROUTE
     assert FEEDBACK_ROUTE == service.FEEDBACK_ROUTE

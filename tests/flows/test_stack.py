@@ -14,8 +14,8 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from configs.stack import StackConfig
-from flows.stack import (
+from shelfwise.configs.stack import StackConfig
+from shelfwise.flows.stack import (
     Component,
     StackError,
     flow_run_env,
@@ -24,7 +24,7 @@ from flows.stack import (
     stack_status,
     stack_up,
 )
-from registry.server import descendants, read_pid, stop_pid
+from shelfwise.registry.server import descendants, read_pid, stop_pid
 from tests.flows.stack_helpers import minimal_stack_config, stack_platform
 
 # --------------------------------------------------------------------------- plan (no server)
@@ -106,7 +106,7 @@ def test_a_stale_pid_file_is_neither_reused_nor_killed(tmp_path, data_dir):
 
 
 def test_cli_reports_bad_stack_config_with_file_and_key(tmp_path, monkeypatch):
-    from flows.cli import app
+    from shelfwise.flows.cli import app
 
     # the CLI sets PREFECT_HOME for its process; keep that out of the other tests
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))

@@ -8,14 +8,14 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from configs.loader import read_yaml
-from registry import log as rlog
+from shelfwise.configs.loader import read_yaml
+from shelfwise.registry import log as rlog
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _train(cfg_path: Path, monkeypatch: pytest.MonkeyPatch, tracking_uri: str, **kw) -> dict:
-    from flows.train import train_delay_risk
+    from shelfwise.flows.train import train_delay_risk
 
     monkeypatch.setenv("SHELFWISE_TRACKING_URI", tracking_uri)
     return train_delay_risk(config=str(cfg_path), **kw)
@@ -57,8 +57,8 @@ def _assert_registered_version(uri: str, name: str, result: dict) -> None:
 
 
 def _predict_real_rows(uri: str, name: str, version: str, data_dir: Path) -> None:
-    from configs.datasets import load_tabular_spec
-    from models.datasets import load_tabular
+    from shelfwise.configs.datasets import load_tabular_spec
+    from shelfwise.models.datasets import load_tabular
 
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
@@ -89,7 +89,7 @@ def test_train_registers_version_on_sqlite_server(
 def test_train_registers_version_with_postgres_backend(
     pg_database, platform_factory, delay_config, monkeypatch, prefect_harness
 ) -> None:
-    from registry.tracking import ensure_tracking_uri, stop_tracking_server
+    from shelfwise.registry.tracking import ensure_tracking_uri, stop_tracking_server
 
     platform = platform_factory(
         backend=pg_database.replace("postgresql://", "postgresql+psycopg2://")
@@ -107,16 +107,22 @@ def test_train_registers_version_with_postgres_backend(
 def test_bad_csv_registers_nothing(
     mlflow_server, delay_config, monkeypatch, prefect_harness, data_dir, tmp_path
 ) -> None:
-    from models.datasets import DatasetError
+    import pandas as pd
+    import yaml
 
-    bad_dir = tmp_path / "data" / "ecommerce_shipping"
-    bad_dir.mkdir(parents=True)
-    text = (data_dir / "ecommerce_shipping" / "Train.csv").read_text(encoding="utf-8-sig")
-    lines = text.splitlines()[:100]  # header + 99 rows; row 100 has a word for a number
-    lines.append("100,D,Flight,four,2,177,3,low,F,44,1233,1")
-    (bad_dir / "Train.csv").write_text("\n".join(lines) + "\n")
-    monkeypatch.setenv("SHELFWISE_DATA_DIR", str(tmp_path / "data"))
-    cfg = delay_config()
+    from shelfwise.configs.loader import configs_dir
+    from shelfwise.models.datasets import DatasetError
+
+    # the export a user would have: the shipping CSV (UTF-8 BOM), row 100 with a word for a number
+    rows = pd.read_parquet(data_dir / "ecommerce_shipping" / "ecommerce_shipping.parquet")
+    text = rows.head(99).to_csv(index=False) + "100,D,Flight,four,2,177,3,low,F,44,1233,1\n"
+    bad_csv = tmp_path / "Train.csv"
+    bad_csv.write_text(text, encoding="utf-8-sig")
+    spec = read_yaml(configs_dir() / "datasets" / "ecommerce_shipping.yaml")
+    spec.update({"path": str(bad_csv), "format": "csv", "encoding": "utf-8-sig"})
+    spec_path = tmp_path / "shipping_export.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    cfg = delay_config(dataset=str(spec_path))
     name = read_yaml(cfg)["registered_model_name"]
     with pytest.raises(DatasetError, match=r"Customer_care_calls.*row 100"):
         _train(cfg, monkeypatch, mlflow_server)

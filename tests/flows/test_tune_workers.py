@@ -15,8 +15,8 @@ import optuna
 import pytest
 import yaml
 
-from registry import aliases as al
-from registry.history import HistoryStore
+from shelfwise.registry import aliases as al
+from shelfwise.registry.history import HistoryStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ def _fast_delay_config(tmp_path: Path) -> Path:
 def prefect_api(tmp_path_factory) -> str:
     """One real `prefect server` for the workers and the in-process flows (an ephemeral API per
     process costs each process the server start-up; on a busy machine over a minute)."""
-    from registry.server import LocalServer, free_port, start_server, stop_server
+    from shelfwise.registry.server import LocalServer, free_port, start_server, stop_server
 
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
@@ -87,7 +87,7 @@ def test_two_workers_share_a_postgres_study_then_refit_registers_and_gates(
             [
                 sys.executable,
                 "-m",
-                "flows.cli",
+                "shelfwise.flows.cli",
                 "tune",
                 "delay-risk",
                 "--trials",
@@ -154,8 +154,8 @@ def test_two_workers_share_a_postgres_study_then_refit_registers_and_gates(
         monkeypatch.setenv(k, v)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.train import train_delay_risk
-    from flows.tune import tune_delay_risk
+    from shelfwise.flows.train import train_delay_risk
+    from shelfwise.flows.tune import tune_delay_risk
 
     with temporary_settings({PREFECT_API_URL: prefect_api}):
         trained = train_delay_risk(config=str(config), model_name=model, trigger="schedule")

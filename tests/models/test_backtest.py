@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.forecast import ForecastConfig, load_forecast_config
-from models.backtest import GATE_FOLD, backtest, gate_origin, rolling_origins
-from models.forecast import Panel, calibrate_intervals, split_at
-from models.forecast_metrics import (
+from shelfwise.configs.forecast import ForecastConfig, load_forecast_config
+from shelfwise.models.backtest import GATE_FOLD, backtest, gate_origin, rolling_origins
+from shelfwise.models.forecast import Panel, calibrate_intervals, split_at
+from shelfwise.models.forecast_metrics import (
     coverage,
     mase_scale,
     metrics_by_series,

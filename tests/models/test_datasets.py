@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.datasets import load_tabular_spec, load_timeseries_spec
-from models.datasets import (
+from shelfwise.configs.datasets import load_tabular_spec, load_timeseries_spec
+from shelfwise.models.datasets import (
     DatasetError,
     fingerprint,
     load_tabular,
@@ -114,7 +114,10 @@ def test_timeseries_specs_load_real_files(data_dir) -> None:
 
 
 def test_timeseries_errors_name_column_and_row(tmp_path: Path) -> None:
-    spec = load_timeseries_spec("walmart_weekly")
+    # the original Walmart CSV export: dates as DD-MM-YYYY text
+    spec = load_timeseries_spec("walmart_weekly").model_copy(
+        update={"format": "csv", "date_format": "%d-%m-%Y"}
+    )
     base = {
         "Store": [1, 1],
         "Date": ["05-02-2010", "12-02-2010"],

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from configs.datasets import load_tabular_spec
-from configs.delay import SeverityBands, load_delay_config
-from models.datasets import load_tabular, stratified_split
-from models.delay import (
+from shelfwise.configs.datasets import load_tabular_spec
+from shelfwise.configs.delay import SeverityBands, load_delay_config
+from shelfwise.models.datasets import load_tabular, stratified_split
+from shelfwise.models.delay import (
     build_baseline_pipeline,
     build_xgb_pipeline,
     cross_validate_auc,
@@ -12,7 +12,11 @@ from models.delay import (
     severities,
     severity,
 )
-from models.metrics import business_cost, classification_metrics, expected_calibration_error
+from shelfwise.models.metrics import (
+    business_cost,
+    classification_metrics,
+    expected_calibration_error,
+)
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.datasets import load_timeseries_spec
-from configs.forecast import ForecastConfig, load_forecast_config
-from configs.loader import ConfigError, parse_model
-from models.backtest import HYBRID, PROPHET, XGBOOST, backtest, run_fold
-from models.datasets import DatasetError, load_timeseries
-from models.forecast import (
+from shelfwise.configs.datasets import load_timeseries_spec
+from shelfwise.configs.forecast import ForecastConfig, load_forecast_config
+from shelfwise.configs.loader import ConfigError, parse_model
+from shelfwise.models.backtest import HYBRID, PROPHET, XGBOOST, backtest, run_fold
+from shelfwise.models.datasets import DatasetError, load_timeseries
+from shelfwise.models.forecast import (
     GlobalXGBoost,
     lag_features,
     prepare_panel,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from models.inventory import (
+from shelfwise.models.inventory import (
     lead_time_demand,
     plan,
     sd_from_interval,

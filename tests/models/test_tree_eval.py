@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from configs.datasets import load_tabular_spec
-from models.datasets import load_tabular
-from models.tree_eval import UnsupportedBooster, compile_booster
+from shelfwise.configs.datasets import load_tabular_spec
+from shelfwise.models.datasets import load_tabular
+from shelfwise.models.tree_eval import UnsupportedBooster, compile_booster
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from configs.datasets import load_tabular_spec
-from configs.delay import load_delay_config
-from configs.tuning import load_tuning_config
-from models.datasets import load_tabular, stratified_split
-from models.delay import build_xgb_pipeline, cross_validate_auc, features_and_target
-from models.tune import (
+from shelfwise.configs.datasets import load_tabular_spec
+from shelfwise.configs.delay import load_delay_config
+from shelfwise.configs.tuning import load_tuning_config
+from shelfwise.models.datasets import load_tabular, stratified_split
+from shelfwise.models.delay import build_xgb_pipeline, cross_validate_auc, features_and_target
+from shelfwise.models.tune import (
     FOLD_SCORES_ATTR,
     completed_trials,
     make_objective,

@@ -3,10 +3,10 @@
 import pandas as pd
 import pytest
 
-from configs.datasets import load_tabular_spec
-from configs.monitoring import DriftConfig, RetrainPolicy
-from models.datasets import load_tabular
-from monitoring.drift import drift_report
+from shelfwise.configs.datasets import load_tabular_spec
+from shelfwise.configs.monitoring import DriftConfig, RetrainPolicy
+from shelfwise.models.datasets import load_tabular
+from shelfwise.monitoring.drift import drift_report
 
 
 @pytest.fixture(scope="module")

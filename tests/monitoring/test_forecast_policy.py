@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.monitoring_forecast import ForecastRetrainPolicy
-from monitoring.forecast_policy import (
+from shelfwise.configs.monitoring_forecast import ForecastRetrainPolicy
+from shelfwise.monitoring.forecast_policy import (
     ForecastEvidence,
     decide_forecast_retrain,
     forecast_findings,
     window_share,
 )
-from monitoring.policy import LastRetrain
-from registry.gate import paired_bootstrap
+from shelfwise.monitoring.policy import LastRetrain
+from shelfwise.registry.gate import paired_bootstrap
 
 NOW = datetime(2017, 10, 1, tzinfo=UTC)
 
@@ -81,8 +81,8 @@ def test_series_bootstrap_resamples_whole_series():
 
 
 def test_cut_and_extend_actuals_win():
-    from configs.datasets import load_timeseries_spec
-    from models.datasets import cut_and_extend
+    from shelfwise.configs.datasets import load_timeseries_spec
+    from shelfwise.models.datasets import cut_and_extend
 
     spec = load_timeseries_spec("store_item_demand")
     ds = pd.date_range("2017-06-28", periods=5)

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from monitoring.kpis import fulfilment_kpis
+from shelfwise.monitoring.kpis import fulfilment_kpis
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -36,8 +36,8 @@ def test_kpis_on_empty_log() -> None:
 
 
 def test_feedback_training_rows_map_actuals_to_the_target() -> None:
-    from configs.datasets import load_tabular_spec
-    from flows.monitor import feedback_training_rows
+    from shelfwise.configs.datasets import load_tabular_spec
+    from shelfwise.flows.monitor import feedback_training_rows
 
     spec = load_tabular_spec("ecommerce_shipping")
     row = {c: ("A" if c in spec.categorical else 1.0) for c in spec.features}

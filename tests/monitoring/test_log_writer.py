@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.log_writer import ProcessBatchWriter
-from monitoring.store import BufferedPredictionLogger, PredictionStore, StoreError
+from shelfwise.monitoring.log_writer import ProcessBatchWriter
+from shelfwise.monitoring.store import BufferedPredictionLogger, PredictionStore, StoreError
 from tests.monitoring.test_store import _record
 
 

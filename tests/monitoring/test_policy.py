@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
-from configs.monitoring import PerformanceRule, RetrainPolicy
-from monitoring.policy import Evidence, LastRetrain, decide
+from shelfwise.configs.monitoring import PerformanceRule, RetrainPolicy
+from shelfwise.monitoring.policy import Evidence, LastRetrain, decide
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 POLICY = RetrainPolicy(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitoring.store import (
+from shelfwise.monitoring.store import (
     BufferedPredictionLogger,
     PredictionRecord,
     PredictionStore,
@@ -242,7 +242,7 @@ def test_sqlite_insert_path_stores_what_the_core_insert_stores(tmp_path: Path) -
     what SQLAlchemy's Core insert stores, and read back the same."""
     from sqlalchemy import insert, text
 
-    from monitoring.store import predictions_table
+    from shelfwise.monitoring.store import predictions_table
 
     records = [
         _record(1, order_id="A-1", created_at=datetime(2025, 3, 1, 9, 30, tzinfo=UTC)),

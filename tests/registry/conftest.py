@@ -30,12 +30,12 @@ class DelaySetup:
 
 @pytest.fixture(scope="session")
 def delay_setup(data_dir, tmp_path_factory) -> DelaySetup:
-    from configs.datasets import load_tabular_spec
-    from configs.delay import load_delay_config
-    from configs.gate import load_gate_config
-    from configs.platform import PlatformConfig
-    from flows.train import prepare_data
-    from registry.gate import load_delay_eval_set
+    from shelfwise.configs.datasets import load_tabular_spec
+    from shelfwise.configs.delay import load_delay_config
+    from shelfwise.configs.gate import load_gate_config
+    from shelfwise.configs.platform import PlatformConfig
+    from shelfwise.flows.train import prepare_data
+    from shelfwise.registry.gate import load_delay_eval_set
 
     cfg = load_delay_config()
     cfg = cfg.model_copy(update={"xgboost": cfg.xgboost.model_copy(update={"n_jobs": 1})})
@@ -54,8 +54,8 @@ def source_versions(mlflow_server, delay_setup) -> dict:
     """kind -> ModelVersion of a source model holding the three fitted configurations."""
     import mlflow
 
-    from flows.train import fit_log_register
-    from registry import log as rlog
+    from shelfwise.flows.train import fit_log_register
+    from shelfwise.registry import log as rlog
 
     mlflow.set_tracking_uri(mlflow_server)
     s = delay_setup
@@ -93,7 +93,7 @@ def fresh_model(mlflow_server, source_versions) -> Callable[..., tuple[str, dict
 
 @pytest.fixture
 def sqlite_store(tmp_path):
-    from registry.history import HistoryStore
+    from shelfwise.registry.history import HistoryStore
 
     store = HistoryStore.from_url(f"sqlite:///{tmp_path / 'shelfwise.db'}")
     yield store
@@ -103,7 +103,7 @@ def sqlite_store(tmp_path):
 @pytest.fixture
 def evaluator(delay_setup):
     """evaluator(client, model) -> Evaluate scoring on the fixed evaluation set."""
-    from flows.promote import delay_risk_evaluator
+    from shelfwise.flows.promote import delay_risk_evaluator
 
     def make(client, model_name: str):
         return delay_risk_evaluator(client, model_name, delay_setup.eval_set, delay_setup.rule)

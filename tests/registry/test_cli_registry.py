@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from shelfwise.flows.cli import app
 
 pytestmark = [pytest.mark.integration]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from configs.gate import load_gate_config
-from models.backtest import GATE_FOLD, HYBRID, BacktestResult, GateFold
-from registry import forecast_gate as fgate
+from shelfwise.configs.gate import load_gate_config
+from shelfwise.models.backtest import GATE_FOLD, HYBRID, BacktestResult, GateFold
+from shelfwise.registry import forecast_gate as fgate
 
 E = pd.Timestamp("2017-06-30")  # the champion's data end
 NAIVE = "seasonal_naive_week"

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.datasets import load_timeseries_spec
-from configs.forecast import ForecastConfig, load_forecast_config
-from models.datasets import load_timeseries
-from models.forecast import HybridProphetXGBoost, prepare_panel
-from registry import log as rlog
-from registry.forecast_model import log_forecast_model
+from shelfwise.configs.datasets import load_timeseries_spec
+from shelfwise.configs.forecast import ForecastConfig, load_forecast_config
+from shelfwise.models.datasets import load_timeseries
+from shelfwise.models.forecast import HybridProphetXGBoost, prepare_panel
+from shelfwise.registry import log as rlog
+from shelfwise.registry.forecast_model import log_forecast_model
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from configs.gate import load_gate_config
-from registry.gate import _weighted_auc, decide, paired_bootstrap
+from shelfwise.configs.gate import load_gate_config
+from shelfwise.registry.gate import _weighted_auc, decide, paired_bootstrap
 
 FP = "eval-fp"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from registry import aliases as al
-from registry.promotion import TAG_PREFIX, gate_and_promote, promote_manual, rollback
+from shelfwise.registry import aliases as al
+from shelfwise.registry.promotion import TAG_PREFIX, gate_and_promote, promote_manual, rollback
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,9 +7,9 @@ import threading
 import mlflow
 import pytest
 
-from registry import aliases as al
-from registry.history import HistoryStore
-from registry.promotion import gate_and_promote, promote_manual
+from shelfwise.registry import aliases as al
+from shelfwise.registry.history import HistoryStore
+from shelfwise.registry.promotion import gate_and_promote, promote_manual
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 

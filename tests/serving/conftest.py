@@ -22,8 +22,8 @@ class Registered:
 
 @pytest.fixture(scope="session")
 def shipping_frame(data_dir: Path) -> tuple[pd.DataFrame, object]:
-    from configs.datasets import load_tabular_spec
-    from models.datasets import load_tabular
+    from shelfwise.configs.datasets import load_tabular_spec
+    from shelfwise.models.datasets import load_tabular
 
     spec = load_tabular_spec("ecommerce_shipping")
     df, _ = load_tabular(spec, data_dir)
@@ -31,8 +31,8 @@ def shipping_frame(data_dir: Path) -> tuple[pd.DataFrame, object]:
 
 
 def fit_small_pipeline(df: pd.DataFrame, spec, n_estimators: int = 40, seed: int = 0):
-    from configs.delay import XGBoostParams
-    from models.delay import build_xgb_pipeline, features_and_target
+    from shelfwise.configs.delay import XGBoostParams
+    from shelfwise.models.delay import build_xgb_pipeline, features_and_target
 
     X, y = features_and_target(df, spec)
     params = XGBoostParams(n_estimators=n_estimators, max_depth=3, n_jobs=1)
@@ -44,8 +44,8 @@ def register_delay(mlflow_server: str, shipping_frame) -> Callable[..., Register
     """``register(name, n_estimators, seed, alias)`` fits, logs and registers a version."""
     import mlflow
 
-    from models.delay import features_and_target
-    from registry import log as rlog
+    from shelfwise.models.delay import features_and_target
+    from shelfwise.registry import log as rlog
 
     df, spec = shipping_frame
 
@@ -90,12 +90,12 @@ def forecast_v1(mlflow_server: str, data_dir: Path) -> RegisteredForecast:
     import mlflow
     import numpy as np
 
-    from configs.datasets import load_timeseries_spec
-    from configs.forecast import ForecastConfig, load_forecast_config
-    from models.datasets import load_timeseries
-    from models.forecast import HybridProphetXGBoost, prepare_panel
-    from registry import log as rlog
-    from registry.forecast_model import log_forecast_model
+    from shelfwise.configs.datasets import load_timeseries_spec
+    from shelfwise.configs.forecast import ForecastConfig, load_forecast_config
+    from shelfwise.models.datasets import load_timeseries
+    from shelfwise.models.forecast import HybridProphetXGBoost, prepare_panel
+    from shelfwise.registry import log as rlog
+    from shelfwise.registry.forecast_model import log_forecast_model
 
     raw = load_forecast_config("demand_forecast").model_dump()
     raw.update(horizon=FORECAST_HORIZON, workers=1)

@@ -13,9 +13,11 @@ import httpx
 import pytest
 import yaml
 
-from configs.platform import PlatformConfig
-from registry.server import free_port
-from serving.run import REPO_ROOT, start_serving, stop_serving
+from shelfwise.configs.platform import PlatformConfig
+from shelfwise.registry.server import free_port
+from shelfwise.serving.run import start_serving, stop_serving
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -36,7 +38,7 @@ def test_bento_builds_and_serves(mlflow_server: str, register_delay, tmp_path: P
     name, version = tag.split(":")
     bento_dir = home / "bentos" / name / version
     meta = yaml.safe_load((bento_dir / "bento.yaml").read_text())
-    assert meta["service"] == "serving.service:ShelfwiseService"
+    assert meta["service"] == "shelfwise.serving.service:ShelfwiseService"
     src = bento_dir / "src"
     for module in (
         "serving/service.py",

@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from configs.delay import SeverityBands
-from models.fast_delay import UnsupportedPipeline, build_fast_predictor
-from registry.load import ModelLoadError, load_delay_model, prepare_delay_model, resolve_alias
+from shelfwise.configs.delay import SeverityBands
+from shelfwise.models.fast_delay import UnsupportedPipeline, build_fast_predictor
+from shelfwise.registry.load import (
+    ModelLoadError,
+    load_delay_model,
+    prepare_delay_model,
+    resolve_alias,
+)
 
 
 @pytest.mark.integration
@@ -33,7 +38,7 @@ def test_fast_path_equals_registered_pipeline_on_all_rows(
 
 @pytest.mark.integration
 def test_resolve_alias_and_missing_versions(mlflow_server: str, delay_v1) -> None:
-    from registry.load import registry_client
+    from shelfwise.registry.load import registry_client
 
     client = registry_client(mlflow_server)
     assert resolve_alias(client, delay_v1.name, "champion") == delay_v1.version
@@ -44,8 +49,8 @@ def test_resolve_alias_and_missing_versions(mlflow_server: str, delay_v1) -> Non
 
 
 def test_unsupported_pipeline_falls_back_to_the_pipeline(shipping_frame) -> None:
-    from configs.delay import BaselineParams
-    from models.delay import build_baseline_pipeline, features_and_target
+    from shelfwise.configs.delay import BaselineParams
+    from shelfwise.models.delay import build_baseline_pipeline, features_and_target
 
     df, spec = shipping_frame
     sample = df.sample(2000, random_state=1)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from configs.loader import ConfigError
-from configs.serving import load_serving_config
-from serving.follow import AliasFollower
+from shelfwise.configs.loader import ConfigError
+from shelfwise.configs.serving import load_serving_config
+from shelfwise.serving.follow import AliasFollower
 
 
 @dataclass(frozen=True)

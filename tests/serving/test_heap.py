@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from serving.heap import settle_heap
+from shelfwise.serving.heap import settle_heap
 
 
 class Model:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from configs.datasets import load_tabular_spec
-from serving.schemas import (
+from shelfwise.configs.datasets import load_tabular_spec
+from shelfwise.serving.schemas import (
     EXAMPLE_ORDER,
     GENDERS,
     ORDER_TO_COLUMN,

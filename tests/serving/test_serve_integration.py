@@ -16,10 +16,10 @@ import httpx
 import mlflow
 import pytest
 
-from configs.platform import PlatformConfig
-from monitoring.store import PredictionStore
-from registry.server import free_port
-from serving.run import start_serving, stop_serving
+from shelfwise.configs.platform import PlatformConfig
+from shelfwise.monitoring.store import PredictionStore
+from shelfwise.registry.server import free_port
+from shelfwise.serving.run import start_serving, stop_serving
 
 pytestmark = pytest.mark.integration
 

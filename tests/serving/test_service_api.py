@@ -13,8 +13,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from monitoring.store import PredictionStore
-from serving.schemas import EXAMPLE_ORDER
+from shelfwise.monitoring.store import PredictionStore
+from shelfwise.serving.schemas import EXAMPLE_ORDER
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def served(mlflow_server: str, delay_v1, forecast_v1, tmp_path_factory):
     """The service's ASGI app, started (lifespan run) against the real MLflow server."""
     from starlette.testclient import TestClient
 
-    from serving.service import ShelfwiseService
+    from shelfwise.serving.service import ShelfwiseService
 
     store_url = f"sqlite:///{tmp_path_factory.mktemp('serving-api') / 'store.db'}"
     with pytest.MonkeyPatch.context() as mp:
@@ -264,7 +264,7 @@ def test_forecast_dates_intervals_version_and_gate_metrics(client, forecast_v1) 
 def test_forecast_inventory_matches_models_inventory(
     client, forecast_v1, horizon: int, lead_time: int
 ) -> None:
-    from models.inventory import plan, sd_from_interval
+    from shelfwise.models.inventory import plan, sd_from_interval
 
     req = {**FORECAST, "horizon": horizon, "on_hand": 150.0, "lead_time": lead_time}
     r = client.post("/v1/forecast", json={**req, "service_level": 0.95})
@@ -344,8 +344,8 @@ def test_no_champion_is_a_503_naming_the_model(client, mlflow_server: str, monke
     endpoint answers 503 naming its model and alias, and /v1/versions reports both not loaded."""
     import bentoml
 
-    from registry.load import registry_client, resolve_alias
-    from serving.follow import AliasFollower
+    from shelfwise.registry.load import registry_client, resolve_alias
+    from shelfwise.serving.follow import AliasFollower
 
     service = bentoml.get_current_service()
     registry = registry_client(mlflow_server)
