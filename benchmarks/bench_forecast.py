@@ -38,9 +38,7 @@ from shelfwise.models.forecast import (
 from shelfwise.models.forecast_metrics import mase_scales, overall_metrics, smape
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DATA_DIR = Path(
-    os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[1] / "data")
-)
+DATA_DIR = Path(os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
 log = logging.getLogger("bench_forecast")
 
 

@@ -50,9 +50,7 @@ REQUESTS = {"bentoml": {1: 1000, 8: 2000, 32: 3000}, "mlflow": {1: 300, 8: 400, 
 QUICK = {"bentoml": {1: 200, 8: 400, 32: 600}, "mlflow": {1: 60, 8: 80, 32: 120}}
 WARMUP = 50
 ROUNDS = 7  # interleaved rounds per BentoML target and concurrency (median req/s reported)
-DATA_DIR = Path(
-    os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[1] / "data")
-)
+DATA_DIR = Path(os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
 
 
 def order_payloads(n: int = 256) -> tuple[list[dict], list[dict]]:

@@ -28,9 +28,7 @@ from shelfwise.flows.stack import Component, plan_stack, stack_down, stack_up
 from shelfwise.registry.server import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DATA_DIR = Path(
-    os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[1] / "data")
-)
+DATA_DIR = Path(os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
 
 
 def _platform(state: Path) -> PlatformConfig:

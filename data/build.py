@@ -67,8 +67,10 @@ def build(originals: Path) -> None:
         if date:
             back[date[0]] = pd.to_datetime(back[date[0]]).dt.strftime(date[1])
         pd.testing.assert_frame_equal(back, df, check_dtype=False)
-        print(f"{target.relative_to(HERE)}: {len(df)} rows, {target.stat().st_size} bytes, "
-              f"sha256 {sha256(target)}")
+        print(
+            f"{target.relative_to(HERE)}: {len(df)} rows, {target.stat().st_size} bytes, "
+            f"sha256 {sha256(target)}"
+        )
 
 
 if __name__ == "__main__":
