@@ -54,6 +54,13 @@ demo: install ## Run the loop on the real data against the local stack (DEMO_ARG
 up: install ## Start the local stack (MLflow, Prefect server + worker, BentoML, Evidently UI)
 	$(VENV)/bin/shelfwise stack up
 
+wheel: install ## Build the Shelfwise wheel into dist/ (installs only the shelfwise package)
+	rm -f dist/shelfwise-*.whl
+	$(VENV)/bin/uv build --wheel --out-dir dist -q
+
+bento: wheel ## Build the Bento (bentofile.yaml: the wheel + requirements.lock)
+	$(VENV)/bin/bentoml build .
+
 bench: install ## Run the benchmarks; results in benchmarks/results/*.json and *.md
 	$(PY) -m benchmarks.run
 
@@ -63,4 +70,4 @@ down: install ## Stop every local server Shelfwise started
 clean: ## Remove local state (.shelfwise) but keep .venv
 	rm -rf .shelfwise
 
-.PHONY: help install browser lock test test-fast lint format demo up bench down clean
+.PHONY: help install browser lock test test-fast lint format demo up wheel bento bench down clean

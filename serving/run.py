@@ -32,9 +32,10 @@ def serve_command(
     port: int,
     target: str = SERVICE_IMPORT,
     working_dir: Path | None = None,
+    python: str = sys.executable,
 ) -> list[str]:
     return [
-        sys.executable,
+        python,
         "-m",
         "bentoml",
         "serve",
@@ -67,20 +68,25 @@ def start_serving(
     timeout_s: float = 180.0,
     name: str = "bentoml-serve",
     target: str = SERVICE_IMPORT,
+    python: str = sys.executable,
+    cwd: Path | None = None,
 ) -> tuple[LocalServer, int]:
-    """Start `bentoml serve` detached and wait until /readyz answers; returns (server, pid)."""
+    """Start `bentoml serve` detached and wait until /readyz answers; returns (server, pid).
+
+    ``python``: the interpreter whose environment serves (default this one); ``cwd``: where it
+    starts (default the working directory)."""
     host = platform.serving.host
     port = port or platform.serving.port
     server = bentoml_server(platform.state_path, host, port, name)
     full_env = {**serving_env(platform, tracking_uri), **(env or {})}
     pid = start_server(
         server,
-        serve_command(host, port, target),
+        serve_command(host, port, target, working_dir=cwd, python=python),
         host,
         port,
         timeout_s,
         env=full_env,
-        cwd=Path.cwd(),
+        cwd=cwd or Path.cwd(),
     )
     return server, pid
 

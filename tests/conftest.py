@@ -6,6 +6,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,43 @@ def delay_config(tmp_path: Path):
         return p
 
     return make
+
+
+@dataclass(frozen=True)
+class WheelVenv:
+    """A fresh virtualenv outside the checkout with only the built Shelfwise wheel installed."""
+
+    wheel: Path
+    python: Path
+    bin: Path
+    outside: Path  # a working directory outside the checkout
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> WheelVenv:
+    """Build the wheel into dist/ (where bentofile.yaml expects it) and install it, with the
+    pinned dependencies of requirements.lock, into a new venv in a tmp folder."""
+    import subprocess
+
+    uv = Path(sys.executable).parent / "uv"
+    dist = REPO_ROOT / "dist"
+    for old in dist.glob("shelfwise-*.whl"):
+        old.unlink()
+    subprocess.run(
+        [uv, "build", "--wheel", "--out-dir", dist, "-q", REPO_ROOT], check=True, timeout=300
+    )
+    (wheel,) = dist.glob("shelfwise-*.whl")
+    root = tmp_path_factory.mktemp("wheel-venv")
+    venv = root / "venv"
+    clean = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    subprocess.run([uv, "venv", "-q", "--python", "3.11", venv], check=True, env=clean)
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", venv / "bin" / "python"]
+        + ["-c", REPO_ROOT / "requirements.lock", wheel],
+        check=True,
+        env=clean,
+        timeout=900,
+    )
+    outside = root / "elsewhere"
+    outside.mkdir()
+    return WheelVenv(wheel, venv / "bin" / "python", venv / "bin", outside)

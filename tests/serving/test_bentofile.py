@@ -1,5 +1,6 @@
-"""`bentoml build` turns bentofile.yaml into a Bento holding our packages, and the built Bento
-serves (from its own copy of the code, following the registry alias like the source service)."""
+"""`bentoml build` turns bentofile.yaml into a Bento carrying the Shelfwise wheel and the pinned
+requirements, and the built Bento serves from an environment that has only that wheel (a fresh
+venv, started outside the checkout), following the registry alias like the source service."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -22,7 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_bento_builds_and_serves(mlflow_server: str, register_delay, tmp_path: Path) -> None:
+def test_bento_builds_and_serves(
+    mlflow_server: str, register_delay, wheel_venv, tmp_path: Path
+) -> None:
     home = tmp_path / "bentoml"
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     build = subprocess.run(
@@ -39,17 +43,20 @@ def test_bento_builds_and_serves(mlflow_server: str, register_delay, tmp_path: P
     bento_dir = home / "bentos" / name / version
     meta = yaml.safe_load((bento_dir / "bento.yaml").read_text())
     assert meta["service"] == "shelfwise.serving.service:ShelfwiseService"
-    src = bento_dir / "src"
+    wheels = list((bento_dir / "env" / "python" / "wheels").glob("shelfwise-*.whl"))
+    assert [w.name for w in wheels] == [wheel_venv.wheel.name]
+    inside = zipfile.ZipFile(wheels[0]).namelist()
     for module in (
-        "serving/service.py",
-        "monitoring/store.py",
-        "registry/load.py",
-        "models/fast_delay.py",
-        "configs/serving.yaml",
-        "configs/delay_risk.yaml",
+        "shelfwise/serving/service.py",
+        "shelfwise/monitoring/store.py",
+        "shelfwise/registry/load.py",
+        "shelfwise/models/fast_delay.py",
+        "shelfwise/configs/serving.yaml",
+        "shelfwise/configs/delay_risk.yaml",
     ):
-        assert (src / module).is_file(), module
-    assert not (src / "tests").exists()
+        assert module in inside, module
+    src = bento_dir / "src"
+    assert not (src / "tests").exists() and not (src / "serving").exists()  # code: the wheel
     requirements = (bento_dir / "env" / "python" / "requirements.txt").read_text()
     assert "bentoml==1.4.39" in requirements and "xgboost==3.2.0" in requirements
 
@@ -62,11 +69,13 @@ def test_bento_builds_and_serves(mlflow_server: str, register_delay, tmp_path: P
         port=free_port(),
         target=tag,
         name="bento-serve",
+        python=str(wheel_venv.python),  # only the wheel installed: no checkout code to fall back on
+        cwd=wheel_venv.outside,
         env={
             "BENTOML_HOME": str(home),
             "SHELFWISE_DELAY_MODEL_NAME": model,
             "SHELFWISE_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}",
-            "PYTHONPATH": "",  # the Bento's own copy of the code, not this checkout
+            "PYTHONPATH": "",
         },
     )
     try:
