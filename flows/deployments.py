@@ -10,7 +10,6 @@ current configs first. Flow runs start in the project root through a pull step r
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -25,7 +24,13 @@ import yaml
 
 from shelfwise.configs.deployments import DeploymentConfig, DeploymentsConfig
 from shelfwise.configs.platform import PlatformConfig
-from shelfwise.flows.stack import StackError, prefect_api_url, prefect_client_env, require_work_pool
+from shelfwise.flows.stack import (
+    StackError,
+    importable,
+    prefect_api_url,
+    prefect_client_env,
+    require_work_pool,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +136,7 @@ def deployable(cfg: DeploymentsConfig) -> tuple[list[str], dict[str, str]]:
     """Deployments whose flow module is importable here, and the others with the reason."""
     ok, skipped = [], {}
     for d in cfg.deployments:
-        try:
-            found = importlib.util.find_spec(d.entrypoint_module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if found:
+        if importable(d.entrypoint_module):
             ok.append(d.name)
         else:
             skipped[d.name] = f"module {d.entrypoint_module} is not importable"

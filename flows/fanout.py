@@ -3,7 +3,8 @@
 ``batch_mapper(cfg)`` opens the runner chosen by ``cfg.fanout.runner`` and yields a
 ``shelfwise.models.forecast.BatchMapper`` that submits one ``fit-prophet-batch`` task per batch of
 ``cfg.batch_size`` series; results come back in completion order (each names its series) and
-the models' progress callback runs once per finished batch. The runner stays open for the
+the models' progress callback runs once per finished batch. The runner is opened by the first
+call with more than one batch (a lone batch runs as an inline task) and stays open for the
 ``with`` block, so a backtest's folds reuse one process pool / Dask cluster.
 
 Runners (``fanout.runner``): ``process`` Prefect's ProcessPoolTaskRunner with ``workers``
@@ -26,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
 from prefect import get_client, task
@@ -108,18 +109,41 @@ def shared_api() -> Iterator[None]:
         yield
 
 
+def lazy_task_mapper(open_runner: Callable[[], TaskRunner]) -> BatchMapper:
+    """A mapper that fits a lone batch as an inline ``fit-prophet-batch`` task (one batch cannot
+    run in parallel, so a pool would add only its start-up: ~15 s for two spawned interpreters
+    importing Prefect and Prophet) and opens the runner, once, on the first call with more."""
+    runner: TaskRunner | None = None
+
+    def map_batches(fn: Callable[[B], R], batches: list[B]) -> Iterator[R]:
+        nonlocal runner
+        if len(batches) == 1:
+            yield run_batch(fn, batches[0])
+            return
+        if runner is None:
+            runner = open_runner()
+        yield from task_mapper(runner)(fn, batches)
+
+    return map_batches
+
+
 @contextmanager
 def batch_mapper(cfg: ForecastConfig) -> Iterator[BatchMapper]:
-    """The mapper for ``cfg.fanout`` (see the module docstring), its runner open meanwhile."""
+    """The mapper for ``cfg.fanout`` (see the module docstring); a runner it opens stays open
+    until the block ends."""
     if cfg.fanout.runner == "joblib":
         yield joblib_mapper(cfg.workers)
         return
-    runner = make_task_runner(cfg.fanout, cfg.workers)
-    logger.info(
-        "Prophet fan-out: %s task runner, %s workers, %s series per task",
-        cfg.fanout.runner,
-        cfg.workers,
-        cfg.batch_size,
-    )
-    with shared_api(), runner:
-        yield task_mapper(runner)
+    with ExitStack() as stack:
+
+        def open_runner() -> TaskRunner:
+            logger.info(
+                "Prophet fan-out: %s task runner, %s workers, %s series per task",
+                cfg.fanout.runner,
+                cfg.workers,
+                cfg.batch_size,
+            )
+            stack.enter_context(shared_api())
+            return stack.enter_context(make_task_runner(cfg.fanout, cfg.workers))
+
+        yield lazy_task_mapper(open_runner)

@@ -9,6 +9,7 @@ present) the BentoML service and the Evidently UI, each a detached process with 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -31,7 +32,12 @@ from shelfwise.registry.server import (
     start_server,
     stop_server,
 )
-from shelfwise.registry.tracking import mlflow_server, mlflow_server_command, mlflow_server_env
+from shelfwise.registry.tracking import (
+    mlflow_server,
+    mlflow_server_command,
+    mlflow_server_env,
+    prepare_sqlite_backend,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +203,14 @@ def worker_probe(api_url: str, pool: str, worker_name: str, pid_file: Path) -> C
     return probe
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported here (its parent packages exist and it is found)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _wanted(enabled: Enabled, present: bool, override: bool | None) -> bool:
     if override is not None:
         return override
@@ -294,8 +308,8 @@ def plan_stack(
     )
 
     sv = stack.serving
-    service_file = root / "serving" / "service.py"
-    if _wanted(sv.enabled, service_file.is_file(), serving):
+    service_module = sv.target.split(":", 1)[0]
+    if _wanted(sv.enabled, importable(service_module), serving):
         s = platform.serving
         url = f"http://{s.host}:{s.port}"
         srv = _local(platform, "serving", "bentoml service", url, sv.health_path)
@@ -314,7 +328,9 @@ def plan_stack(
             )
         )
     else:
-        disabled[Component.serving] = f"{service_file} not found" if serving is None else "off"
+        disabled[Component.serving] = (
+            f"module {service_module} is not importable" if serving is None else "off"
+        )
 
     ev = stack.evidently
     workspace = ev.workspace if ev.workspace.is_absolute() else state / ev.workspace
@@ -474,6 +490,8 @@ def _start(plan: StackPlan, p: ManagedProcess) -> ComponentState:
         )
     command = p.command or mlflow_server_command(plan.platform)
     t0 = time.monotonic()
+    if p.component is Component.mlflow:
+        prepare_sqlite_backend(plan.platform.mlflow_backend_store_uri)
     try:
         pid = start_server(p.server, command, p.host, p.port, p.timeout_s, env=p.env, cwd=p.cwd)
     except ServerError as exc:

@@ -116,6 +116,26 @@ def test_task_runner_matches_joblib(runner, panel, joblib_fit, prefect_harness) 
         assert line in messages, messages
 
 
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_lone_batch_runs_inline_without_opening_a_pool(
+    panel, joblib_fit, prefect_harness, monkeypatch
+) -> None:
+    import shelfwise.flows.fanout as fanout
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a single batch must not start a task runner")
+
+    monkeypatch.setattr(fanout, "make_task_runner", no_pool)
+    cfg = ci_config("process").model_copy(update={"batch_size": N_SERIES})  # one batch of all
+    state = fanout_flow(panel, cfg, return_state=True)
+    model = state.result()
+    pd.testing.assert_frame_equal(model.future, joblib_fit.future)
+    runs, _ = _task_runs_and_logs(state.state_details.flow_run_id, [])
+    batch_runs = [r for r in runs if r.name.startswith(BATCH_TASK)]
+    assert len(batch_runs) == 1 and batch_runs[0].state.is_completed()  # still a task in the UI
+
+
 def _write(tmp_path: Path, **fanout) -> Path:
     raw = read_yaml(configs_dir() / "demand_forecast.yaml")
     raw["fanout"].update(fanout)
