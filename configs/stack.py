@@ -28,7 +28,7 @@ class PrefectStackConfig(StrictModel):
     worker_name: str = Field("shelfwise-worker", min_length=1)
     worker_limit: int = Field(2, ge=1)
     worker_startup_timeout_s: float = Field(120.0, gt=0)
-    worker_query_s: float = Field(5.0, gt=0, description="how often the worker polls for runs")
+    worker_query_s: float = Field(2.0, gt=0, description="how often the worker polls for runs")
 
 
 class ServingStackConfig(StrictModel):

@@ -212,13 +212,19 @@ def ensure_api_key(platform: PlatformConfig) -> str:
 # --------------------------------------------------------------------------- helpers
 
 
-def run_flow(ctx: DemoContext, deployment: str, parameters: dict[str, Any]) -> str:
-    """Run a deployment through the stack's worker; a failed run fails the step with its error."""
-    from shelfwise.flows.deployments import run_deployment_and_wait
+def start_flow(ctx: DemoContext, deployment: str, parameters: dict[str, Any]):
+    """Create a run of a deployment for the stack's worker without waiting for it."""
+    from shelfwise.flows.deployments import start_deployment_run
 
-    outcome = run_deployment_and_wait(
-        ctx.platform, deployment, parameters, ctx.demo.flow_run_timeout_s
-    )
+    return start_deployment_run(ctx.platform, deployment, parameters)
+
+
+def finish_flow(ctx: DemoContext, run) -> str:
+    """Wait for a started run; a failed run fails the step with its error."""
+    from shelfwise.flows.deployments import wait_for_run
+
+    outcome = wait_for_run(ctx.platform, run, ctx.demo.flow_run_timeout_s)
+    deployment = run.deployment
     ctx.summary.flow_runs.append({"deployment": deployment, **asdict(outcome)})
     if not outcome.ok:
         raise DemoError(
@@ -226,6 +232,11 @@ def run_flow(ctx: DemoContext, deployment: str, parameters: dict[str, Any]) -> s
             f"(Prefect UI: {ctx.plan.prefect_ui_url}/runs/flow-run/{outcome.id})"
         )
     return f"flow run {outcome.name} completed in {outcome.seconds:.0f} s"
+
+
+def run_flow(ctx: DemoContext, deployment: str, parameters: dict[str, Any]) -> str:
+    """Run a deployment through the stack's worker and wait for it (see ``finish_flow``)."""
+    return finish_flow(ctx, start_flow(ctx, deployment, parameters))
 
 
 def registry_rows(tracking_uri: str, model: str) -> list[VersionRow]:
@@ -451,13 +462,24 @@ def step_train_delay_risk(ctx: DemoContext) -> str:
     return f"{detail}; delay_risk@champion = v{champion} (trigger {trigger}){kept}"
 
 
-def step_train_demand_forecast(ctx: DemoContext) -> str:
+def step_start_demand_forecast(ctx: DemoContext) -> str:
+    """Start the forecaster's training, which runs beside delay risk's training and tuning on
+    the worker's second slot (each flow run is mostly a fresh interpreter importing the stack)."""
     task = ctx.demo.demand_forecast
     if not task.enabled:
         return "skipped (demand_forecast.enabled: false)"
     n = task.reduced_max_series if ctx.reduced else task.max_series
     params = {"config": task.config, "trigger": "manual", "max_series": n}
-    detail = run_flow(ctx, task.deployment, params)
+    run = start_flow(ctx, task.deployment, params)
+    ctx.values["forecast_run"] = (run, n)
+    return f"{n} series; flow run {run.name} started"
+
+
+def step_train_demand_forecast(ctx: DemoContext) -> str:
+    if "forecast_run" not in ctx.values:
+        return "skipped (demand_forecast.enabled: false)"
+    run, n = ctx.values.pop("forecast_run")
+    detail = finish_flow(ctx, run)
     champion = champion_version(ctx.plan.tracking_uri, "demand_forecast")
     if champion is None:
         raise DemoError("no demand_forecast@champion after training: see the gate in MLflow")
@@ -483,12 +505,44 @@ def step_tune(ctx: DemoContext) -> str:
     return f"{params['n_trials']} trials; {detail}"
 
 
-def step_serve(ctx: DemoContext) -> str:
+def _start_service(plan) -> Any:
     from shelfwise.flows.stack import Component, stack_up
 
-    state = next(
-        s for s in stack_up(ctx.plan, only={Component.serving}) if s.component == Component.serving
+    return next(
+        s for s in stack_up(plan, only={Component.serving}) if s.component == Component.serving
     )
+
+
+def step_start_service(ctx: DemoContext) -> str:
+    """Start `bentoml serve` in the background now that delay_risk has a champion: its start-up
+    (~20 s of imports and model loading) overlaps the tuning run; `serve the champion` joins it."""
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def start() -> None:
+        try:
+            outcome["state"] = _start_service(ctx.plan)
+        except BaseException as exc:  # handed to step_serve, which raises it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=start, name="demo-start-service", daemon=True)
+    thread.start()
+    ctx.values["service_start"] = (thread, outcome)
+    return "bentoml serve starting in the background"
+
+
+def step_serve(ctx: DemoContext) -> str:
+    from shelfwise.flows.stack import Component
+
+    if "service_start" in ctx.values:
+        thread, outcome = ctx.values.pop("service_start")
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        state = outcome["state"]
+    else:
+        state = _start_service(ctx.plan)
     ctx.summary.stack = [s for s in ctx.summary.stack if s["component"] != Component.serving]
     ctx.summary.stack.append(state.as_dict())
     if state.state not in {"started", "reused"}:
@@ -694,11 +748,17 @@ def demo_steps(demo: DemoConfig | None = None) -> list[DemoStep]:
         DemoStep("start the stack", step_start_stack),
         DemoStep("write the demo's configs", step_write_configs),
         DemoStep("deploy the flows", step_deploy),
+        DemoStep("start training the demand forecast", step_start_demand_forecast),
         DemoStep("train delay risk (low-discount orders)", step_train_delay_risk),
-        DemoStep("train demand forecast", step_train_demand_forecast),
-        DemoStep("tune delay risk", step_tune),
     ]
-    if demo is None or demo.loop.enabled:
+    loop = demo is None or demo.loop.enabled
+    if loop:
+        steps.append(DemoStep("start the service", step_start_service))
+    steps += [
+        DemoStep("tune delay risk", step_tune),
+        DemoStep("train demand forecast", step_train_demand_forecast),
+    ]
+    if loop:
         steps += [
             DemoStep("serve the champion", step_serve),
             DemoStep("forecast + inventory through the service", step_forecast),

@@ -264,10 +264,20 @@ class FlowRunOutcome:
         return self.state == "COMPLETED"
 
 
-def run_deployment_and_wait(
-    platform: PlatformConfig, name: str, parameters: dict[str, Any], timeout_s: float
-) -> FlowRunOutcome:
-    """Start a run of deployment ``name`` (executed by the stack's worker) and wait for it."""
+@dataclass(frozen=True)
+class StartedRun:
+    """A flow run of a deployment, created for the stack's worker and not waited for yet."""
+
+    id: str
+    name: str
+    deployment: str
+    started: float  # time.monotonic() when it was created
+
+
+def start_deployment_run(
+    platform: PlatformConfig, name: str, parameters: dict[str, Any]
+) -> StartedRun:
+    """Create a run of deployment ``name`` for the stack's worker and return at once."""
     import time
 
     from prefect.deployments import run_deployment
@@ -276,12 +286,41 @@ def run_deployment_and_wait(
     dep_id = deployment_id(platform, name)
     t0 = time.monotonic()
     with temporary_settings({PREFECT_API_URL: prefect_api_url(platform)}):
-        run = run_deployment(dep_id, parameters=parameters, timeout=timeout_s, poll_interval=2)
-    state = run.state
+        run = run_deployment(dep_id, parameters=parameters, timeout=0)
+    return StartedRun(str(run.id), run.name, name, t0)
+
+
+def wait_for_run(
+    platform: PlatformConfig, run: StartedRun, timeout_s: float, poll_s: float = 1.0
+) -> FlowRunOutcome:
+    """Wait until ``run`` is final (or ``timeout_s`` passed) and say how it ended."""
+    import time
+
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = run.started + timeout_s
+    with (
+        temporary_settings({PREFECT_API_URL: prefect_api_url(platform)}),
+        get_client(sync_client=True) as client,
+    ):
+        while True:
+            flow_run = client.read_flow_run(run.id)
+            state = flow_run.state
+            if (state and state.is_final()) or time.monotonic() >= deadline:
+                break
+            time.sleep(poll_s)
     return FlowRunOutcome(
-        id=str(run.id),
+        id=run.id,
         name=run.name,
         state=state.type.value if state else "UNKNOWN",
         message=(state.message or "") if state else "",
-        seconds=round(time.monotonic() - t0, 1),
+        seconds=round(time.monotonic() - run.started, 1),
     )
+
+
+def run_deployment_and_wait(
+    platform: PlatformConfig, name: str, parameters: dict[str, Any], timeout_s: float
+) -> FlowRunOutcome:
+    """Start a run of deployment ``name`` (executed by the stack's worker) and wait for it."""
+    return wait_for_run(platform, start_deployment_run(platform, name, parameters), timeout_s)
