@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,10 @@ PG_ADMIN_URL = os.environ.get("SHELFWISE_TEST_PG", "postgresql://postgres@127.0.
 
 os.environ.setdefault("SHELFWISE_DATA_DIR", str(DATA_DIR))
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# an ephemeral Prefect API started by a CLI test may take longer than Prefect's default 20 s on
+# a loaded 2-core machine (two test workers)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ["COLUMNS"] = "240"  # rich wraps CLI output at the terminal width (80 without a tty)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
@@ -145,14 +150,19 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> WheelVenv:
     import subprocess
 
     uv = Path(sys.executable).parent / "uv"
-    dist = REPO_ROOT / "dist"
-    for old in dist.glob("shelfwise-*.whl"):
-        old.unlink()
-    subprocess.run(
-        [uv, "build", "--wheel", "--out-dir", dist, "-q", REPO_ROOT], check=True, timeout=300
-    )
-    (wheel,) = dist.glob("shelfwise-*.whl")
     root = tmp_path_factory.mktemp("wheel-venv")
+    built = root / "dist"
+    subprocess.run(
+        [uv, "build", "--wheel", "--out-dir", built, "-q", REPO_ROOT], check=True, timeout=300
+    )
+    (fresh,) = built.glob("shelfwise-*.whl")
+    # into dist/ by an atomic rename, so that test workers building at once never see half a file
+    dist = REPO_ROOT / "dist"
+    dist.mkdir(exist_ok=True)
+    staged = dist / f".{fresh.name}.{os.getpid()}"
+    shutil.copyfile(fresh, staged)
+    wheel = dist / fresh.name
+    os.replace(staged, wheel)
     venv = root / "venv"
     clean = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     subprocess.run([uv, "venv", "-q", "--python", "3.11", venv], check=True, env=clean)

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from shelfwise.configs.stack import StackConfig
+from shelfwise.configs.stack import ServingStackConfig, StackConfig
 from shelfwise.flows.stack import (
     Component,
     StackError,
@@ -32,13 +32,15 @@ from tests.flows.stack_helpers import minimal_stack_config, stack_platform
 
 def test_plan_uses_configured_ports_and_skips_external_and_absent_parts(tmp_path, data_dir):
     platform = stack_platform(tmp_path / ".shelfwise", data_dir)
-    plan = plan_stack(platform, StackConfig(), root=tmp_path)  # no serving/service.py there
+    # a service module that is not installed
+    absent = StackConfig(serving=ServingStackConfig(target="shelfwise.serving.no_such_service"))
+    plan = plan_stack(platform, absent, root=tmp_path)
     comps = [p.component for p in plan.processes]
     assert comps == [Component.mlflow, Component.prefect, Component.worker]
     assert plan.process(Component.prefect).port == platform.prefect.port
     assert plan.process(Component.mlflow).port == platform.tracking.port
     assert plan.prefect_api_url == f"http://127.0.0.1:{platform.prefect.port}/api"
-    assert "serving/service.py not found" in plan.disabled[Component.serving]
+    assert "shelfwise.serving.no_such_service is not importable" in plan.disabled[Component.serving]
     worker = plan.process(Component.worker)
     expected = ["--name", "shelfwise-worker", "--type", "process", "--limit", "2"]
     assert worker.command[-6:] == expected
