@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 
@@ -34,8 +35,8 @@ browser: ## Install Debian's chromium for the UI checks (needs root or sudo)
 	    $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; }; }
 	@command -v chromium >/dev/null 2>&1 && chromium --version 2>/dev/null || true
 
-test: install browser ## Run every test (unit, model quality on real data, real servers, PostgreSQL, browser)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: install browser ## Run every test (unit, model quality, real servers, PostgreSQL, browser) on PYTEST_WORKERS=2 xdist workers
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install ## Unit tests only (no slow/integration)
 	$(PY) -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
