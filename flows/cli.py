@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shelfwise.flows import cli_serving
+from shelfwise.flows.cli_output import emit_json, stdout_to_stderr
 
 app = typer.Typer(
     help="Shelfwise: registry-centred ML lifecycle for retail operations.", no_args_is_help=True
@@ -53,9 +53,14 @@ def user_errors() -> Iterator[None]:
 def _setup(platform_config: str, verbose: bool = False):
     from shelfwise.configs.loader import ConfigError
     from shelfwise.configs.platform import load_platform_config
-    from shelfwise.flows.environment import configure_logging, configure_prefect_home
+    from shelfwise.flows.environment import (
+        configure_logging,
+        configure_prefect_home,
+        configure_prefect_logging,
+    )
 
     configure_logging(verbose)
+    configure_prefect_logging()  # before Prefect is imported: its logging set-up reads it
     try:
         platform = load_platform_config(platform_config)
     except ConfigError as exc:
@@ -71,27 +76,44 @@ def train(
     config: str = typer.Option(None, help="model config name or YAML path"),
     platform_config: str = typer.Option("platform", "--platform", help="platform config"),
     trigger: str = typer.Option("manual", help="what asked for this training"),
-    extra_data: Path = typer.Option(None, help="extra labelled rows (CSV/Parquet) to train on"),
+    extra_data: Path = typer.Option(
+        None, help="extra labelled rows / realised actuals (CSV/Parquet) to train on"
+    ),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Train a model, log it to MLflow and register a new version."""
-    platform = _setup(platform_config)
+    extra = str(extra_data) if extra_data else None
+    with stdout_to_stderr(json_out):
+        _setup(platform_config)
+        with user_errors():
+            if task is Task.demand_forecast:
+                from shelfwise.flows.cli_forecast import train_forecast
+
+                result = train_forecast(config, platform_config, trigger, extra)
+            else:
+                result = _train_delay(config, platform_config, trigger, extra)
+    if json_out:
+        emit_json(result)
+    elif task is Task.demand_forecast:
+        from shelfwise.flows.cli_forecast import print_forecast_result
+
+        print_forecast_result(console, result)
+    else:
+        _print_delay_result(result)
+
+
+def _train_delay(config: str | None, platform_config: str, trigger: str, extra: str | None):
     from shelfwise.flows.train import train_delay_risk
 
-    if task is Task.demand_forecast:
-        from shelfwise.flows.cli_forecast import train_forecast
+    return train_delay_risk(
+        config=config or "delay_risk",
+        platform_config=platform_config,
+        trigger=trigger,
+        extra_data=extra,
+    )
 
-        return train_forecast(config, platform_config, trigger, json_out)
-    with user_errors():
-        result = train_delay_risk(
-            config=config or "delay_risk",
-            platform_config=platform_config,
-            trigger=trigger,
-            extra_data=str(extra_data) if extra_data else None,
-        )
-    if json_out:
-        console.print_json(json.dumps(result))
-        return
+
+def _print_delay_result(result: dict) -> None:
     table = Table(title=f"{result['model_name']} v{result['version']}")
     table.add_column("metric")
     table.add_column("xgboost", justify="right")
@@ -107,7 +129,6 @@ def train(
         from shelfwise.flows.cli_registry import _print_outcome
 
         _print_outcome(console, result["extra"]["gate"])
-    _ = platform
 
 
 @server_app.command("start")

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
 
-
-def train_forecast(config: str | None, platform_config: str, trigger: str, json_out: bool) -> None:
-    from shelfwise.flows.cli import user_errors
+def train_forecast(
+    config: str | None, platform_config: str, trigger: str, actuals: str | None = None
+) -> dict:
     from shelfwise.flows.forecast import train_demand_forecast
 
-    with user_errors():
-        result = train_demand_forecast(
-            config=config or "demand_forecast", platform_config=platform_config, trigger=trigger
-        )
-    if json_out:
-        console.print_json(json.dumps(result, default=float))
-        return
+    return train_demand_forecast(
+        config=config or "demand_forecast",
+        platform_config=platform_config,
+        trigger=trigger,
+        actuals=actuals,
+    )
+
+
+def print_forecast_result(console: Console, result: dict) -> None:
     table = Table(title=f"{result['model_name']} v{result['version']} (latest backtest fold)")
     families = ["hybrid", *result["baseline_metrics"]]
     table.add_column("metric")
@@ -36,3 +35,7 @@ def train_forecast(config: str | None, platform_config: str, trigger: str, json_
         f"version:  {ui}/#/models/{result['model_name']}/versions/{result['version']} "
         "(alias @challenger)"
     )
+    if result.get("gate"):
+        from shelfwise.flows.cli_registry import _print_outcome
+
+        _print_outcome(console, result["gate"])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from shelfwise.flows.cli_output import emit_json, stdout_to_stderr
 
 console = Console()
 
@@ -19,13 +19,15 @@ def monitor(
 ) -> None:
     """Drift, performance on feedback and fulfilment KPIs of the served champion; decide."""
     from shelfwise.flows.cli import _setup, user_errors
-    from shelfwise.flows.monitor import monitor_delay_risk
 
-    _setup(platform_config)
-    with user_errors():
-        result = monitor_delay_risk(config=config, platform_config=platform_config, emit=emit)
+    with stdout_to_stderr(json_out):
+        _setup(platform_config)
+        from shelfwise.flows.monitor import monitor_delay_risk
+
+        with user_errors():
+            result = monitor_delay_risk(config=config, platform_config=platform_config, emit=emit)
     if json_out:
-        console.print_json(json.dumps(result, default=str))
+        emit_json(result)
         return
     table = Table(title=f"{result['model_name']} v{result['model_version']} monitoring")
     table.add_column("what")

@@ -6,11 +6,12 @@ run Prefect flows; the others are quick registry operations.
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 
 import typer
 from rich.table import Table
+
+from shelfwise.flows.cli_output import emit_json, stdout_to_stderr
 
 TASK_MODELS = {"delay-risk": "delay_risk", "demand-forecast": "demand_forecast"}
 
@@ -68,26 +69,27 @@ def tune(
     """Optuna search; run it in several processes against one storage to add workers."""
     from shelfwise.flows.cli import _setup, console, user_errors
 
-    _setup(platform_config)
-    from shelfwise.flows.tune import tune_delay_risk
+    with stdout_to_stderr(json_out):
+        _setup(platform_config)
+        from shelfwise.flows.tune import tune_delay_risk
 
-    with user_errors():
-        result = tune_delay_risk(
-            n_trials=trials,
-            timeout_s=timeout,
-            study_name=study_name,
-            storage=storage,
-            seed_offset=seed_offset,
-            pruning=pruning,
-            cv_folds=cv_folds,
-            register_best=register,
-            promote=promote,
-            model_name=model_name,
-            trigger=trigger,
-            platform_config=platform_config,
-        )
+        with user_errors():
+            result = tune_delay_risk(
+                n_trials=trials,
+                timeout_s=timeout,
+                study_name=study_name,
+                storage=storage,
+                seed_offset=seed_offset,
+                pruning=pruning,
+                cv_folds=cv_folds,
+                register_best=register,
+                promote=promote,
+                model_name=model_name,
+                trigger=trigger,
+                platform_config=platform_config,
+            )
     if json_out:
-        typer.echo(json.dumps(result, default=str))
+        emit_json(result)
         return
     console.print(
         f"study {result['study_name']} ({result['storage']}): {result['study_trials']} trials "
@@ -102,29 +104,35 @@ def tune(
 
 
 def gate(
-    model: str = typer.Argument("delay_risk", help="registered model"),
+    model: str = typer.Argument(..., help="registered model"),
     candidate: str = typer.Option("challenger", help="version number or alias to gate"),
     trigger: str = typer.Option("manual", help="manual, schedule, feedback or drift"),
     actor: str = typer.Option(None, help="who asks (default: $SHELFWISE_ACTOR or the OS user)"),
+    config: str = typer.Option(
+        None, help="model config name or YAML path (default: the task's shipped config)"
+    ),
     platform_config: str = typer.Option("platform", "--platform"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Gate a version against @champion on the fixed evaluation set; promote it if it wins."""
+    """Gate a version against @champion with its task's evaluator (the version's shelfwise.task
+    tag picks it); promote it if it wins."""
     from shelfwise.flows.cli import _setup, console, user_errors
 
-    _setup(platform_config)
-    from shelfwise.flows.promote import gate_and_promote_flow
+    with stdout_to_stderr(json_out):
+        _setup(platform_config)
+        from shelfwise.flows.promote import gate_and_promote_flow
 
-    with user_errors():
-        out = gate_and_promote_flow(
-            model_name=_model(model),
-            candidate=candidate,
-            trigger=trigger,
-            actor=actor,
-            platform_config=platform_config,
-        )
+        with user_errors():
+            out = gate_and_promote_flow(
+                model_name=_model(model),
+                candidate=candidate,
+                trigger=trigger,
+                actor=actor,
+                config=config,
+                platform_config=platform_config,
+            )
     if json_out:
-        typer.echo(json.dumps(out, default=str))
+        emit_json(out)
         return
     _print_outcome(console, out)
 
@@ -135,17 +143,19 @@ def compare(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Versions with their holdout metrics, aliases and latest promotion decision."""
-    _, client, console = _ctx(platform_config)
     from shelfwise.flows.cli import user_errors
-    from shelfwise.registry.promotion import version_rows
 
     name = _model(model)
-    with user_errors():
-        rows = version_rows(client, name)
-        for r in rows:
-            r["aliases"] = [f"@{a}" for a in r["aliases"]]
+    with stdout_to_stderr(json_out):
+        _, client, console = _ctx(platform_config)
+        from shelfwise.registry.promotion import version_rows
+
+        with user_errors():
+            rows = version_rows(client, name)
+            for r in rows:
+                r["aliases"] = [f"@{a}" for a in r["aliases"]]
     if json_out:
-        typer.echo(json.dumps(rows))
+        emit_json(rows)
         return
     table = Table(title=f"{name}: {len(rows)} version(s)")
     for col in ("version", "aliases", "roc_auc", "brier", "ece", "eval set", "decision"):
@@ -218,14 +228,15 @@ def history(
     from shelfwise.flows.cli import _setup, console
     from shelfwise.registry.history import HistoryStore
 
-    platform = _setup(platform_config)
-    store = HistoryStore.from_url(platform.store_url)
-    try:
-        entries = store.entries(_model(model), limit)
-    finally:
-        store.dispose()
+    with stdout_to_stderr(json_out):
+        platform = _setup(platform_config)
+        store = HistoryStore.from_url(platform.store_url)
+        try:
+            entries = store.entries(_model(model), limit)
+        finally:
+            store.dispose()
     if json_out:
-        typer.echo(json.dumps([e.as_dict() for e in entries], default=str))
+        emit_json([e.as_dict() for e in entries])
         return
     table = Table(title=f"{_model(model)}: promotion history ({len(entries)} events)")
     table.add_column("#", no_wrap=True)

@@ -9,11 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shelfwise.flows.cli_output import emit_json, stdout_to_stderr
+
 stack_app = typer.Typer(
     help="The local stack: MLflow, Prefect server + worker, BentoML, Evidently UI.",
     no_args_is_help=True,
 )
 console = Console()
+err_console = Console(stderr=True)
 
 _STYLE = {
     "started": "green",
@@ -69,7 +72,7 @@ def _table(title: str, states) -> Table:
 
 def _print_states(title: str, states, as_json: bool) -> None:
     if as_json:
-        console.print_json(json.dumps([s.as_dict() for s in states]))
+        emit_json([s.as_dict() for s in states])
     else:
         console.print(_table(title, states))
         logs = {str(Path(s.log_file).parent) for s in states if s.log_file}
@@ -94,19 +97,20 @@ def up(
     """Start the local stack (reusing what already runs); health-checked; logs in <state>/logs."""
     from shelfwise.flows.stack import StackError, stack_up, stack_urls
 
-    plan = _plan(platform_config, stack_config, serving)
-    try:
-        states = stack_up(plan)
-    except StackError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+    with stdout_to_stderr(as_json):
+        plan = _plan(platform_config, stack_config, serving)
+        try:
+            states = stack_up(plan)
+        except StackError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
     _print_states("shelfwise stack", states, as_json)
     if not as_json:
         for k, v in stack_urls(plan).items():
             console.print(f"{k:13s} {v}")
     failed = [s for s in states if s.state == "failed"]
     for s in failed:
-        console.print(f"[red]{s.name} did not come up:[/red] {s.detail}")
+        err_console.print(f"[red]{s.name} did not come up:[/red] {s.detail}")
     if failed:
         raise typer.Exit(1)
 
@@ -118,7 +122,8 @@ def down(
     """Stop every process the stack started (process groups, flow runs included)."""
     from shelfwise.flows.stack import stack_down
 
-    states = stack_down(_plan(platform_config, stack_config))
+    with stdout_to_stderr(as_json):
+        states = stack_down(_plan(platform_config, stack_config))
     _print_states("shelfwise stack down", states, as_json)
 
 
@@ -129,7 +134,8 @@ def status(
     """Health of each component; exit code 1 if a component is down or the work pool is missing."""
     from shelfwise.flows.stack import stack_status
 
-    states = stack_status(_plan(platform_config, stack_config))
+    with stdout_to_stderr(as_json):
+        states = stack_status(_plan(platform_config, stack_config))
     _print_states("shelfwise stack status", states, as_json)
     if any(s.state in {"stopped", "unhealthy", "missing"} for s in states):
         raise typer.Exit(1)

@@ -37,6 +37,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from shelfwise.configs.forecast import DASK_ADDRESS_ENV, FanoutConfig, ForecastConfig
+from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.models.forecast import BatchMapper, joblib_mapper
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ R = TypeVar("R")
 @task(name=BATCH_TASK, cache_policy=NONE)
 def run_batch(fn: Callable[[Any], Any], batch: Any) -> Any:
     """One batch of series: ``fn`` is ``models.forecast.fit_prophet_batch`` with its settings."""
+    capture_platform_logs()
     return fn(batch)
 
 

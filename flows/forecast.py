@@ -27,6 +27,7 @@ from prefect.cache_policies import NONE
 from shelfwise.configs.datasets import TimeSeriesDatasetSpec, load_timeseries_spec
 from shelfwise.configs.forecast import ForecastConfig, load_forecast_config
 from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.flows.fanout import batch_mapper
 from shelfwise.flows.train import connect_tracking
 from shelfwise.models import plots
@@ -142,7 +143,7 @@ def run_backtest(
 
 def _tags(cfg, spec, family: str, fp: str, trigger: str) -> dict[str, str]:
     return {
-        rlog.TAG_TASK: cfg.registered_model_name,
+        rlog.TAG_TASK: rlog.TASK_DEMAND_FORECAST,
         rlog.TAG_FAMILY: family,
         rlog.TAG_DATA_FINGERPRINT: fp,
         rlog.TAG_CODE_VERSION: rlog.code_version(),
@@ -311,6 +312,7 @@ def train_demand_forecast(
     """Backtest the hybrid and its baselines, log them, register the hybrid as @challenger,
     then (``promote``) run the gate against ``@champion``. ``actuals``: a file of realised
     actuals (the data set's columns) appended to the training data (retraining on feedback)."""
+    capture_platform_logs()
     if promote:
         from shelfwise.registry.promotion import check_trigger
 
@@ -337,7 +339,6 @@ def train_demand_forecast(
             model_name=cfg.registered_model_name,
             candidate=version,
             trigger=trigger,
-            task="demand_forecast",
             config=config,
             gate_config=gate_config,
             platform_config=platform_config,

@@ -21,6 +21,7 @@ from shelfwise.configs.datasets import TabularDatasetSpec, load_tabular_spec
 from shelfwise.configs.delay import load_delay_config
 from shelfwise.configs.monitoring import MonitoringConfig, load_monitoring_config
 from shelfwise.configs.platform import load_platform_config
+from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.flows.train import connect_tracking
 from shelfwise.monitoring import records
 from shelfwise.monitoring.drift import DriftSummary, drift_report
@@ -114,7 +115,7 @@ def _log_monitoring_run(
     ) as run:
         mlflow.set_tags(
             {
-                rlog.TAG_TASK: ref.model_name,
+                rlog.TAG_TASK: rlog.TASK_DELAY_RISK,
                 "shelfwise.monitored_version": ref.version,
                 "shelfwise.monitored_run_id": ref.run_id,
                 "shelfwise.retrain": str(decision.retrain).lower(),
@@ -165,6 +166,7 @@ def monitor_delay_risk(
     now: datetime | None = None,
 ) -> dict:
     """Compare the served window with the champion's reference, score feedback, decide."""
+    capture_platform_logs()
     log = get_run_logger()
     cfg = load_monitoring_config(config)
     platform = load_platform_config(platform_config)
@@ -305,6 +307,7 @@ def retrain_delay_risk(
     """Original training data plus the feedback-labelled production rows -> a challenger,
     which the train flow registers and sends through the gate (``gate_config``, by default the
     monitoring config's)."""
+    capture_platform_logs()
     from shelfwise.flows.train import train_delay_risk
 
     cfg = load_monitoring_config(config)

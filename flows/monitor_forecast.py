@@ -34,6 +34,7 @@ from shelfwise.configs.monitoring_forecast import (
     load_forecast_monitoring_config,
 )
 from shelfwise.configs.platform import load_platform_config
+from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.flows.train import connect_tracking
 from shelfwise.models.datasets import load_actuals
 from shelfwise.monitoring import records
@@ -134,7 +135,7 @@ def _log_run(
     ) as run:
         mlflow.set_tags(
             {
-                rlog.TAG_TASK: model_name,
+                rlog.TAG_TASK: rlog.TASK_DEMAND_FORECAST,
                 "shelfwise.monitored_version": champion.version,
                 "shelfwise.retrain": str(decision.retrain).lower(),
                 "shelfwise.trigger": decision.trigger or "none",
@@ -282,6 +283,7 @@ def monitor_demand_forecast(
 ) -> dict:
     """Score the champion's forecasts on the realised ``actuals`` (a file in the data set's
     columns), compare with its gate SMAPE, decide, record, and emit the retrain event."""
+    capture_platform_logs()
     cfg = load_forecast_monitoring_config(config)
     return monitor_forecast(cfg, actuals, platform_config, emit, now or datetime.now(UTC), config)
 
@@ -298,6 +300,7 @@ def retrain_demand_forecast(
 ) -> dict:
     """The training data plus the realised ``actuals`` -> a challenger, registered and sent
     through the gate by the train flow."""
+    capture_platform_logs()
     from shelfwise.flows.forecast import train_demand_forecast
 
     cfg = load_forecast_monitoring_config(config)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 
 import mlflow
+from mlflow.entities.model_registry import ModelVersion
 from prefect import flow
 
 from shelfwise.configs.datasets import load_tabular_spec, load_timeseries_spec
 from shelfwise.configs.delay import load_delay_config
 from shelfwise.configs.forecast import load_forecast_config
-from shelfwise.configs.gate import load_gate_config
+from shelfwise.configs.gate import GateRule, load_gate_config
 from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.registry import forecast_gate as fgate
 from shelfwise.registry import gate as rgate
 from shelfwise.registry import log as rlog
@@ -23,7 +25,7 @@ from shelfwise.registry.tracking import ensure_tracking_uri
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_TASKS = ("delay_risk", "demand_forecast")
+SUPPORTED_TASKS = (rlog.TASK_DELAY_RISK, rlog.TASK_DEMAND_FORECAST)
 
 
 def delay_risk_evaluator(
@@ -114,30 +116,67 @@ def history_store(platform: PlatformConfig) -> HistoryStore:
     return HistoryStore.from_url(platform.store_url)
 
 
+def version_task(client: mlflow.MlflowClient, version: ModelVersion) -> str:
+    """The task a version was trained for: its ``shelfwise.task`` tag, else its run's."""
+    task = version.tags.get(rlog.TAG_TASK)
+    if not task and version.run_id:
+        try:
+            task = client.get_run(version.run_id).data.tags.get(rlog.TAG_TASK)
+        except mlflow.exceptions.MlflowException:
+            task = None
+    where = f"{version.name} version {version.version}"
+    if not task:
+        raise RegistryError(
+            f"{where} has no {rlog.TAG_TASK!r} tag (neither on the version nor on its run "
+            f"{version.run_id}): cannot tell which task's gate applies; set it to one of "
+            f"{SUPPORTED_TASKS} (MlflowClient().set_model_version_tag) or register the version "
+            "through a Shelfwise training flow"
+        )
+    if task not in SUPPORTED_TASKS:
+        raise RegistryError(
+            f"{where} has {rlog.TAG_TASK}={task!r}: no evaluation-set scorer for that task yet "
+            f"(supported: {SUPPORTED_TASKS}); its gate rule can be applied with "
+            "registry.gate.decide on its predictions"
+        )
+    return task
+
+
 def run_gate(
     platform: PlatformConfig,
-    model_name: str | None = None,
+    model_name: str,
     candidate: str = "challenger",
     trigger: str = "manual",
     actor: str | None = None,
-    task: str = "delay_risk",
-    config: str = "delay_risk",
+    config: str | None = None,
     gate_config: str = "gate",
     extra_data: str | None = None,
 ) -> dict:
-    """Gate ``candidate`` (a version or an alias) against ``@champion``; promote if it wins."""
-    if task not in SUPPORTED_TASKS:
-        raise RegistryError(
-            f"no evaluation-set scorer for task {task!r} yet (supported: {SUPPORTED_TASKS}); "
-            "its gate rule can be applied with registry.gate.decide on its predictions"
-        )
-    if task == "demand_forecast":
-        return _run_forecast_gate(
-            platform, model_name, candidate, trigger, actor, config, gate_config
-        )
-    cfg = load_delay_config(config)
-    model_name = model_name or cfg.registered_model_name
+    """Gate ``candidate`` (a version or an alias) against ``@champion``; promote if it wins.
+
+    The task, and so the evaluator and the gate rule, is the candidate version's own
+    (``version_task``); ``config`` is that task's model config (default: the shipped one)."""
+    mlflow.set_tracking_uri(ensure_tracking_uri(platform))
+    client = mlflow.MlflowClient()
+    mv = resolve_version(client, model_name, candidate)
+    task = version_task(client, mv)
     rule = load_gate_config(gate_config).rule_for(task)
+    if task == rlog.TASK_DEMAND_FORECAST:
+        evaluator = _forecast_evaluator(client, model_name, config or task, rule)
+    else:
+        evaluator = _delay_evaluator(platform, client, model_name, config or task, rule, extra_data)
+    logger.info("gating %s v%s as a %s model", model_name, mv.version, task)
+    return _gate_with(platform, client, model_name, str(mv.version), evaluator, trigger, actor)
+
+
+def _delay_evaluator(
+    platform: PlatformConfig,
+    client: mlflow.MlflowClient,
+    model_name: str,
+    config: str,
+    rule: GateRule,
+    extra_data: str | None,
+) -> Evaluate:
+    cfg = load_delay_config(config)
     if extra_data:
         # Retraining on feedback grows the evaluation set (original holdout + held-out feedback
         # rows), so the champion's recorded fingerprint is older by construction. Both versions
@@ -145,32 +184,16 @@ def run_gate(
         # itself retrained on the same feedback rows (noted in the decision's reasons).
         rule = rule.model_copy(update={"allow_fingerprint_mismatch": True})
     spec = load_tabular_spec(cfg.dataset)
-    mlflow.set_tracking_uri(ensure_tracking_uri(platform))
-    client = mlflow.MlflowClient()
     eval_set = rgate.load_delay_eval_set(spec, cfg, platform.data_dir, extra_data)
-    version = str(resolve_version(client, model_name, candidate).version)
-    evaluator = delay_risk_evaluator(client, model_name, eval_set, rule)
-    return _gate_with(platform, client, model_name, version, evaluator, trigger, actor)
+    return delay_risk_evaluator(client, model_name, eval_set, rule)
 
 
-def _run_forecast_gate(
-    platform: PlatformConfig,
-    model_name: str | None,
-    candidate: str,
-    trigger: str,
-    actor: str | None,
-    config: str,
-    gate_config: str,
-) -> dict:
+def _forecast_evaluator(
+    client: mlflow.MlflowClient, model_name: str, config: str, rule: GateRule
+) -> Evaluate:
     cfg = load_forecast_config(config)
-    model_name = model_name or cfg.registered_model_name
-    rule = load_gate_config(gate_config).rule_for("demand_forecast")
     spec = load_timeseries_spec(cfg.dataset)
-    mlflow.set_tracking_uri(ensure_tracking_uri(platform))
-    client = mlflow.MlflowClient()
-    version = str(resolve_version(client, model_name, candidate).version)
-    evaluator = demand_forecast_evaluator(client, model_name, list(spec.series_keys), rule)
-    return _gate_with(platform, client, model_name, version, evaluator, trigger, actor)
+    return demand_forecast_evaluator(client, model_name, list(spec.series_keys), rule)
 
 
 def _gate_with(
@@ -196,19 +219,20 @@ def _gate_with(
 
 @flow(name="gate-and-promote")
 def gate_and_promote_flow(
-    model_name: str | None = None,
+    model_name: str,
     candidate: str = "challenger",
     trigger: str = "manual",
     actor: str | None = None,
-    task: str = "delay_risk",
-    config: str = "delay_risk",
+    config: str | None = None,
     gate_config: str = "gate",
     platform_config: str = "platform",
     extra_data: str | None = None,
 ) -> dict:
-    """Compare ``candidate`` with ``@champion`` on the fixed evaluation set; promote it (moving
-    ``@previous`` and ``@champion``) if the configured rule says so; record the decision."""
+    """Compare ``candidate`` with ``@champion`` using the evaluator of the candidate's task (its
+    ``shelfwise.task`` tag); promote it (moving ``@previous`` and ``@champion``) if the
+    configured rule says so; record the decision."""
+    capture_platform_logs()
     platform = load_platform_config(platform_config)
     return run_gate(
-        platform, model_name, candidate, trigger, actor, task, config, gate_config, extra_data
+        platform, model_name, candidate, trigger, actor, config, gate_config, extra_data
     )

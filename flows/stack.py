@@ -24,6 +24,7 @@ import httpx
 
 from shelfwise.configs.platform import PlatformConfig
 from shelfwise.configs.stack import Enabled, StackConfig
+from shelfwise.flows.environment import prefect_logging_env
 from shelfwise.registry.server import (
     LocalServer,
     ServerError,
@@ -148,9 +149,11 @@ def prefect_client_env(platform: PlatformConfig) -> dict[str, str]:
 
 def flow_run_env(platform: PlatformConfig, root: Path) -> dict[str, str]:
     """Environment of the worker and so of every flow run it starts: the same state folder,
-    data, SQL store and tracking server as the stack; the code is the installed package."""
+    data, SQL store and tracking server as the stack; the code is the installed package. The
+    platform's loggers go to each flow run's log in Prefect (``prefect_logging_env``)."""
     return {
         **prefect_client_env(platform),
+        **prefect_logging_env(),
         "SHELFWISE_PROJECT_ROOT": str(root),
         "SHELFWISE_HOME": str(platform.state_path),
         "SHELFWISE_DATA_DIR": str(platform.data_dir.resolve()),

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from shelfwise.configs.datasets import TabularDatasetSpec, load_tabular_spec
 from shelfwise.configs.delay import DelayRiskConfig, XGBoostParams, load_delay_config
 from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.models import plots
 from shelfwise.models.datasets import fingerprint, split_with_extra
 from shelfwise.models.delay import (
@@ -119,7 +120,7 @@ def _common_tags(
     platform: PlatformConfig,
 ) -> dict[str, str]:
     return {
-        rlog.TAG_TASK: cfg.registered_model_name,
+        rlog.TAG_TASK: rlog.TASK_DELAY_RISK,
         rlog.TAG_FAMILY: family,
         rlog.TAG_DATA_FINGERPRINT: prepared.data_fingerprint,
         rlog.TAG_EVAL_FINGERPRINT: prepared.eval_fingerprint,
@@ -320,6 +321,7 @@ def train_delay_risk(
 ) -> dict:
     """Train the delay-risk classifier and its baseline, log both, register the XGBoost version,
     then (``promote``) mark it ``@challenger`` and run the gate against ``@champion``."""
+    capture_platform_logs()
     if promote:
         from shelfwise.registry.promotion import check_trigger
 

@@ -24,6 +24,7 @@ from shelfwise.configs.datasets import TabularDatasetSpec, load_tabular_spec
 from shelfwise.configs.delay import DelayRiskConfig, XGBoostParams, load_delay_config
 from shelfwise.configs.platform import load_platform_config
 from shelfwise.configs.tuning import TuningConfig, load_tuning_config
+from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.flows.train import Prepared, connect_tracking, fit_log_register, prepare_data
 from shelfwise.models.delay import features_and_target
 from shelfwise.models.tune import (
@@ -182,6 +183,7 @@ def tune_delay_risk(
     platform_config: str = "platform",
 ) -> dict:
     """Tune, refit the best configuration, register it as ``@challenger`` and gate it."""
+    capture_platform_logs()
     started = time.perf_counter()
     if register_best and promote:
         check_trigger(trigger)  # fail before the study, not after registering
@@ -215,7 +217,7 @@ def tune_delay_risk(
             {
                 TAG_STUDY: name,
                 "shelfwise.tuning.storage": redact(storage_url),
-                rlog.TAG_TASK: cfg.registered_model_name,
+                rlog.TAG_TASK: rlog.TASK_DELAY_RISK,
                 rlog.TAG_TRIGGER: trigger,
                 rlog.TAG_CODE_VERSION: rlog.code_version(),
             }

@@ -35,6 +35,10 @@ TAG_CODE_VERSION = "shelfwise.code_version"
 TAG_CONFIG_HASH = "shelfwise.config_hash"
 TAG_TRIGGER = "shelfwise.trigger"
 
+# values of TAG_TASK: the task a version (or run) is for, which picks its gate's evaluator
+TASK_DELAY_RISK = "delay_risk"
+TASK_DEMAND_FORECAST = "demand_forecast"
+
 # training inputs + predictions kept with each version as the drift reference
 REFERENCE_ARTIFACT = "reference/reference_sample.csv"
 
