@@ -49,6 +49,7 @@ from shelfwise.monitoring.store import PredictionStore
 from shelfwise.monitoring.workspace import add_snapshots, forecast_dashboard
 from shelfwise.registry import forecast_gate as fgate
 from shelfwise.registry import log as rlog
+from shelfwise.registry.model_code import load_pyfunc
 
 
 @dataclass
@@ -105,7 +106,7 @@ def score_actuals(
     model_uri: str, rows: pd.DataFrame, keys: list[str], window_end: str
 ) -> tuple[pd.DataFrame, int, int]:
     """(scored rows with yhat, rows of unknown series, rows beyond the forecast window)."""
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = load_pyfunc(model_uri)
     hybrid = model.unwrap_python_model().model
     known = rows.merge(hybrid.keys[[*keys, "sid"]], on=keys, how="inner")
     unknown = len(rows) - len(known)

@@ -39,6 +39,7 @@ from shelfwise.models.backtest import HYBRID, BacktestResult
 from shelfwise.models.datasets import fingerprint
 from shelfwise.registry.aliases import CHAMPION, alias_version, resolve_version
 from shelfwise.registry.gate import Check, GateDecision, GateError, decide
+from shelfwise.registry.model_code import load_pyfunc
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def score_forecaster(model_uri: str, eval_set: ForecastEvalSet) -> np.ndarray:
     """A registered forecaster's ``yhat`` for every (series, date) row of ``eval_set``."""
     keys = eval_set.key_columns
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        model = load_pyfunc(model_uri)
     except Exception as exc:
         raise GateError(f"cannot load {model_uri}: {exc}") from exc
     request = eval_set.frame[keys].assign(date=eval_set.frame["ds"])

@@ -2,6 +2,10 @@
 holds Prophet's precomputed components, the global XGBoost, each series' recent history and the
 interval calibration.
 
+The version is self-contained (registry/model_code.py): it carries the Shelfwise modules the
+wrapper and the fitted forecaster need (MLflow ``code_paths``) and pinned requirements for the
+rest, so it loads in an environment built from its own ``requirements.txt``.
+
 Input: the series key columns plus either ``horizon`` (the next N periods after the training
 data) or ``date`` (one period) per row. Output: ``date``, the key columns, ``yhat``,
 ``yhat_lower``, ``yhat_upper``.
@@ -11,7 +15,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import joblib
 import mlflow
@@ -22,18 +29,11 @@ from mlflow.models.model import ModelInfo
 from mlflow.types.schema import ColSpec, Schema
 
 from shelfwise.models.forecast import HybridProphetXGBoost
+from shelfwise.registry.model_code import model_code
 
 logger = logging.getLogger(__name__)
 
 ARTIFACT_KEY = "hybrid"
-PIP_REQUIREMENTS = [
-    "mlflow==3.17.2",
-    "xgboost==3.2.0",
-    "prophet==1.5.0",
-    "scikit-learn==1.9.1",
-    "pandas>=2.2,<3",
-    "joblib",
-]
 
 
 def expand_request(model: HybridProphetXGBoost, request: pd.DataFrame) -> pd.DataFrame:
@@ -126,32 +126,33 @@ def input_example(model: HybridProphetXGBoost, n_series: int = 2, horizon: int =
     return ex.reset_index(drop=True)
 
 
-def log_forecast_model(model: HybridProphetXGBoost, name: str = "model") -> ModelInfo:
-    """Log the fitted hybrid as a pyfunc (in the active run) with signature and input example."""
-    with tempfile.TemporaryDirectory() as tmp:
+@contextmanager
+def _pyfunc_kwargs(model: HybridProphetXGBoost) -> Iterator[dict[str, Any]]:
+    """Everything ``log_model``/``save_model`` need, valid inside the block: the dumped
+    forecaster, its code (``code_paths``), pinned requirements, signature and input example."""
+    python_model = DemandForecastModel()
+    with tempfile.TemporaryDirectory() as tmp, model_code([python_model, model]) as code:
         path = Path(tmp) / "hybrid.joblib"
         joblib.dump(model, path, compress=3)
         logger.info("logging the hybrid pyfunc (%.1f MB)", path.stat().st_size / 1e6)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=DemandForecastModel(),
-            artifacts={ARTIFACT_KEY: str(path)},
-            signature=forecast_signature(model),
-            input_example=input_example(model),
-            pip_requirements=PIP_REQUIREMENTS,
-        )
+        yield {
+            "python_model": python_model,
+            "artifacts": {ARTIFACT_KEY: str(path)},
+            "code_paths": code.code_paths,
+            "pip_requirements": code.requirements,
+            "signature": forecast_signature(model),
+            "input_example": input_example(model),
+        }
+
+
+def log_forecast_model(model: HybridProphetXGBoost, name: str = "model") -> ModelInfo:
+    """Log the fitted hybrid as a self-contained pyfunc (in the active run) with signature and
+    input example."""
+    with _pyfunc_kwargs(model) as kwargs:
+        return mlflow.pyfunc.log_model(name=name, **kwargs)
 
 
 def save_forecast_model(model: HybridProphetXGBoost, path: str | Path) -> None:
     """Save the pyfunc to a local directory (benchmarks; the flow logs to the registry)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        art = Path(tmp) / "hybrid.joblib"
-        joblib.dump(model, art, compress=3)
-        mlflow.pyfunc.save_model(
-            str(path),
-            python_model=DemandForecastModel(),
-            artifacts={ARTIFACT_KEY: str(art)},
-            signature=forecast_signature(model),
-            input_example=input_example(model),
-            pip_requirements=PIP_REQUIREMENTS,
-        )
+    with _pyfunc_kwargs(model) as kwargs:
+        mlflow.pyfunc.save_model(str(path), **kwargs)

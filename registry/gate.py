@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
@@ -26,6 +25,7 @@ from shelfwise.configs.gate import BusinessCost, GateRule
 from shelfwise.models.datasets import fingerprint, split_with_extra
 from shelfwise.models.delay import features_and_target
 from shelfwise.models.metrics import HIGHER_IS_BETTER, business_cost, expected_calibration_error
+from shelfwise.registry.model_code import load_pyfunc
 
 logger = logging.getLogger(__name__)
 
@@ -442,7 +442,7 @@ def load_delay_eval_set(
 def score_classifier(model_uri: str, X: pd.DataFrame) -> np.ndarray:
     """Positive-class probabilities of a registered classifier, through its pyfunc."""
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        model = load_pyfunc(model_uri)
     except Exception as exc:
         raise GateError(f"cannot load {model_uri}: {exc}") from exc
     out = np.asarray(model.predict(X))

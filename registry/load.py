@@ -268,9 +268,8 @@ def load_forecast_model(
 ) -> LoadedForecastModel:
     """Download, load (the pyfunc: the fitted hybrid inside it), precompute and warm
     ``registered_name`` version ``version``; its ``metric.*`` tags are the gate metrics."""
-    import mlflow.pyfunc
-
     from shelfwise.registry.forecast_model import DemandForecastModel
+    from shelfwise.registry.model_code import load_local_pyfunc
     from shelfwise.registry.reference import gate_metrics
 
     client = registry_client(tracking_uri)
@@ -278,7 +277,7 @@ def load_forecast_model(
         mv = client.get_model_version(registered_name, str(version))
         with tempfile.TemporaryDirectory(prefix="shelfwise-model-") as tmp:
             local = download_version(client, tracking_uri, registered_name, str(version), tmp)
-            pyfunc = mlflow.pyfunc.load_model(local)
+            pyfunc = load_local_pyfunc(local)
         python_model = pyfunc.unwrap_python_model()
     except Exception as exc:
         raise ModelLoadError(

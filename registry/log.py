@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from sklearn.pipeline import Pipeline
 
 from shelfwise.models.plots import close
+from shelfwise.registry.model_code import model_code, pinned_requirements
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ def read_frame(client: mlflow.MlflowClient, run_id: str, artifact_file: str) -> 
         return pd.read_csv(path)
 
 
+# what loading a skops-serialised pipeline needs besides what its pickle references
 CLASSIFIER_PACKAGES = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops", "xgboost")
 
 
@@ -134,15 +136,7 @@ def classifier_requirements(packages: tuple[str, ...] = CLASSIFIER_PACKAGES) -> 
     subprocess that re-imports MLflow: 42 s of a 44 s ``log_model`` on this (loaded) machine,
     1.7 s without it.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for pkg in packages:
-        try:
-            out.append(f"{pkg}=={version(pkg)}")
-        except PackageNotFoundError:
-            continue
-    return out
+    return pinned_requirements(packages)
 
 
 def log_classifier(
@@ -152,17 +146,25 @@ def log_classifier(
     name: str = "model",
     pip_requirements: list[str] | None = None,
 ) -> ModelInfo:
-    """Log a scikit-learn classifier whose pyfunc returns class probabilities."""
+    """Log a scikit-learn classifier whose pyfunc returns class probabilities.
+
+    Self-contained like every version (registry/model_code.py): pinned requirements for what
+    the pipeline references, and the Shelfwise code of any class of ours inside it as
+    ``code_paths`` (none today: encoders and XGBoost only; a custom transformer would also
+    need its type in ``skops_trusted_types``).
+    """
     signature: ModelSignature = infer_signature(X_example, proba_example)
-    return mlflow.sklearn.log_model(
-        pipe,
-        name=name,
-        signature=signature,
-        input_example=X_example.head(5),
-        pyfunc_predict_fn="predict_proba",
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        pip_requirements=pip_requirements or classifier_requirements(),
-    )
+    with model_code([pipe], CLASSIFIER_PACKAGES) as code:
+        return mlflow.sklearn.log_model(
+            pipe,
+            name=name,
+            signature=signature,
+            input_example=X_example.head(5),
+            pyfunc_predict_fn="predict_proba",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            code_paths=code.code_paths,
+            pip_requirements=pip_requirements or code.requirements,
+        )
 
 
 def register_version(
