@@ -112,6 +112,35 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real `prefect server` for the session's subprocesses and in-process flows (an
+    ephemeral API per process costs each process the server start-up; on a busy machine over a
+    minute). Yields its API URL."""
+    from shelfwise.registry.server import LocalServer, free_port, start_server, stop_server
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    server = LocalServer(
+        "prefect server",
+        f"http://127.0.0.1:{port}",
+        "/api/health",
+        home / "prefect.pid",
+        home / "prefect.log",
+    )
+    start_server(
+        server,
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--no-ui"],
+        "127.0.0.1",
+        port,
+        timeout_s=600,
+        env={"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+    )
+    yield f"{server.url}/api"
+    stop_server(server)
+
+
 @pytest.fixture
 def delay_config(tmp_path: Path):
     """A delay-risk config YAML with a unique registered model + experiment name."""

@@ -33,34 +33,6 @@ def _fast_delay_config(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory) -> str:
-    """One real `prefect server` for the workers and the in-process flows (an ephemeral API per
-    process costs each process the server start-up; on a busy machine over a minute)."""
-    from shelfwise.registry.server import LocalServer, free_port, start_server, stop_server
-
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    server = LocalServer(
-        "prefect server",
-        f"http://127.0.0.1:{port}",
-        "/api/health",
-        home / "prefect.pid",
-        home / "prefect.log",
-    )
-    start_server(
-        server,
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-        + ["--port", str(port), "--no-ui"],
-        "127.0.0.1",
-        port,
-        timeout_s=600,
-        env={"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
-    )
-    yield f"{server.url}/api"
-    stop_server(server)
-
-
 def _env(tmp_path: Path, mlflow_server: str, store_url: str, name: str) -> dict[str, str]:
     return {
         **os.environ,
