@@ -7,6 +7,7 @@ import logging
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from prefect import flow
 
 from shelfwise.configs.datasets import load_tabular_spec, load_timeseries_spec
@@ -122,21 +123,24 @@ def version_task(client: mlflow.MlflowClient, version: ModelVersion) -> str:
     if not task and version.run_id:
         try:
             task = client.get_run(version.run_id).data.tags.get(rlog.TAG_TASK)
-        except mlflow.exceptions.MlflowException:
+        except MlflowException:
             task = None
     where = f"{version.name} version {version.version}"
+    how = (
+        f"set it to one of {SUPPORTED_TASKS} with MlflowClient().set_model_version_tag("
+        f"{version.name!r}, {str(version.version)!r}, {rlog.TAG_TASK!r}, <task>)"
+    )
     if not task:
+        run = f"nor on its run {version.run_id}" if version.run_id else "and it has no run"
         raise RegistryError(
-            f"{where} has no {rlog.TAG_TASK!r} tag (neither on the version nor on its run "
-            f"{version.run_id}): cannot tell which task's gate applies; set it to one of "
-            f"{SUPPORTED_TASKS} (MlflowClient().set_model_version_tag) or register the version "
-            "through a Shelfwise training flow"
+            f"{where} has no {rlog.TAG_TASK!r} tag (not on the version {run}): cannot tell "
+            f"which task's gate applies; {how}, or register it through a Shelfwise training flow"
         )
     if task not in SUPPORTED_TASKS:
         raise RegistryError(
-            f"{where} has {rlog.TAG_TASK}={task!r}: no evaluation-set scorer for that task yet "
-            f"(supported: {SUPPORTED_TASKS}); its gate rule can be applied with "
-            "registry.gate.decide on its predictions"
+            f"{where} has {rlog.TAG_TASK}={task!r}, not a task with an evaluation-set scorer "
+            f"(supported: {SUPPORTED_TASKS}; versions registered before the tag held the task "
+            f"hold the model name there): {how}"
         )
     return task
 

@@ -59,6 +59,21 @@ def flow_runs(api: str, deployment_id: str) -> list[dict]:
     return r.json()
 
 
+def all_flow_runs(api: str) -> list[dict]:
+    r = httpx.post(f"{api}/flow_runs/filter", json={"limit": 200}, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def log_messages(api: str, flow_run_ids: list[str]) -> list[str]:
+    """Messages the Prefect API holds for these flow runs (shipped in batches: poll with
+    ``wait_for``)."""
+    body = {"logs": {"flow_run_id": {"any_": flow_run_ids}}, "limit": 200}
+    r = httpx.post(f"{api}/logs/filter", json=body, timeout=10)
+    r.raise_for_status()
+    return [log["message"] for log in r.json()]
+
+
 def wait_for(predicate, timeout_s: float, what: str, every: float = 0.5):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

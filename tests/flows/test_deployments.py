@@ -30,7 +30,9 @@ from shelfwise.flows.deployments import (
 from shelfwise.flows.events import emit_retrain_requested
 from shelfwise.flows.stack import StackError, plan_stack, project_root, stack_down, stack_up
 from tests.flows.stack_helpers import (
+    all_flow_runs,
     flow_runs,
+    log_messages,
     minimal_stack_config,
     reduced_delay_config,
     stack_platform,
@@ -205,6 +207,18 @@ def test_retrain_event_runs_the_deployment_and_registers_a_version(deployed, mlf
     new = [v for v in client.search_model_versions("name='delay_risk'") if v.version not in before]
     assert len(new) == 1
     assert new[0].tags["shelfwise.trigger"] == trigger
+    # the platform's lines, logged in the worker's flow-run processes, are in the runs' log
+    registered = f"registered delay_risk version {new[0].version}"
+    decision = f"gate delay_risk v{new[0].version} vs @champion="
+
+    def arrived() -> list[str] | None:
+        runs = all_flow_runs(plan.prefect_api_url)
+        ids = [r["id"] for r in runs if r["parameters"].get("trigger") == trigger]
+        messages = log_messages(plan.prefect_api_url, ids)
+        ok = registered in messages and any(m.startswith(decision) for m in messages)
+        return messages if ok else None
+
+    wait_for(arrived, 60, "the registration and gate lines in the flow-run logs")
 
 
 @pytest.mark.integration
