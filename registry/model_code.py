@@ -37,6 +37,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import io
 import logging
 import pickle
 import shutil
@@ -91,8 +92,6 @@ class _RecordingUnpickler(pickle.Unpickler):
 
 def pickled_modules(obj: object) -> set[str]:
     """Module of every global (class, function) the pickle of ``obj`` refers to by name."""
-    import io
-
     seen: set[str] = set()
     _RecordingUnpickler(io.BytesIO(pickle.dumps(obj, protocol=5)), seen).load()
     return seen
