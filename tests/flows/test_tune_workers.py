@@ -91,7 +91,7 @@ def test_two_workers_share_a_postgres_study_then_refit_registers_and_gates(
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
-        outputs.append(json.loads(out.strip().splitlines()[-1]))
+        outputs.append(json.loads(out))  # with --json, stdout is the JSON alone
 
     loaded = optuna.load_study(study_name=study, storage=pg_database)
     numbers = [t.number for t in loaded.trials]
