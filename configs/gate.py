@@ -65,11 +65,26 @@ class BootstrapSettings(StrictModel):
     confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
+class BaselineRequirement(StrictModel):
+    """Relative quality: the challenger must beat the task's naive baseline on the same
+    evaluation data (prevalence / mean / seasonal naive, or a named family)."""
+
+    metric: str
+    family: str | None = Field(None, description="None: the kind's naive baseline")
+    min_improvement: float = Field(0.0, ge=0, description="in metric units; positive = better")
+    higher_is_better: bool | None = None
+
+
 class GateRule(StrictModel):
     primary: PrimaryMetric
     guardrails: list[Guardrail] = Field(default_factory=list)
+    baseline: BaselineRequirement | None = Field(
+        None, description="every version, the first one included, must beat the naive baseline"
+    )
     floors: dict[str, float] = Field(
-        min_length=1, description="at least one: the first version is judged on floors alone"
+        default_factory=dict,
+        description="absolute bounds, only where a task declares them (a baseline or a floor is "
+        "needed: the first version is judged on them alone)",
     )
     business_cost: BusinessCost | None = None
     bootstrap: BootstrapSettings = BootstrapSettings()
@@ -88,6 +103,11 @@ class GateRule(StrictModel):
 
     @model_validator(mode="after")
     def _distinct_metrics(self) -> GateRule:
+        if not self.floors and self.baseline is None:
+            raise ValueError(
+                "a rule needs a baseline or at least one floor (the first version is "
+                "judged on them alone)"
+            )
         names = [g.metric for g in self.guardrails]
         if self.primary.metric in names:
             raise ValueError(f"metric {self.primary.metric!r} is both primary and a guardrail")
@@ -98,6 +118,8 @@ class GateRule(StrictModel):
     def metrics(self) -> list[str]:
         """Every metric the rule needs scored."""
         out = [self.primary.metric, *(g.metric for g in self.guardrails), *self.floors]
+        if self.baseline is not None:
+            out.append(self.baseline.metric)
         return list(dict.fromkeys(out))
 
 

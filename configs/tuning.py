@@ -102,3 +102,18 @@ def load_tuning_config(path: str | Path = "tuning", task: str = "delay_risk") ->
     p = resolve_config_path(path)
     overrides = {f"tasks.{task}.{k}": v for k, v in ENV_OVERRIDES.items()}
     return load_config(p, TuningFile, overrides).for_task(task)
+
+
+def default_space() -> dict[str, dict[str, object]]:
+    """The XGBoost search space a task gets when it declares none (as in configs/tuning.yaml)."""
+    return {
+        "max_depth": {"type": "int", "low": 1, "high": 8},
+        "learning_rate": {"low": 0.005, "high": 0.3, "log": True},
+        "n_estimators": {"type": "int", "low": 50, "high": 600, "step": 50},
+        "subsample": {"low": 0.5, "high": 1.0},
+        "colsample_bytree": {"low": 0.4, "high": 1.0},
+        "min_child_weight": {"low": 1.0, "high": 100.0, "log": True},
+        "reg_lambda": {"low": 0.001, "high": 20.0, "log": True},
+        "reg_alpha": {"low": 0.001, "high": 20.0, "log": True},
+        "gamma": {"low": 0.0, "high": 5.0},
+    }

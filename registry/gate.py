@@ -285,6 +285,33 @@ def check_floors(metrics: Mapping[str, float], floors: Mapping[str, float]) -> l
     return out
 
 
+def check_baseline(
+    rule: GateRule,
+    challenger: Mapping[str, float],
+    baseline_metrics: Mapping[str, Mapping[str, float]],
+    naive: str | None,
+) -> list[Check]:
+    """Relative quality: the challenger beats the declared (or the kind's naive) baseline on the
+    same rows by more than ``min_improvement``. No baseline predictions: the check fails."""
+    req = rule.baseline
+    if req is None:
+        return []
+    family = req.family or naive
+    name = f"baseline:{family or 'naive'}:{req.metric}"
+    if family is None or family not in baseline_metrics:
+        have = sorted(baseline_metrics) or "none"
+        return [Check(name, False, f"no {family or 'naive'} baseline scored (have {have})")]
+    value, base = challenger[req.metric], baseline_metrics[family][req.metric]
+    sign = 1.0 if higher_is_better(req.metric, req.higher_is_better) else -1.0
+    gain = sign * (value - base)
+    ok = gain > req.min_improvement
+    detail = (
+        f"{req.metric} {value:.4f} vs {family} {base:.4f} (better by {gain:+.4f}; "
+        f"required > {req.min_improvement:+.4f})"
+    )
+    return [Check(name, bool(ok), detail)]
+
+
 def check_primary(rule: GateRule, interval: BootstrapInterval, fresher: bool = False) -> Check:
     """Superiority: the improvement (or its CI lower bound) must exceed ``min_improvement``.
     Non-inferiority, for a challenger trained on later data when the rule sets
@@ -354,17 +381,20 @@ def decide(
     extra_checks: list[Check] | None = None,
     baselines: dict[str, np.ndarray] | None = None,
     fresher: bool = False,
+    naive: str | None = None,
 ) -> GateDecision:
     """Apply ``rule`` to predictions of both models on the same rows -> a ``GateDecision``.
 
     Without a champion, the challenger is subject to the fingerprint check and the floors only.
     ``groups`` makes the bootstrap resample groups of rows (series) instead of rows;
     ``extra_checks`` are task-specific checks that must pass too (e.g. no leakage);
-    ``baselines`` (name -> predictions on the same rows) are scored and reported beside.
+    ``baselines`` (name -> predictions on the same rows) are scored and reported beside;
+    ``naive`` names the one the rule's ``baseline`` requirement means when it names no family.
     """
     has_champion = champion_pred is not None
     challenger_m = score_metrics(y, challenger_pred, rule)
     champion_m = score_metrics(y, champion_pred, rule) if has_champion else None
+    baseline_m = {k: score_metrics(y, v, rule) for k, v in (baselines or {}).items()}
     checks = [
         check_fingerprints(
             eval_fingerprint,
@@ -374,6 +404,7 @@ def decide(
             rule.allow_fingerprint_mismatch,
         ),
         *check_floors(challenger_m, rule.floors),
+        *check_baseline(rule, challenger_m, baseline_m, naive),
         *(extra_checks or []),
     ]
     interval = None
@@ -392,13 +423,13 @@ def decide(
         )
         checks.append(check_primary(rule, interval, fresher))
         checks.extend(check_guardrails(rule, challenger_m, champion_m))
-    if not checks:  # unreachable with a validated rule (floors are required); never default yes
+    if not checks:  # unreachable (a rule needs a baseline or a floor); never default yes
         raise GateError("gate rule produced no checks")
     promote = all(c.passed for c in checks)
     failed = [c.detail for c in checks if not c.passed]
     if promote:
         if not has_champion:
-            head = "first version: passes the floors"
+            head = "first version: passes the floors and beats the baseline"
         elif fresher and rule.primary.non_inferiority_margin is not None:
             head = "trained on later data and not worse than the champion"
         else:
@@ -417,7 +448,7 @@ def decide(
         interval=interval,
         eval_fingerprint=eval_fingerprint,
         checks=checks,
-        baselines={k: score_metrics(y, v, rule) for k, v in (baselines or {}).items()} or None,
+        baselines=baseline_m or None,
     )
 
 

@@ -29,7 +29,7 @@ def test_gate_rule_errors_name_file_and_key(tmp_path):
     assert str(bad) in str(err.value) and "min_improvment" in str(err.value)
     no_floor = tmp_path / "nofloor.yaml"
     no_floor.write_text("rules:\n  t:\n    primary: {metric: roc_auc}\n    floors: {}\n")
-    with pytest.raises(ConfigError, match="rules.t.floors"):
+    with pytest.raises(ConfigError, match="key 'rules.t'.*a baseline or at least one floor"):
         load_gate_config(no_floor)
 
 

@@ -93,3 +93,46 @@ def test_demand_forecast_rule_lower_is_better():
     refused = decide(rule, truth, champion, challenger, "3", "2", FP, FP, FP)
     assert not refused.promote
     assert refused.interval is not None and refused.interval.high < 0
+
+
+def test_baseline_requirement_is_relative_and_never_defaults_to_yes():
+    """A rule with no floors: the first version must beat the naive baseline on the same rows;
+    without baseline predictions the check fails rather than passing."""
+    from shelfwise.configs.gate import GateRule
+
+    rule = GateRule.model_validate(
+        {"primary": {"metric": "roc_auc"}, "baseline": {"metric": "roc_auc"}}
+    )
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 1000).astype(float)
+    naive = np.full(len(y), y.mean())  # prevalence only: ROC-AUC 0.5
+    good = decide(
+        rule,
+        y,
+        _noisy(y, 0.3, rng),
+        None,
+        "1",
+        None,
+        FP,
+        FP,
+        None,
+        baselines={"prevalence": naive},
+        naive="prevalence",
+    )
+    assert good.promote and any(c.name == "baseline:prevalence:roc_auc" for c in good.checks)
+    useless = decide(
+        rule,
+        y,
+        rng.random(len(y)) * 0 + 0.5,
+        None,
+        "1",
+        None,
+        FP,
+        FP,
+        None,
+        baselines={"prevalence": naive},
+        naive="prevalence",
+    )
+    assert not useless.promote and "vs prevalence" in useless.reasons[0]
+    missing = decide(rule, y, _noisy(y, 0.3, rng), None, "1", None, FP, FP, None)
+    assert not missing.promote and "no naive baseline scored" in missing.reasons[0]
