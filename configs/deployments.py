@@ -60,7 +60,13 @@ class DeploymentsConfig(StrictModel):
     timezone: str = "UTC"
     project_root_env: str = Field("SHELFWISE_PROJECT_ROOT", pattern=r"^[A-Z_][A-Z0-9_]*$")
     schedules_active: bool = Field(True, description="false: deploy schedules paused")
-    deployments: list[DeploymentConfig] = Field(default_factory=list)
+    task_deployments: bool = Field(
+        True, description="render train/tune/monitor/retrain deployments for every declared task"
+    )
+    retrain_event: str = "shelfwise.retrain.requested"
+    deployments: list[DeploymentConfig] = Field(
+        default_factory=list, description="deployments beyond the tasks' own"
+    )
 
     @field_validator("deployments")
     @classmethod
@@ -79,5 +85,89 @@ class DeploymentsConfig(StrictModel):
         raise KeyError(name)
 
 
+def task_deployments(task: Any, retrain_event: str) -> list[DeploymentConfig]:
+    """The deployments of one declared task: ``train-<task>`` (its ``schedules.train``),
+    ``tune-<task>`` (tabular kinds), ``monitor-<task>`` (``schedules.monitor_*``) and
+    ``retrain-<task>``, which the retrain event of the task's model starts."""
+    from shelfwise.configs.tasks import STEP_FLOWS, TaskKind
+
+    slug, name, s = task.name.replace("_", "-"), task.name, task.schedules
+    flows = {step: kinds.get(task.kind) for step, kinds in STEP_FLOWS.items()}
+    forecast = task.kind is TaskKind.forecast
+    actuals = f".shelfwise/actuals/{name}.csv"
+    out = [
+        DeploymentConfig(
+            name=f"train-{slug}",
+            entrypoint=flows["train"],
+            description=f"Training of {name}: every candidate family, the winner gated.",
+            cron=s.train,
+            parameters={"task": name, "trigger": "schedule" if s.train else "manual"},
+            tags=[name, "training"],
+        )
+    ]
+    if flows["tune"]:
+        out.append(
+            DeploymentConfig(
+                name=f"tune-{slug}",
+                entrypoint=flows["tune"],
+                description=f"Optuna search for {name}; registers a challenger.",
+                cron=s.tune,
+                parameters={"task": name},
+                tags=[name, "tuning"],
+            )
+        )
+    monitor_params: dict[str, Any] = {"task": name, **({"actuals": actuals} if forecast else {})}
+    out.append(
+        DeploymentConfig(
+            name=f"monitor-{slug}",
+            entrypoint=flows["monitor"],
+            description=f"Monitoring of the served {name} champion"
+            + (" against realised actuals" if forecast else ": drift and feedback performance")
+            + f"; emits {retrain_event} when the retrain policy fires.",
+            cron=s.monitor_cron,
+            interval_s=s.monitor_interval_s,
+            parameters=monitor_params,
+            tags=[name, "monitoring"],
+        )
+    )
+    event_params = {
+        "model": "{{ event.payload.model }}",
+        "trigger": "{{ event.payload.trigger }}",
+        "reason": "{{ event.payload.reason }}",
+        "task": "{{ event.payload.task }}",  # the declaration whose monitoring decided
+        **({"actuals": "{{ event.payload.actuals }}"} if forecast else {}),
+    }
+    out.append(
+        DeploymentConfig(
+            name=f"retrain-{slug}",
+            entrypoint=flows["retrain"],
+            description=f"Retraining of {name} on its data plus "
+            + ("the realised actuals" if forecast else "feedback-labelled production rows")
+            + ", started by the monitoring flow's event; the challenger goes through the gate.",
+            parameters={"task": name},
+            concurrency_limit=1,
+            tags=[name, "retraining"],
+            triggers=[
+                EventTriggerConfig(
+                    event=retrain_event,
+                    match={"prefect.resource.id": f"shelfwise.model.{task.registered_model}"},
+                    parameters=event_params,
+                )
+            ],
+        )
+    )
+    return out
+
+
 def load_deployments_config(path: str | Path = "deployments") -> DeploymentsConfig:
-    return load_config(resolve_config_path(path), DeploymentsConfig)
+    """configs/deployments.yaml plus, unless it says ``task_deployments: false``, the
+    deployments of every declared task (configs/tasks/)."""
+    cfg = load_config(resolve_config_path(path), DeploymentsConfig)
+    if not cfg.task_deployments:
+        return cfg
+    from shelfwise.configs.tasks import load_tasks
+
+    derived = [d for t in load_tasks() for d in task_deployments(t, cfg.retrain_event)]
+    return DeploymentsConfig.model_validate(
+        {**cfg.model_dump(), "deployments": [*derived, *cfg.deployments]}
+    )

@@ -29,10 +29,17 @@ class DriftConfig(StrictModel):
 
 
 class PerformanceRule(StrictModel):
-    metric: Literal["roc_auc", "pr_auc", "accuracy", "f1", "brier", "log_loss"] = "roc_auc"
-    floor: float = Field(0.65, description="absolute floor on labelled production rows")
-    max_drop: float = Field(
-        0.05, ge=0, description="allowed drop below the version's own gate metric"
+    metric: Literal[
+        "roc_auc", "pr_auc", "accuracy", "f1", "brier", "log_loss", "rmse", "mae", "r2"
+    ] = "roc_auc"
+    floor: float | None = Field(
+        0.65, description="absolute bound on labelled production rows (None: none)"
+    )
+    max_drop: float | None = Field(
+        0.05, ge=0, description="allowed drop below the version's own gate metric (metric units)"
+    )
+    max_relative_drop: float | None = Field(
+        None, gt=0, description="allowed drop as a fraction of the gate metric, e.g. 0.2"
     )
     min_labelled_rows: int = Field(100, ge=1)
 
@@ -51,21 +58,19 @@ class KPIConfig(StrictModel):
     window_days: int = Field(30, ge=1)
     high_risk_threshold: float = Field(0.7, ge=0, le=1)
     segments: list[str] = Field(
-        default_factory=lambda: ["Warehouse_block", "Mode_of_Shipment", "Product_importance"]
+        default_factory=list, description="categorical columns whose mean risk is reported"
     )
 
 
 class MonitoringConfig(StrictModel):
-    model_name: str = "delay_risk"
-    delay_config: str = "delay_risk"
-    gate_config: str = Field("gate", description="gate config the retraining's challenger meets")
-    experiment: str = "monitoring-delay_risk"
-    prediction_column: str = "delay_probability"
+    model_name: str = Field(description="registered model (filled in from the task)")
+    experiment: str = Field(description="MLflow experiment of the monitoring runs")
+    prediction_column: str = Field(description="the prediction's column in the prediction log")
     window: WindowConfig = WindowConfig()
     drift: DriftConfig = DriftConfig()
     policy: RetrainPolicy = RetrainPolicy()
     kpis: KPIConfig = KPIConfig()
-    evidently_project: str = "Shelfwise delay risk"
+    evidently_project: str
     retrain_event: str = "shelfwise.retrain.requested"
 
 

@@ -33,10 +33,9 @@ class ForecastRetrainPolicy(StrictModel):
 
 
 class ForecastMonitoringConfig(StrictModel):
-    model_name: str = "demand_forecast"
-    forecast_config: str = "demand_forecast"
-    experiment: str = "monitoring-demand_forecast"
-    evidently_project: str = "Shelfwise demand forecast"
+    model_name: str = Field(description="registered model (filled in from the task)")
+    experiment: str = Field(description="MLflow experiment of the monitoring runs")
+    evidently_project: str
     policy: ForecastRetrainPolicy = ForecastRetrainPolicy()
     retrain_event: str = "shelfwise.retrain.requested"
 

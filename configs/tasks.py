@@ -77,6 +77,25 @@ DATASET_KIND: dict[TaskKind, str] = {
 }
 
 
+# Which flow (a module path, as Prefect deployments take it) runs each lifecycle step of a kind.
+_TABULAR = (TaskKind.classification, TaskKind.regression)
+STEP_FLOWS: dict[str, dict[TaskKind, str]] = {
+    "train": {
+        **dict.fromkeys(_TABULAR, "shelfwise.flows.train.train_tabular"),
+        TaskKind.forecast: "shelfwise.flows.forecast.train_forecast",
+    },
+    "tune": dict.fromkeys(_TABULAR, "shelfwise.flows.tune.tune_tabular"),
+    "monitor": {
+        **dict.fromkeys(_TABULAR, "shelfwise.flows.monitor.monitor_tabular"),
+        TaskKind.forecast: "shelfwise.flows.monitor_forecast.monitor_forecast",
+    },
+    "retrain": {
+        **dict.fromkeys(_TABULAR, "shelfwise.flows.monitor.retrain_tabular"),
+        TaskKind.forecast: "shelfwise.flows.monitor_forecast.retrain_forecast",
+    },
+}
+
+
 class DataPolicy(StrictModel):
     """How a real file's blemishes are treated (each is logged with a count)."""
 
@@ -316,7 +335,6 @@ def monitoring_config(task: TaskDeclaration) -> Any:
 
         defaults = {
             "model_name": task.registered_model,
-            "forecast_config": str(task.source or task.name),
             "experiment": f"monitoring-{task.name}",
             "evidently_project": f"Shelfwise {task.name}",
         }
@@ -331,6 +349,17 @@ def monitoring_config(task: TaskDeclaration) -> Any:
         "prediction_column": task.prediction_field,
         "evidently_project": f"Shelfwise {task.name}",
     }
+    if task.kind is TaskKind.regression:  # no absolute bound in unknown units: relative only
+        defaults["policy"] = {
+            "performance": {
+                "metric": task.metric,
+                "floor": None,
+                "max_drop": None,
+                "max_relative_drop": 0.2,
+            }
+        }
+    elif task.metric != "roc_auc":
+        defaults["policy"] = {"performance": {"metric": task.metric}}
     return _parse(MonitoringConfig, task, "monitoring", defaults).model_copy(
         update={"model_name": task.registered_model}
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -22,11 +21,6 @@ server_app = typer.Typer(help="Local servers (MLflow tracking server).", no_args
 app.add_typer(server_app, name="server")
 app.command("serve")(cli_serving.serve)
 console = Console()
-
-
-class Task(StrEnum):
-    delay_risk = "delay-risk"
-    demand_forecast = "demand-forecast"
 
 
 @contextmanager
@@ -72,63 +66,102 @@ def _setup(platform_config: str, verbose: bool = False):
 
 @app.command()
 def train(
-    task: Task = typer.Argument(..., help="which model to train"),
-    config: str = typer.Option(None, help="model config name or YAML path"),
+    task: str = typer.Argument(..., help="a declared task (configs/tasks/<name>.yaml) or a path"),
     platform_config: str = typer.Option("platform", "--platform", help="platform config"),
     trigger: str = typer.Option("manual", help="what asked for this training"),
     extra_data: Path = typer.Option(
         None, help="extra labelled rows / realised actuals (CSV/Parquet) to train on"
     ),
+    promote: bool = typer.Option(True, "--promote/--no-promote", help="gate the new version"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Train a model, log it to MLflow and register a new version."""
-    extra = str(extra_data) if extra_data else None
+    """Train every candidate family of a task, register the winner as @challenger, gate it."""
     with stdout_to_stderr(json_out):
         _setup(platform_config)
         with user_errors():
-            if task is Task.demand_forecast:
-                from shelfwise.flows.cli_forecast import train_forecast
+            from shelfwise.configs.tasks import load_task
+            from shelfwise.flows.tasks import flow_for, task_ref
 
-                result = train_forecast(config, platform_config, trigger, extra)
-            else:
-                result = _train_delay(config, platform_config, trigger, extra)
+            declaration = load_task(task)
+            result = flow_for("train", declaration)(
+                task=task_ref(declaration),
+                platform_config=platform_config,
+                trigger=trigger,
+                extra_data=str(extra_data) if extra_data else None,
+                promote=promote,
+            )
     if json_out:
         emit_json(result)
-    elif task is Task.demand_forecast:
-        from shelfwise.flows.cli_forecast import print_forecast_result
-
-        print_forecast_result(console, result)
     else:
-        _print_delay_result(result)
+        print_train_result(result)
 
 
-def _train_delay(config: str | None, platform_config: str, trigger: str, extra: str | None):
-    from shelfwise.flows.train import train_delay_risk
-
-    return train_delay_risk(
-        config=config or "delay_risk",
-        platform_config=platform_config,
-        trigger=trigger,
-        extra_data=extra,
-    )
-
-
-def _print_delay_result(result: dict) -> None:
-    table = Table(title=f"{result['model_name']} v{result['version']}")
+def print_train_result(result: dict) -> None:
+    """The candidates side by side (the winner first), the run and version links, the gate."""
+    candidates: dict[str, dict[str, float]] = result.get("candidates") or {}
+    winner = result.get("family") or "registered"
+    columns = {winner: result.get("metrics") or {}, **{k: v for k, v in candidates.items()}}
+    table = Table(title=f"{result['model_name']} v{result['version']} ({winner} won)")
     table.add_column("metric")
-    table.add_column("xgboost", justify="right")
-    table.add_column("logreg baseline", justify="right")
-    for k in ("roc_auc", "pr_auc", "accuracy", "f1", "brier", "log_loss", "ece"):
-        table.add_row(k, f"{result['metrics'][k]:.4f}", f"{result['baseline_metrics'][k]:.4f}")
+    for family in columns:
+        table.add_column(family, justify="right")
+    names = dict.fromkeys(k for m in columns.values() for k in m)
+    for name in names:
+        values = [m.get(name) for m in columns.values()]
+        table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in values))
     console.print(table)
     ui = result["tracking_uri"]
     console.print(f"run:      {ui}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}")
     console.print(f"version:  {ui}/#/models/{result['model_name']}/versions/{result['version']}")
-    console.print(f"MLflow UI: {ui}")
-    if result["extra"].get("gate"):
+    gate = result.get("gate") or (result.get("extra") or {}).get("gate")
+    if gate:
         from shelfwise.flows.cli_registry import _print_outcome
 
-        _print_outcome(console, result["extra"]["gate"])
+        _print_outcome(console, gate)
+
+
+@app.command()
+def tasks(
+    platform_config: str = typer.Option("platform", "--platform", help="platform config"),
+    registry: bool = typer.Option(
+        True, "--registry/--no-registry", help="read champions from the tracking server"
+    ),
+    json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """The declared tasks with their kind, candidates, champion version and headline metric."""
+    with stdout_to_stderr(json_out):
+        platform = _setup(platform_config)
+        with user_errors():
+            from shelfwise.configs.tasks import load_tasks
+            from shelfwise.registry.promotion import task_rows
+
+            client = None
+            if registry:
+                import mlflow
+
+                from shelfwise.registry.tracking import ensure_tracking_uri
+
+                mlflow.set_tracking_uri(ensure_tracking_uri(platform))
+                client = mlflow.MlflowClient()
+            rows = task_rows(client, load_tasks())
+    if json_out:
+        emit_json(rows)
+        return
+    table = Table(title=f"{len(rows)} declared task(s)")
+    for col in ("task", "kind", "model", "candidates", "champion", "family", "metric"):
+        table.add_column(col)
+    for r in rows:
+        value = r["metric_value"]
+        table.add_row(
+            r["task"],
+            r["kind"],
+            r["model"],
+            ", ".join(r["candidates"]),
+            f"v{r['champion']}" if r["champion"] else "-",
+            r["family"] or "-",
+            f"{r['metric']} {value:.4f}" if value is not None else f"{r['metric']} -",
+        )
+    console.print(table)
 
 
 @server_app.command("start")

@@ -11,22 +11,39 @@ from shelfwise.flows.cli_output import emit_json, stdout_to_stderr
 console = Console()
 
 
+TASK_ARG = "a declared task (configs/tasks/<name>.yaml) or the path of a task YAML"
+
+
+def _run(step: str, task: str, **params):
+    """Run the flow of ``step`` for the task's kind (flows/tasks.py) with ``task`` passed on."""
+    from shelfwise.configs.tasks import load_task
+    from shelfwise.flows.tasks import flow_for, task_ref
+
+    declaration = load_task(task)
+    return declaration, flow_for(step, declaration)(task=task_ref(declaration), **params)
+
+
 def monitor(
-    config: str = typer.Option("monitoring", help="monitoring config name or YAML path"),
+    task: str = typer.Argument(..., help=TASK_ARG),
+    actuals: str = typer.Option(
+        None, help="forecast tasks: realised actuals (CSV/Parquet in the data set's columns)"
+    ),
     platform_config: str = typer.Option("platform", "--platform"),
     emit: bool = typer.Option(True, help="emit the retrain event when the policy fires"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Drift, performance on feedback and fulfilment KPIs of the served champion; decide."""
+    """Drift and performance of the served champion (on feedback, or on realised actuals for a
+    forecast), KPIs; decide whether to retrain."""
     from shelfwise.flows.cli import _setup, user_errors
 
     with stdout_to_stderr(json_out):
         _setup(platform_config)
-        from shelfwise.flows.monitor import monitor_delay_risk
-
         with user_errors():
-            result = monitor_delay_risk(config=config, platform_config=platform_config, emit=emit)
-    if json_out:
+            extra = {"actuals": actuals} if actuals else {}
+            declaration, result = _run(
+                "monitor", task, platform_config=platform_config, emit=emit, **extra
+            )
+    if json_out or declaration.kind.value == "forecast":
         emit_json(result)
         return
     table = Table(title=f"{result['model_name']} v{result['model_version']} monitoring")
@@ -38,16 +55,16 @@ def monitor(
     table.add_row("drift share", "-" if share is None else f"{share:.2f}")
     table.add_row("drifted columns", ", ".join(result["drifted_columns"]) or "-")
     perf = result["performance"] or {}
-    for k in ("roc_auc", "brier"):
-        if k in perf:
-            table.add_row(f"feedback {k}", f"{perf[k]:.4f}")
+    for k, v in perf.items():
+        table.add_row(f"feedback {k}", f"{v:.4f}")
     kpis = result["kpis"]
-    table.add_row("orders (30 d)", str(kpis["orders"]))
-    table.add_row("high-risk orders", str(kpis["high_risk_orders"]))
-    on_time = kpis["on_time_rate"]
-    table.add_row("on-time rate", "-" if on_time is None else f"{on_time:.1%}")
-    for seg, values in kpis["segment_risk"].items():
-        table.add_row(f"risk by {seg}", ", ".join(f"{k}={v:.2f}" for k, v in values.items()))
+    if kpis:
+        table.add_row("predictions (30 d)", str(kpis["orders"]))
+        table.add_row("high-risk", str(kpis["high_risk_orders"]))
+        on_time = kpis["on_time_rate"]
+        table.add_row("negative-class rate", "-" if on_time is None else f"{on_time:.1%}")
+        for seg, values in kpis["segment_risk"].items():
+            table.add_row(f"risk by {seg}", ", ".join(f"{k}={v:.2f}" for k, v in values.items()))
     decision = result["decision"]
     table.add_row("decision", "RETRAIN" if decision["retrain"] else "keep champion")
     table.add_row("reasons", "; ".join(decision["reasons"] + decision["suppressed"]))
@@ -55,26 +72,33 @@ def monitor(
 
 
 def retrain(
-    model: str = typer.Argument("delay_risk"),
+    task: str = typer.Argument(..., help=TASK_ARG),
+    actuals: str = typer.Option(None, help="forecast tasks: the realised actuals to add"),
     trigger: str = typer.Option("manual"),
     reason: str = typer.Option(""),
-    config: str = typer.Option("monitoring"),
     platform_config: str = typer.Option("platform", "--platform"),
+    json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Retrain on the original data plus feedback-labelled production rows, then gate."""
+    """Retrain on the original data plus feedback-labelled production rows (or the realised
+    actuals of a forecast), then gate."""
     from shelfwise.flows.cli import _setup, user_errors
-    from shelfwise.flows.monitor import retrain_delay_risk
 
-    _setup(platform_config)
-    with user_errors():
-        result = retrain_delay_risk(
-            model=model,
-            trigger=trigger,
-            reason=reason,
-            config=config,
-            platform_config=platform_config,
-        )
-    gate = result.get("extra", {}).get("gate", {})
+    with stdout_to_stderr(json_out):
+        _setup(platform_config)
+        with user_errors():
+            extra = {"actuals": actuals} if actuals else {}
+            _, result = _run(
+                "retrain",
+                task,
+                trigger=trigger,
+                reason=reason,
+                platform_config=platform_config,
+                **extra,
+            )
+    if json_out:
+        emit_json(result)
+        return
+    gate = result.get("gate") or result.get("extra", {}).get("gate", {})
     console.print(f"{result['model_name']} v{result['version']}: gate {gate.get('decision', '-')}")
 
 

@@ -6,22 +6,29 @@ run Prefect flows; the others are quick registry operations.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import typer
 from rich.table import Table
 
 from shelfwise.flows.cli_output import emit_json, stdout_to_stderr
 
-TASK_MODELS = {"delay-risk": "delay_risk", "demand-forecast": "demand_forecast"}
+TASK_HELP = "a declared task (configs/tasks/<name>.yaml), the path of a task YAML, or a model"
 
 
-class TuneTask(StrEnum):
-    delay_risk = "delay-risk"
+def resolve_task(ref: str):
+    """``ref`` as a declared task or a task YAML path -> the declaration; None when it names
+    neither (then it is taken as a registered model name). A broken declaration is an error."""
+    from shelfwise.configs.tasks import load_task, task_path
+
+    return load_task(ref) if task_path(ref).is_file() else None
 
 
-def _model(name: str) -> str:
-    return TASK_MODELS.get(name, name)
+def _model(ref: str) -> str:
+    """The registered model a verb's argument means: the task's, or the name itself."""
+    from shelfwise.flows.cli import user_errors
+
+    with user_errors():
+        task = resolve_task(ref)
+    return task.registered_model if task else ref
 
 
 def _ctx(platform_config: str):
@@ -49,7 +56,7 @@ def _print_outcome(console, out: dict) -> None:
 
 
 def tune(
-    task: TuneTask = typer.Argument(..., help="which model to tune"),
+    task: str = typer.Argument(..., help="a declared tabular task or the path of its YAML"),
     trials: int = typer.Option(None, "--trials", help="trials for this worker (config default)"),
     timeout: float = typer.Option(None, "--timeout", help="seconds for this worker"),
     study_name: str = typer.Option(None, help="Optuna study (config default)"),
@@ -71,10 +78,11 @@ def tune(
 
     with stdout_to_stderr(json_out):
         _setup(platform_config)
-        from shelfwise.flows.tune import tune_delay_risk
+        from shelfwise.flows.tune import tune_tabular
 
         with user_errors():
-            result = tune_delay_risk(
+            result = tune_tabular(
+                task=task,
                 n_trials=trials,
                 timeout_s=timeout,
                 study_name=study_name,
@@ -94,7 +102,8 @@ def tune(
     console.print(
         f"study {result['study_name']} ({result['storage']}): {result['study_trials']} trials "
         f"({result['worker_trials']} by this worker, {result['study_pruned']} pruned), "
-        f"best CV ROC-AUC {result['best_value']:.4f} (trial {result['best_trial']})"
+        f"best CV {result.get('metric', 'score')} {result['best_value']:.4f} "
+        f"(trial {result['best_trial']})"
     )
     console.print(f"best params: {result['best_params']}")
     if result["registered_version"]:
@@ -104,18 +113,15 @@ def tune(
 
 
 def gate(
-    model: str = typer.Argument(..., help="registered model"),
+    model: str = typer.Argument(..., help=TASK_HELP),
     candidate: str = typer.Option("challenger", help="version number or alias to gate"),
     trigger: str = typer.Option("manual", help="manual, schedule, feedback or drift"),
     actor: str = typer.Option(None, help="who asks (default: $SHELFWISE_ACTOR or the OS user)"),
-    config: str = typer.Option(
-        None, help="model config name or YAML path (default: the task's shipped config)"
-    ),
     platform_config: str = typer.Option("platform", "--platform"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Gate a version against @champion with its task's evaluator (the version's shelfwise.task
-    tag picks it); promote it if it wins."""
+    """Gate a version against @champion with its task's rule and evaluator (a registered model
+    name: the version's shelfwise.task tags pick the task); promote it if it wins."""
     from shelfwise.flows.cli import _setup, console, user_errors
 
     with stdout_to_stderr(json_out):
@@ -123,12 +129,13 @@ def gate(
         from shelfwise.flows.promote import gate_and_promote_flow
 
         with user_errors():
+            task = resolve_task(model)
             out = gate_and_promote_flow(
-                model_name=_model(model),
+                model_name=task.registered_model if task else model,
                 candidate=candidate,
                 trigger=trigger,
                 actor=actor,
-                config=config,
+                task=str(task.source) if task else None,
                 platform_config=platform_config,
             )
     if json_out:
@@ -138,7 +145,7 @@ def gate(
 
 
 def compare(
-    model: str = typer.Argument(..., help="registered model"),
+    model: str = typer.Argument(..., help=TASK_HELP),
     platform_config: str = typer.Option("platform", "--platform"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -157,9 +164,10 @@ def compare(
     if json_out:
         emit_json(rows)
         return
+    metrics = compare_metrics(model, rows)
     table = Table(title=f"{name}: {len(rows)} version(s)")
-    for col in ("version", "aliases", "roc_auc", "brier", "ece", "eval set", "decision"):
-        numeric = col in {"roc_auc", "brier", "ece"}
+    for col in ("version", "aliases", "family", *metrics, "eval set", "decision"):
+        numeric = col in metrics
         table.add_column(col, justify="right" if numeric else "left", no_wrap=col != "eval set")
     table.add_column("reason", overflow="fold")
     for r in rows:
@@ -167,7 +175,8 @@ def compare(
         table.add_row(
             str(r["version"]),
             " ".join(r["aliases"]),
-            *(f"{m[k]:.4f}" if k in m else "-" for k in ("roc_auc", "brier", "ece")),
+            r.get("family") or "-",
+            *(f"{m[k]:.4f}" if k in m else "-" for k in metrics),
             r["eval_fingerprint"] or "-",
             r["decision"] or "-",
             (r["reason"] or "")[:60],
@@ -175,8 +184,19 @@ def compare(
     console.print(table)
 
 
+def compare_metrics(ref: str, rows: list[dict], most: int = 4) -> list[str]:
+    """The columns of ``compare``: the task's gate metrics, else the first metrics recorded."""
+    from shelfwise.configs.tasks import gate_rule
+
+    task = resolve_task(ref)
+    if task is not None:
+        return gate_rule(task).metrics()[:most]
+    seen = dict.fromkeys(k for r in rows for k in r["metrics"])
+    return list(seen)[:most]
+
+
 def promote(
-    model: str = typer.Argument(..., help="registered model"),
+    model: str = typer.Argument(..., help=TASK_HELP),
     version: str = typer.Option(..., "--version", help="version number to make @champion"),
     reason: str = typer.Option(..., "--reason", help="why (recorded)"),
     actor: str = typer.Option(None, help="who (default: $SHELFWISE_ACTOR or the OS user)"),
@@ -198,7 +218,7 @@ def promote(
 
 
 def rollback(
-    model: str = typer.Argument(..., help="registered model"),
+    model: str = typer.Argument(..., help=TASK_HELP),
     reason: str = typer.Option("", "--reason", help="why (recorded)"),
     actor: str = typer.Option(None, help="who (default: $SHELFWISE_ACTOR or the OS user)"),
     platform_config: str = typer.Option("platform", "--platform"),
@@ -219,7 +239,7 @@ def rollback(
 
 
 def history(
-    model: str = typer.Argument(..., help="registered model"),
+    model: str = typer.Argument(..., help=TASK_HELP),
     limit: int = typer.Option(None, help="only the last N events"),
     platform_config: str = typer.Option("platform", "--platform"),
     json_out: bool = typer.Option(False, "--json"),

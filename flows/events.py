@@ -14,16 +14,15 @@ def model_resource(model: str) -> dict[str, str]:
 
 
 def retrain_payload(
-    model: str, reason: str, trigger: str, config: str = "monitoring", **extra: Any
+    model: str, reason: str, trigger: str, task: str, **extra: Any
 ) -> dict[str, Any]:
-    """``config`` is the monitoring config that decided: the retraining reads the same model and
-    gate configs from it, so a retrain answers the incident of the model that was monitored."""
-    return {"model": model, "reason": reason, "trigger": trigger, "config": config, **extra}
+    """``task`` is the declaration (name or path) whose monitoring decided: the retraining reads
+    the same training and gate sections from it, so a retrain answers the incident of the model
+    that was monitored."""
+    return {"model": model, "reason": reason, "trigger": trigger, "task": task, **extra}
 
 
-def emit_retrain_requested(
-    model: str, reason: str, trigger: str, config: str = "monitoring", **extra: Any
-):
+def emit_retrain_requested(model: str, reason: str, trigger: str, task: str, **extra: Any):
     """Ask for a retraining of ``model``; the `retrain-<model>` deployment's trigger starts it.
     Returns the emitted event (None when events are disabled).
 
@@ -43,7 +42,7 @@ def emit_retrain_requested(
     event = Event(
         event=RETRAIN_REQUESTED,
         resource=model_resource(model),
-        payload=retrain_payload(model, reason, trigger, config, **extra),
+        payload=retrain_payload(model, reason, trigger, task, **extra),
     )
 
     async def send() -> None:

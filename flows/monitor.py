@@ -1,5 +1,6 @@
-"""Prefect flows ``monitor-delay-risk`` (drift + performance + KPIs -> decision -> event) and
-``retrain-delay-risk`` (feedback-labelled rows + original data -> train -> gate)."""
+"""Prefect flows for tabular tasks (classification, regression): ``monitor-tabular`` (drift +
+performance on feedback + KPIs -> decision -> event) and ``retrain-tabular`` (feedback-labelled
+rows + original data -> train -> gate). Everything task-specific comes from the declaration."""
 
 from __future__ import annotations
 
@@ -17,20 +18,16 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from shelfwise.configs.datasets import TabularDatasetSpec, load_tabular_spec
-from shelfwise.configs.delay import load_delay_config
-from shelfwise.configs.monitoring import MonitoringConfig, load_monitoring_config
+from shelfwise.configs.datasets import TabularDatasetSpec
+from shelfwise.configs.monitoring import MonitoringConfig
 from shelfwise.configs.platform import load_platform_config
+from shelfwise.configs.tasks import TaskKind, load_task, monitoring_config
 from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.flows.train import connect_tracking
 from shelfwise.monitoring import records
 from shelfwise.monitoring.drift import DriftSummary, drift_report
 from shelfwise.monitoring.kpis import fulfilment_kpis
-from shelfwise.monitoring.performance import (
-    classification_performance,
-    labelled,
-    performance_report,
-)
+from shelfwise.monitoring.performance import labelled, task_performance
 from shelfwise.monitoring.policy import Evidence, RetrainDecision, decide
 from shelfwise.monitoring.store import PredictionStore
 from shelfwise.monitoring.workspace import add_snapshots
@@ -100,6 +97,7 @@ def compute_drift(
 
 
 def _log_monitoring_run(
+    task: str,
     experiment_id: str,
     ref: VersionReference,
     drift: DriftSummary | None,
@@ -115,7 +113,7 @@ def _log_monitoring_run(
     ) as run:
         mlflow.set_tags(
             {
-                rlog.TAG_TASK: rlog.TASK_DELAY_RISK,
+                rlog.TAG_TASK: task,
                 "shelfwise.monitored_version": ref.version,
                 "shelfwise.monitored_run_id": ref.run_id,
                 "shelfwise.retrain": str(decision.retrain).lower(),
@@ -127,7 +125,8 @@ def _log_monitoring_run(
             metrics.update(drift.as_metrics())
         if performance:
             metrics.update({f"feedback_{k}": v for k, v in performance.items()})
-        metrics["high_risk_orders"] = float(kpis["high_risk_orders"])
+        if kpis:
+            metrics["high_risk_orders"] = float(kpis["high_risk_orders"])
         mlflow.log_metrics(metrics)
         mlflow.log_dict(kpis, "kpis/fulfilment_kpis.json")
         mlflow.log_dict(decision.as_dict(), "decision.json")
@@ -144,7 +143,7 @@ def _log_monitoring_run(
 
 
 def emit_retrain_event(
-    cfg: MonitoringConfig, config: str, ref: VersionReference, decision: RetrainDecision
+    cfg: MonitoringConfig, task: str, ref: VersionReference, decision: RetrainDecision
 ) -> str | None:
     from shelfwise.flows.events import emit_retrain_requested
 
@@ -152,26 +151,27 @@ def emit_retrain_event(
         cfg.model_name,
         "; ".join(decision.reasons),
         decision.trigger or "drift",
-        config=config,
+        task=task,
         version=ref.version,
     )
     return str(event.id) if event is not None else None
 
 
-@flow(name="monitor-delay-risk")
-def monitor_delay_risk(
-    config: str = "monitoring",
+@flow(name="monitor-tabular", flow_run_name="monitor-{task}")
+def monitor_tabular(
+    task: str,
     platform_config: str = "platform",
     emit: bool = True,
     now: datetime | None = None,
 ) -> dict:
-    """Compare the served window with the champion's reference, score feedback, decide."""
+    """Compare the served window with the champion's reference, score feedback with the task's
+    own metrics, decide. ``task`` is a declared task's name or the path of its YAML."""
     capture_platform_logs()
     log = get_run_logger()
-    cfg = load_monitoring_config(config)
+    declaration = load_task(task)
+    cfg = monitoring_config(declaration)
     platform = load_platform_config(platform_config)
-    delay_cfg = load_delay_config(cfg.delay_config)
-    spec = load_tabular_spec(delay_cfg.dataset)
+    spec = declaration.dataset_spec()
     now = now or datetime.now(UTC)
     tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
     store = PredictionStore(platform.store_url)
@@ -180,16 +180,19 @@ def monitor_delay_risk(
     window = window[window["model_version"].astype(str) == ref.version] if len(window) else window
     drift_snapshot, drift = compute_drift(ref.reference, window, spec, cfg)
     rows = labelled(window)
-    performance = classification_performance(rows, cfg.prediction_column)
-    perf_snapshot = performance_report(rows, cfg.prediction_column) if performance else None
-    kpis = fulfilment_kpis(
-        window,
-        now,
-        cfg.kpis.window_days,
-        cfg.kpis.high_risk_threshold,
-        cfg.kpis.segments,
-        cfg.prediction_column,
-    ).as_dict()
+    performance, perf_snapshot = task_performance(
+        declaration.kind.value, rows, cfg.prediction_column
+    )
+    kpis: dict[str, Any] = {}
+    if declaration.kind is TaskKind.classification:  # risk KPIs need a probability
+        kpis = fulfilment_kpis(
+            window,
+            now,
+            cfg.kpis.window_days,
+            cfg.kpis.high_risk_threshold,
+            cfg.kpis.segments,
+            cfg.prediction_column,
+        ).as_dict()
     evidence = Evidence(
         model_version=ref.version,
         window_rows=len(window),
@@ -214,6 +217,7 @@ def monitor_delay_risk(
         "; ".join(decision.reasons),
     )
     run_id = _log_monitoring_run(
+        declaration.name,
         experiment_id,
         ref,
         drift,
@@ -234,7 +238,7 @@ def monitor_delay_risk(
             name=f"v{ref.version} {now:%Y-%m-%d %H:%M}",
         )
     fire = decision.retrain and emit
-    event_id = emit_retrain_event(cfg, config, ref, decision) if fire else None
+    event_id = emit_retrain_event(cfg, task, ref, decision) if fire else None
     record_id = records.record(
         engine,
         records.MonitoringRecord(
@@ -275,7 +279,7 @@ def feedback_training_rows(window: pd.DataFrame, spec: TabularDatasetSpec) -> pd
     if spec.id_column:
         ids = rows["order_id"] if "order_id" in rows else rows["prediction_id"]
         out.insert(0, spec.id_column, ids.fillna(rows["prediction_id"]).astype(str).to_numpy())
-    out[spec.target] = rows["actual"].astype(int).to_numpy()
+    out[spec.target] = rows["actual"].to_numpy()
     return out.reset_index(drop=True)
 
 
@@ -295,35 +299,33 @@ def export_feedback(
     return path
 
 
-@flow(name="retrain-delay-risk")
-def retrain_delay_risk(
-    model: str = "delay_risk",
+@flow(name="retrain-tabular", flow_run_name="retrain-{task}")
+def retrain_tabular(
+    task: str,
+    model: str | None = None,
     trigger: str = "drift",
     reason: str = "",
-    config: str = "monitoring",
     platform_config: str = "platform",
-    gate_config: str | None = None,
 ) -> dict:
-    """Original training data plus the feedback-labelled production rows -> a challenger,
-    which the train flow registers and sends through the gate (``gate_config``, by default the
-    monitoring config's)."""
+    """Original training data plus the feedback-labelled production rows -> a challenger, which
+    the train flow registers and sends through the task's gate. ``model``, when the triggering
+    event names one, must be the task's registered model."""
     capture_platform_logs()
-    from shelfwise.flows.train import train_delay_risk
+    from shelfwise.flows.train import train_tabular
 
-    cfg = load_monitoring_config(config)
-    if model != cfg.model_name:
-        raise ValueError(f"retrain-delay-risk monitors {cfg.model_name!r}, not {model!r}")
+    declaration = load_task(task)
+    name = declaration.registered_model
+    if model and model != name:
+        raise ValueError(f"task {declaration.name} trains {name!r}, not {model!r}")
     platform = load_platform_config(platform_config)
-    spec = load_tabular_spec(load_delay_config(cfg.delay_config).dataset)
     store = PredictionStore(platform.store_url)
-    path = export_feedback(store, model, spec, platform.state_path / "retrain")
-    get_run_logger().info("retraining %s (trigger %s): %s", model, trigger, reason or "-")
-    result = train_delay_risk(
-        config=cfg.delay_config,
+    path = export_feedback(store, name, declaration.dataset_spec(), platform.state_path / "retrain")
+    get_run_logger().info("retraining %s (trigger %s): %s", name, trigger, reason or "-")
+    result = train_tabular(
+        task=task,
         platform_config=platform_config,
         trigger=trigger,
         extra_data=str(path) if path else None,
-        gate_config=gate_config or cfg.gate_config,
     )
     result["feedback_rows_file"] = str(path) if path else None
     return json.loads(json.dumps(result, default=str))

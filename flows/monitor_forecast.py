@@ -1,5 +1,5 @@
-"""Prefect flows ``monitor-demand-forecast`` (the champion's forecasts vs realised actuals ->
-decision -> event) and ``retrain-demand-forecast`` (training data + actuals -> train -> gate).
+"""Prefect flows ``monitor-forecast`` (the champion's forecasts vs realised actuals ->
+decision -> event) and ``retrain-forecast`` (training data + actuals -> train -> gate).
 
 How actuals arrive: as a file the user drops (CSV or Parquet in the data set's own columns:
 time column, series keys, target), passed as ``actuals``. The forecaster is not served through
@@ -27,13 +27,10 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from shelfwise.configs.datasets import TimeSeriesDatasetSpec, load_timeseries_spec
-from shelfwise.configs.forecast import load_forecast_config
-from shelfwise.configs.monitoring_forecast import (
-    ForecastMonitoringConfig,
-    load_forecast_monitoring_config,
-)
+from shelfwise.configs.datasets import TimeSeriesDatasetSpec
+from shelfwise.configs.monitoring_forecast import ForecastMonitoringConfig
 from shelfwise.configs.platform import load_platform_config
+from shelfwise.configs.tasks import TaskDeclaration, load_task, monitoring_config
 from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.flows.train import connect_tracking
 from shelfwise.models.datasets import load_actuals
@@ -121,6 +118,7 @@ def score_actuals(
 
 
 def _log_run(
+    task: str,
     experiment_id: str,
     model_name: str,
     champion: Champion,
@@ -136,7 +134,7 @@ def _log_run(
     ) as run:
         mlflow.set_tags(
             {
-                rlog.TAG_TASK: rlog.TASK_DEMAND_FORECAST,
+                rlog.TAG_TASK: task,
                 "shelfwise.monitored_version": champion.version,
                 "shelfwise.retrain": str(decision.retrain).lower(),
                 "shelfwise.trigger": decision.trigger or "none",
@@ -165,17 +163,18 @@ def _log_run(
     return run.info.run_id
 
 
-def monitor_forecast(
-    cfg: ForecastMonitoringConfig,
+def _monitor(
+    declaration: TaskDeclaration,
+    task: str,
     actuals: str,
     platform_config: str,
     emit: bool,
     now: datetime,
-    config: str = "monitoring_forecast",
 ) -> dict:
     log = get_run_logger()
+    cfg: ForecastMonitoringConfig = monitoring_config(declaration)
     platform = load_platform_config(platform_config)
-    spec = load_timeseries_spec(load_forecast_config(cfg.forecast_config).dataset)
+    spec = declaration.dataset_spec()
     tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
     champion = read_champion(MlflowClient(tracking_uri), cfg.model_name)
     rows = actuals_after(load_actuals(spec, actuals), spec, champion.data_end)
@@ -217,7 +216,15 @@ def monitor_forecast(
         )
         report = forecast_report(scored) if len(scored) else None
         run_id = _log_run(
-            experiment_id, cfg.model_name, champion, evidence, decision, scored, actuals, report
+            declaration.name,
+            experiment_id,
+            cfg.model_name,
+            champion,
+            evidence,
+            decision,
+            scored,
+            actuals,
+            report,
         )
         if report is not None:  # the Evidently UI shows forecast error over time
             add_snapshots(
@@ -236,7 +243,7 @@ def monitor_forecast(
                 cfg.model_name,
                 "; ".join(decision.reasons),
                 decision.trigger or "feedback",
-                config=config,
+                task=task,
                 version=champion.version,
                 actuals=str(Path(actuals).resolve()),
             )
@@ -274,46 +281,43 @@ def monitor_forecast(
     ).as_dict()
 
 
-@flow(name="monitor-demand-forecast")
-def monitor_demand_forecast(
+@flow(name="monitor-forecast", flow_run_name="monitor-{task}")
+def monitor_forecast(
+    task: str,
     actuals: str,
-    config: str = "monitoring_forecast",
     platform_config: str = "platform",
     emit: bool = True,
     now: datetime | None = None,
 ) -> dict:
     """Score the champion's forecasts on the realised ``actuals`` (a file in the data set's
-    columns), compare with its gate SMAPE, decide, record, and emit the retrain event."""
+    columns), compare with its gate SMAPE, decide, record, and emit the retrain event.
+    ``task`` is a declared forecast task's name or the path of its YAML."""
     capture_platform_logs()
-    cfg = load_forecast_monitoring_config(config)
-    return monitor_forecast(cfg, actuals, platform_config, emit, now or datetime.now(UTC), config)
+    declaration = load_task(task)
+    return _monitor(declaration, task, actuals, platform_config, emit, now or datetime.now(UTC))
 
 
-@flow(name="retrain-demand-forecast")
-def retrain_demand_forecast(
+@flow(name="retrain-forecast", flow_run_name="retrain-{task}")
+def retrain_forecast(
+    task: str,
     actuals: str,
-    model: str = "demand_forecast",
+    model: str | None = None,
     trigger: str = "feedback",
     reason: str = "",
-    config: str = "monitoring_forecast",
     platform_config: str = "platform",
-    gate_config: str = "gate",
 ) -> dict:
     """The training data plus the realised ``actuals`` -> a challenger, registered and sent
-    through the gate by the train flow."""
+    through the task's gate by the train flow."""
     capture_platform_logs()
-    from shelfwise.flows.forecast import train_demand_forecast
+    from shelfwise.flows.forecast import train_forecast
 
-    cfg = load_forecast_monitoring_config(config)
-    if model != cfg.model_name:
-        raise ValueError(f"retrain-demand-forecast monitors {cfg.model_name!r}, not {model!r}")
-    get_run_logger().info("retraining %s on %s (trigger %s): %s", model, actuals, trigger, reason)
-    result = train_demand_forecast(
-        config=cfg.forecast_config,
-        platform_config=platform_config,
-        trigger=trigger,
-        actuals=actuals,
-        gate_config=gate_config,
+    declaration = load_task(task)
+    name = declaration.registered_model
+    if model and model != name:
+        raise ValueError(f"task {declaration.name} trains {name!r}, not {model!r}")
+    get_run_logger().info("retraining %s on %s (trigger %s): %s", name, actuals, trigger, reason)
+    result = train_forecast(
+        task=task, platform_config=platform_config, trigger=trigger, extra_data=actuals
     )
     result["actuals_file"] = actuals
     return json.loads(json.dumps(result, default=str))

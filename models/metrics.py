@@ -14,7 +14,20 @@ from sklearn.metrics import (
 
 CLASSIFICATION_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "brier", "log_loss")
 # metrics where a larger value is better (everything else: smaller is better)
-HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "accuracy", "f1", "coverage"}
+HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "accuracy", "f1", "coverage", "r2"}
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+
+
+def regression_metrics(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and R² of point predictions."""
+    y, p = np.asarray(y_true, dtype=float), np.asarray(pred, dtype=float)
+    err = p - y
+    total = float(np.sum((y - y.mean()) ** 2))
+    return {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "r2": float(1.0 - np.sum(err**2) / total) if total > 0 else float("nan"),
+    }
 
 
 def classification_metrics(

@@ -33,6 +33,41 @@ def classification_performance(
     return metrics
 
 
+def regression_performance(
+    rows: pd.DataFrame, prediction_column: str, actual_column: str = "actual"
+) -> dict[str, float] | None:
+    """RMSE, MAE and R² on labelled rows; None without at least two of them."""
+    from shelfwise.models.metrics import regression_metrics
+
+    if len(rows) < 2:
+        return None
+    y = rows[actual_column].to_numpy(dtype=float)
+    metrics = regression_metrics(y, rows[prediction_column].to_numpy(dtype=float))
+    metrics["labelled_rows"] = float(len(rows))
+    return metrics
+
+
+def regression_report(
+    rows: pd.DataFrame, prediction_column: str, actual_column: str = "actual"
+) -> Snapshot:
+    """Evidently regression report (prediction vs actual) on labelled rows."""
+    frame = rows.rename(columns={actual_column: "y", prediction_column: "yhat"})
+    return forecast_report(frame)
+
+
+def task_performance(
+    kind: str, rows: pd.DataFrame, prediction_column: str
+) -> tuple[dict[str, float] | None, Snapshot | None]:
+    """The kind's metrics on labelled production rows and the matching Evidently report."""
+    score, report = (
+        (regression_performance, regression_report)
+        if kind == "regression"
+        else (classification_performance, performance_report)
+    )
+    metrics = score(rows, prediction_column)
+    return metrics, (report(rows, prediction_column) if metrics else None)
+
+
 def performance_report(
     rows: pd.DataFrame, prediction_column: str, actual_column: str = "actual"
 ) -> Snapshot:

@@ -54,17 +54,23 @@ def findings(
         value = evidence.performance.get(rule.metric)
         higher = rule.metric in HIGHER_IS_BETTER
         if value is not None:
-            below_floor = value < rule.floor if higher else value > rule.floor
-            if below_floor:
+            if rule.floor is not None and (value < rule.floor if higher else value > rule.floor):
                 out.append(("feedback", f"{rule.metric} {value:.4f} beyond floor {rule.floor}"))
-            if evidence.gate_metric is not None:
-                drop = (evidence.gate_metric - value) if higher else (value - evidence.gate_metric)
-                if drop > rule.max_drop:
+            gate = evidence.gate_metric
+            if gate is not None:
+                drop = (gate - value) if higher else (value - gate)
+                relative = rule.max_relative_drop
+                allowed = [
+                    a
+                    for a in (rule.max_drop, None if relative is None else relative * abs(gate))
+                    if a is not None
+                ]
+                if allowed and drop > min(allowed):
                     out.append(
                         (
                             "feedback",
                             f"{rule.metric} {value:.4f} is {drop:.4f} worse than the version's "
-                            f"gate value {evidence.gate_metric:.4f} (allowed {rule.max_drop})",
+                            f"gate value {gate:.4f} (allowed {min(allowed):.4f})",
                         )
                     )
     if evidence.new_feedback_rows >= policy.new_feedback_rows:

@@ -317,6 +317,35 @@ def version_rows(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
             "reason": mv.tags.get(TAG_PREFIX + "reason"),
             "eval_fingerprint": mv.tags.get("shelfwise.eval_fingerprint"),
             "trigger": mv.tags.get("shelfwise.trigger"),
+            "family": mv.tags.get("shelfwise.model_family"),
+            "task": mv.tags.get("shelfwise.task"),
         }
         for mv in sorted(versions, key=lambda mv: int(mv.version))
     ]
+
+
+def task_rows(client: MlflowClient | None, tasks: list[Any]) -> list[dict[str, Any]]:
+    """One row per declared task: kind, model, candidates, and (with a client) the champion's
+    version, family and selection metric. What ``shelfwise tasks`` shows."""
+    from shelfwise.registry.reference import gate_metrics
+
+    rows = []
+    for task in tasks:
+        row: dict[str, Any] = {
+            "task": task.name,
+            "kind": task.kind.value,
+            "model": task.registered_model,
+            "candidates": task.families,
+            "metric": task.metric,
+            "champion": None,
+            "family": None,
+            "metric_value": None,
+        }
+        version = al.alias_version(client, task.registered_model, al.CHAMPION) if client else None
+        if version is not None:
+            mv = client.get_model_version(task.registered_model, version)
+            row["champion"] = str(mv.version)
+            row["family"] = mv.tags.get("shelfwise.model_family")
+            row["metric_value"] = gate_metrics(mv.tags).get(task.metric)
+        rows.append(row)
+    return rows
