@@ -85,19 +85,24 @@ class DeploymentsConfig(StrictModel):
         raise KeyError(name)
 
 
+def deployment_name(step: str, task: Any) -> str:
+    """``<step>-<task>`` with dashes: the name of a task's deployment for a lifecycle step."""
+    return f"{step}-{task.name.replace('_', '-')}"
+
+
 def task_deployments(task: Any, retrain_event: str) -> list[DeploymentConfig]:
     """The deployments of one declared task: ``train-<task>`` (its ``schedules.train``),
     ``tune-<task>`` (tabular kinds), ``monitor-<task>`` (``schedules.monitor_*``) and
     ``retrain-<task>``, which the retrain event of the task's model starts."""
     from shelfwise.configs.tasks import STEP_FLOWS, TaskKind
 
-    slug, name, s = task.name.replace("_", "-"), task.name, task.schedules
+    name, s = task.name, task.schedules
     flows = {step: kinds.get(task.kind) for step, kinds in STEP_FLOWS.items()}
     forecast = task.kind is TaskKind.forecast
     actuals = f".shelfwise/actuals/{name}.csv"
     out = [
         DeploymentConfig(
-            name=f"train-{slug}",
+            name=deployment_name("train", task),
             entrypoint=flows["train"],
             description=f"Training of {name}: every candidate family, the winner gated.",
             cron=s.train,
@@ -108,7 +113,7 @@ def task_deployments(task: Any, retrain_event: str) -> list[DeploymentConfig]:
     if flows["tune"]:
         out.append(
             DeploymentConfig(
-                name=f"tune-{slug}",
+                name=deployment_name("tune", task),
                 entrypoint=flows["tune"],
                 description=f"Optuna search for {name}; registers a challenger.",
                 cron=s.tune,
@@ -119,7 +124,7 @@ def task_deployments(task: Any, retrain_event: str) -> list[DeploymentConfig]:
     monitor_params: dict[str, Any] = {"task": name, **({"actuals": actuals} if forecast else {})}
     out.append(
         DeploymentConfig(
-            name=f"monitor-{slug}",
+            name=deployment_name("monitor", task),
             entrypoint=flows["monitor"],
             description=f"Monitoring of the served {name} champion"
             + (" against realised actuals" if forecast else ": drift and feedback performance")
@@ -139,7 +144,7 @@ def task_deployments(task: Any, retrain_event: str) -> list[DeploymentConfig]:
     }
     out.append(
         DeploymentConfig(
-            name=f"retrain-{slug}",
+            name=deployment_name("retrain", task),
             entrypoint=flows["retrain"],
             description=f"Retraining of {name} on its data plus "
             + ("the realised actuals" if forecast else "feedback-labelled production rows")

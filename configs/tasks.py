@@ -375,3 +375,37 @@ def tuning_config(task: TaskDeclaration) -> Any:
 
         defaults["space"] = default_space()
     return _parse(TuningConfig, task, "tuning", defaults)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        both = isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = deep_merge(out[k], v) if both else v
+    return out
+
+
+REFERABLE = ("training", "gate", "monitoring", "tuning")
+
+
+def materialise(task: TaskDeclaration, *layers: dict[str, Any]) -> dict[str, Any]:
+    """The declaration as one self-contained mapping: every referenced section read in (a
+    shared file's entry for this task only) and ``layers`` merged over it, validated. What a
+    scenario writes when it runs a shipped task with a few keys changed."""
+    raw = task.model_dump(mode="json", exclude_none=True, exclude={"source"})
+    for key in REFERABLE:
+        section, _ = task.section(key)
+        if key == "tuning" and "tasks" in section:
+            section = dict(section["tasks"].get(task.name) or {})
+        if key == "gate" and "rules" in section:
+            section = dict(section["rules"].get(task.registered_model) or {})
+        if section:
+            raw[key] = section
+    for layer in layers:
+        raw = deep_merge(raw, layer)
+    where = f"{task.source or task.name} with overrides"
+    checked = parse_model(TaskDeclaration, raw, where)
+    training_config(checked)
+    gate_rule(checked)
+    monitoring_config(checked)
+    return raw

@@ -32,9 +32,10 @@ from rich.console import Console
 from rich.table import Table
 
 from shelfwise.configs.demo import DemoConfig, DemoTaskConfig
-from shelfwise.configs.loader import ConfigError, read_yaml, resolve_config_path
+from shelfwise.configs.loader import ConfigError
 from shelfwise.configs.platform import PlatformConfig
 from shelfwise.configs.stack import StackConfig
+from shelfwise.configs.tasks import gate_rule, training_config
 
 logger = logging.getLogger(__name__)
 
@@ -130,64 +131,51 @@ class DemoStep:
 # --------------------------------------------------------------------------- configs
 
 
-def deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        both = isinstance(v, dict) and isinstance(out.get(k), dict)
-        out[k] = deep_merge(out[k], v) if both else v
-    return out
+def write_task(ctx: DemoContext, role: str, cfg: DemoTaskConfig, *layers: dict) -> str:
+    """The declared task ``cfg.task`` with the demo's overrides (and ``reduced`` under
+    --reduced) merged over it, written self-contained to ``<state>/demo/<task>.yaml``; returns
+    the path, which the deployments are given as their ``task`` parameter."""
+    from shelfwise.configs.tasks import load_task, materialise
 
-
-def write_config(
-    ctx: DemoContext,
-    name: str,
-    base: str,
-    layers: list[dict],
-    validate: Callable[[dict], Any] | None = None,
-) -> str:
-    """``base`` config with ``layers`` merged over it, validated, written to
-    ``<state>/demo/<name>.yaml``; returns the path (what the deployments are given)."""
-    base_path = resolve_config_path(base)
-    merged = read_yaml(base_path)
-    for layer in layers:
-        merged = deep_merge(merged, layer)
+    declaration = load_task(cfg.task)
+    over = [*layers, cfg.overrides, cfg.reduced if ctx.reduced else {}]
     try:
-        if validate is not None:
-            validate(merged)
-    except Exception as exc:  # pydantic ValidationError: name the demo's key
-        raise ConfigError(f"configs/demo.yaml overrides of {name} ({base_path}): {exc}") from None
-    out = ctx.platform.state_path / "demo" / f"{name}.yaml"
+        merged = materialise(declaration, *over)
+    except ConfigError as exc:
+        raise ConfigError(f"configs/demo.yaml {role} overrides of {cfg.task}: {exc}") from None
+    out = ctx.platform.state_path / "demo" / f"{declaration.name}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
+    ctx.values.setdefault("tasks", {})[role] = load_task(out)
     return str(out)
 
 
-def model_config_for(ctx: DemoContext, task: DemoTaskConfig, name: str) -> str:
-    """The delay-risk config the demo trains with: the scenario's overrides, plus the
-    ``reduced`` ones under --reduced."""
-    from shelfwise.configs.delay import DelayRiskConfig
+def write_demo_tasks(ctx: DemoContext) -> dict[str, str]:
+    """The scenario's task (first trained on its segment only) and the forecast task."""
+    scenario = ctx.demo.scenario
+    paths = {
+        "scenario": write_task(
+            ctx, "scenario", scenario, {"training": {"row_filter": scenario.segment}}
+        )
+    }
+    if ctx.demo.forecast is not None and ctx.demo.forecast.enabled:
+        paths["forecast"] = write_task(ctx, "forecast", ctx.demo.forecast)
+    return paths
 
-    layers = [task.overrides, task.reduced if ctx.reduced else {}]
-    return write_config(ctx, name, task.config, layers, DelayRiskConfig.model_validate)
+
+def task_of(ctx: DemoContext, role: str):
+    """The demo's declaration for ``role`` (``scenario`` or ``forecast``)."""
+    return ctx.values["tasks"][role]
 
 
-def write_demo_configs(ctx: DemoContext) -> dict[str, str]:
-    from shelfwise.configs.gate import GateConfig
-    from shelfwise.configs.monitoring import MonitoringConfig
+def model_of(ctx: DemoContext, role: str) -> str:
+    return task_of(ctx, role).registered_model
 
-    delay = model_config_for(ctx, ctx.demo.delay_risk, "delay_risk")
-    gate = write_config(
-        ctx, "gate", ctx.demo.gate, [ctx.demo.gate_overrides], GateConfig.model_validate
-    )
-    loop = ctx.demo.loop
-    monitoring = write_config(
-        ctx,
-        "monitoring",
-        loop.monitoring,
-        [loop.monitoring_overrides, {"delay_config": delay, "gate_config": gate}],
-        MonitoringConfig.model_validate,
-    )
-    return {"delay_risk": delay, "gate": gate, "monitoring": monitoring}
+
+def deployment_of(ctx: DemoContext, step: str, role: str) -> str:
+    from shelfwise.configs.deployments import deployment_name
+
+    return deployment_name(step, task_of(ctx, role))
 
 
 def ensure_api_key(platform: PlatformConfig) -> str:
@@ -282,12 +270,13 @@ def champion_trigger(tracking_uri: str, model: str) -> str:
 
 
 def latest_monitor_check(ctx: DemoContext, traffic: str) -> MonitorCheck:
+    """The last monitoring record of the scenario's model."""
     from shelfwise.monitoring import records
     from shelfwise.monitoring.store import PredictionStore
 
     store = PredictionStore(ctx.platform.store_url)
     try:
-        frame = records.history(records.ensure_tables(store.engine), "delay_risk")
+        frame = records.history(records.ensure_tables(store.engine), model_of(ctx, "scenario"))
     finally:
         store.dispose()
     if frame.empty:
@@ -427,8 +416,10 @@ def step_start_stack(ctx: DemoContext) -> str:
 
 
 def step_write_configs(ctx: DemoContext) -> str:
-    ctx.values["configs"] = write_demo_configs(ctx)
-    return f"{ctx.platform.state_path / 'demo'}: " + ", ".join(ctx.values["configs"])
+    ctx.values["paths"] = write_demo_tasks(ctx)
+    return f"{ctx.platform.state_path / 'demo'}: " + ", ".join(
+        f"{role} {task_of(ctx, role).name}" for role in ctx.values["paths"]
+    )
 
 
 def step_deploy(ctx: DemoContext) -> str:
@@ -443,65 +434,63 @@ def step_deploy(ctx: DemoContext) -> str:
     return f"{verb} {', '.join(result.deployed)}{skipped}"
 
 
-def step_train_delay_risk(ctx: DemoContext) -> str:
-    cfg = ctx.values["configs"]
-    before = champion_version(ctx.plan.tracking_uri, "delay_risk")
+def step_train_scenario(ctx: DemoContext) -> str:
+    model = model_of(ctx, "scenario")
+    before = champion_version(ctx.plan.tracking_uri, model)
     detail = run_flow(
         ctx,
-        ctx.demo.delay_risk.deployment,
-        {"config": cfg["delay_risk"], "gate_config": cfg["gate"], "trigger": "manual"},
+        deployment_of(ctx, "train", "scenario"),
+        {"task": ctx.values["paths"]["scenario"], "trigger": "manual"},
     )
-    champion = champion_version(ctx.plan.tracking_uri, "delay_risk")
+    champion = champion_version(ctx.plan.tracking_uri, model)
     if champion is None:
-        raise DemoError("no delay_risk@champion after training: see the gate's decision in MLflow")
+        raise DemoError(f"no {model}@champion after training: see the gate's decision in MLflow")
     # an earlier demo's retrained champion (trigger drift/feedback) already knows the shifted
     # segment and may keep its place: the quiet check below reads differently then
-    trigger = champion_trigger(ctx.plan.tracking_uri, "delay_risk")
+    trigger = champion_trigger(ctx.plan.tracking_uri, model)
     ctx.values["segment_champion"] = trigger not in {"drift", "feedback"}
     kept = "" if champion != before else " (kept by the gate)"
-    return f"{detail}; delay_risk@champion = v{champion} (trigger {trigger}){kept}"
+    return f"{detail}; {model}@champion = v{champion} (trigger {trigger}){kept}"
 
 
-def step_start_demand_forecast(ctx: DemoContext) -> str:
-    """Start the forecaster's training, which runs beside delay risk's training and tuning on
-    the worker's second slot (each flow run is mostly a fresh interpreter importing the stack)."""
-    task = ctx.demo.demand_forecast
-    if not task.enabled:
-        return "skipped (demand_forecast.enabled: false)"
-    n = task.reduced_max_series if ctx.reduced else task.max_series
-    params = {"config": task.config, "trigger": "manual", "max_series": n}
-    run = start_flow(ctx, task.deployment, params)
-    ctx.values["forecast_run"] = (run, n)
-    return f"{n} series; flow run {run.name} started"
+def step_start_forecast(ctx: DemoContext) -> str:
+    """Start the forecast task's training, which runs beside the scenario's training and tuning
+    on the worker's second slot (each flow run is mostly a fresh interpreter importing the
+    stack)."""
+    if "forecast" not in ctx.values["paths"]:
+        return "skipped (forecast.enabled: false)"
+    params = {"task": ctx.values["paths"]["forecast"], "trigger": "manual"}
+    run = start_flow(ctx, deployment_of(ctx, "train", "forecast"), params)
+    ctx.values["forecast_run"] = run
+    n = training_config(task_of(ctx, "forecast")).data.max_series
+    return f"{n or 'all'} series; flow run {run.name} started"
 
 
-def step_train_demand_forecast(ctx: DemoContext) -> str:
+def step_train_forecast(ctx: DemoContext) -> str:
     if "forecast_run" not in ctx.values:
-        return "skipped (demand_forecast.enabled: false)"
-    run, n = ctx.values.pop("forecast_run")
-    detail = finish_flow(ctx, run)
-    champion = champion_version(ctx.plan.tracking_uri, "demand_forecast")
+        return "skipped (forecast.enabled: false)"
+    detail = finish_flow(ctx, ctx.values.pop("forecast_run"))
+    model = model_of(ctx, "forecast")
+    champion = champion_version(ctx.plan.tracking_uri, model)
     if champion is None:
-        raise DemoError("no demand_forecast@champion after training: see the gate in MLflow")
-    return f"{n} series; {detail}; demand_forecast@champion = v{champion}"
+        raise DemoError(f"no {model}@champion after training: see the gate in MLflow")
+    return f"{detail}; {model}@champion = v{champion}"
 
 
 def step_tune(ctx: DemoContext) -> str:
     t = ctx.demo.tune
     if not t.enabled:
         return "skipped (tune.enabled: false)"
-    cfg = ctx.values["configs"]
     params: dict[str, Any] = {
         "n_trials": t.reduced_n_trials if ctx.reduced else t.n_trials,
-        "config": cfg["delay_risk"],
-        "gate_config": cfg["gate"],
+        "task": ctx.values["paths"]["scenario"],
         "trigger": "manual",
         "study_name": f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}",
     }
     folds = t.reduced_cv_folds if ctx.reduced else t.cv_folds
     if folds:
         params["cv_folds"] = folds
-    detail = run_flow(ctx, t.deployment, params)
+    detail = run_flow(ctx, deployment_of(ctx, "tune", "scenario"), params)
     return f"{params['n_trials']} trials; {detail}"
 
 
@@ -547,26 +536,28 @@ def step_serve(ctx: DemoContext) -> str:
     ctx.summary.stack.append(state.as_dict())
     if state.state not in {"started", "reused"}:
         raise DemoError(f"the service did not start: {state.detail} (log: {state.log_file})")
-    champion = champion_version(ctx.plan.tracking_uri, "delay_risk")
+    task = task_of(ctx, "scenario")
+    champion = champion_version(ctx.plan.tracking_uri, task.registered_model)
     client = service_client(ctx)
     try:
-        waited = client.wait_for_version("delay_risk", champion, ctx.demo.loop.serve_timeout_s)
+        waited = client.wait_for_version(task.name, champion, ctx.demo.loop.serve_timeout_s)
     finally:
         client.close()
     ctx.values["served"] = champion
-    return f"{state.state}; serving delay_risk v{champion} ({waited:.1f} s after start-up)"
+    return f"{state.state}; serving {task.name} v{champion} ({waited:.1f} s after start-up)"
 
 
 def step_forecast(ctx: DemoContext) -> str:
     """A forecast with inventory advice through the service, as a store manager's tool asks."""
     from shelfwise.serving.schemas import EXAMPLE_FORECAST
 
-    if not ctx.demo.demand_forecast.enabled:
-        return "skipped (demand_forecast.enabled: false)"
-    champion = champion_version(ctx.plan.tracking_uri, "demand_forecast")
+    if "forecast" not in ctx.values["paths"]:
+        return "skipped (forecast.enabled: false)"
+    task = task_of(ctx, "forecast")
+    champion = champion_version(ctx.plan.tracking_uri, task.registered_model)
     client = service_client(ctx)
     try:
-        client.wait_for_version("demand_forecast", champion, ctx.demo.loop.serve_timeout_s)
+        client.wait_for_version(task.name, champion, ctx.demo.loop.serve_timeout_s)
         answer = client.forecast(dict(EXAMPLE_FORECAST))
     finally:
         client.close()
@@ -583,14 +574,13 @@ def step_forecast(ctx: DemoContext) -> str:
 
 
 def _traffic(ctx: DemoContext):
-    from shelfwise.configs.datasets import load_tabular_spec
-    from shelfwise.configs.delay import load_delay_config
     from shelfwise.flows.replay import shift_traffic
     from shelfwise.models.datasets import load_tabular
 
     if "traffic" not in ctx.values:
-        cfg = load_delay_config(ctx.values["configs"]["delay_risk"])
-        spec = load_tabular_spec(cfg.dataset)
+        task = task_of(ctx, "scenario")
+        cfg = training_config(task)
+        spec = task.dataset_spec()
         data, _ = load_tabular(spec, ctx.platform.data_dir)
         loop = ctx.demo.loop
         seed = int(time.time()) % 10_000  # a second demo run replays other orders
@@ -630,8 +620,8 @@ def _replay(ctx: DemoContext, label: str) -> str:
 
 
 def _monitor(ctx: DemoContext, traffic: str, emit: bool = True) -> tuple[MonitorCheck, str]:
-    params = {"config": ctx.values["configs"]["monitoring"], "emit": emit}
-    detail = run_flow(ctx, ctx.demo.loop.monitor_deployment, params)
+    params = {"task": ctx.values["paths"]["scenario"], "emit": emit}
+    detail = run_flow(ctx, deployment_of(ctx, "monitor", "scenario"), params)
     check = latest_monitor_check(ctx, traffic)
     ctx.summary.monitoring.append(check)
     drift = "n/a" if check.drift_share is None else f"{check.drift_share:.2f}"
@@ -681,7 +671,8 @@ def step_close_the_loop(ctx: DemoContext) -> str:
 
     loop = ctx.demo.loop
     uri = ctx.plan.tracking_uri
-    old = champion_version(uri, "delay_risk") or ""
+    task = task_of(ctx, "scenario")
+    old = champion_version(uri, task.registered_model) or ""
     started = datetime.now(UTC)
     check, detail = _monitor(ctx, "shifted")
     detected = datetime.now(UTC)
@@ -690,7 +681,8 @@ def step_close_the_loop(ctx: DemoContext) -> str:
     if not check.retrain:
         raise DemoError(f"the shift was not detected: {check.reasons or detail}")
     ctx.console.print(f"  detected: {detail}")
-    run = wait_triggered_run(ctx, loop.retrain_deployment, started, loop.retrain_timeout_s)
+    retrain = deployment_of(ctx, "retrain", "scenario")
+    run = wait_triggered_run(ctx, retrain, started, loop.retrain_timeout_s)
     created, start, end = (_parse(run.get(k)) for k in ("created", "start_time", "end_time"))
     latency.retrain_flow_run = run["name"]
     gates = subflow_runs(ctx, "gate-and-promote", start or started)
@@ -700,15 +692,15 @@ def step_close_the_loop(ctx: DemoContext) -> str:
     latency.start_s = _secs(created, start)
     latency.retrain_s = _secs(start, promoted_at)
     latency.gate_s = round(sum(g.get("total_run_time") or 0.0 for g in gates), 1)
-    new = champion_version(uri, "delay_risk") or ""
+    new = champion_version(uri, task.registered_model) or ""
     latency.new_version, latency.promoted = new, new != old
     if not latency.promoted:
         latency.total_s = _secs(started, end)
         return f"retrained by {run['name']}; the gate kept v{old} (see the registry table)"
     client = service_client(ctx)
     try:
-        client.wait_for_version("delay_risk", new, loop.swap_timeout_s)
-        since = _parse(client.served("delay_risk")["serving_since"])
+        client.wait_for_version(task.name, new, loop.swap_timeout_s)
+        since = _parse(client.served(task.name)["serving_since"])
         traffic, _ = _traffic(ctx)
         row = traffic.shifted.iloc[0].to_dict()
         answer = client.predict_batch([order_payload(row, "demo-after-swap")])[0]
@@ -735,8 +727,11 @@ def _secs(a: datetime | None, b: datetime | None) -> float:
 
 def step_summarise_registry(ctx: DemoContext) -> str:
     parts = []
-    for model in ("delay_risk", "demand_forecast"):
+    for role in ctx.values["paths"]:
+        model, shown = model_of(ctx, role), gate_rule(task_of(ctx, role)).metrics()
         rows = registry_rows(ctx.plan.tracking_uri, model)
+        for r in rows:  # the task's gate metrics, in the rule's order
+            r.metrics = {k: r.metrics[k] for k in shown if k in r.metrics}
         ctx.summary.versions.extend(rows)
         parts.append(f"{model}: {len(rows)} version(s)")
     return "; ".join(parts)
@@ -748,15 +743,15 @@ def demo_steps(demo: DemoConfig | None = None) -> list[DemoStep]:
         DemoStep("start the stack", step_start_stack),
         DemoStep("write the demo's configs", step_write_configs),
         DemoStep("deploy the flows", step_deploy),
-        DemoStep("start training the demand forecast", step_start_demand_forecast),
-        DemoStep("train delay risk (low-discount orders)", step_train_delay_risk),
+        DemoStep("start training the forecast", step_start_forecast),
+        DemoStep("train the scenario's task on its segment", step_train_scenario),
     ]
     loop = demo is None or demo.loop.enabled
     if loop:
         steps.append(DemoStep("start the service", step_start_service))
     steps += [
-        DemoStep("tune delay risk", step_tune),
-        DemoStep("train demand forecast", step_train_demand_forecast),
+        DemoStep("tune the scenario's task", step_tune),
+        DemoStep("train the forecast", step_train_forecast),
     ]
     if loop:
         steps += [
@@ -813,12 +808,6 @@ def run_demo(
     return ctx.summary
 
 
-_METRICS = {
-    "delay_risk": ("roc_auc", "pr_auc", "brier"),
-    "demand_forecast": ("smape", "mase", "coverage"),
-}
-
-
 def _fmt(metrics: dict[str, float], key: str) -> str:
     return f"{key} {metrics[key]:.4g}" if key in metrics else ""
 
@@ -836,7 +825,7 @@ def print_summary(summary: DemoSummary, console: Console, keep: bool) -> None:
         for col in ("model", "version", "aliases", "metrics", "trigger", "decision"):
             versions.add_column(col)
         for v in summary.versions:
-            keys = _METRICS.get(v.model, ())
+            keys = list(v.metrics)[:3]
             versions.add_row(
                 v.model,
                 v.version,
@@ -847,7 +836,7 @@ def print_summary(summary: DemoSummary, console: Console, keep: bool) -> None:
             )
         console.print(versions)
     if summary.monitoring:
-        mon = Table(title="monitoring (monitor-delay-risk runs)")
+        mon = Table(title="monitoring (the scenario's monitoring runs)")
         for col in ("traffic", "version", "rows", "labelled", "drift share", "ROC-AUC", "decision"):
             mon.add_column(col)
         for m in summary.monitoring:
