@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import yaml
 
-from shelfwise.configs.loader import read_yaml, resolve_config_path
 from shelfwise.configs.platform import PlatformConfig, PrefectConfig, ServingConfig, TrackingConfig
 from shelfwise.configs.stack import Enabled, EvidentlyStackConfig, ServingStackConfig, StackConfig
 from shelfwise.registry.server import free_port
@@ -39,12 +38,19 @@ def minimal_stack_config() -> StackConfig:
     )
 
 
-def reduced_delay_config(path: Path) -> Path:
-    """The shipped delay-risk config with 2 CV folds and fewer trees (CI size)."""
-    raw = read_yaml(resolve_config_path("delay_risk"))
-    raw["split"]["cv_folds"] = 2
-    raw["xgboost"]["n_estimators"] = 60
-    raw["reference_sample_size"] = 300
+REDUCED_TRAINING = {
+    "split": {"cv_folds": 2},
+    "xgboost": {"n_estimators": 60},
+    "reference_sample_size": 300,
+}
+
+
+def reduced_task(path: Path, task: str = "delay_risk", **overrides: dict) -> Path:
+    """A shipped classification task, self-contained, with 2 CV folds and fewer trees (CI
+    size) and ``overrides`` merged over its declaration; written to ``path``."""
+    from shelfwise.configs.tasks import load_task, materialise
+
+    raw = materialise(load_task(task), {"training": REDUCED_TRAINING}, overrides)
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
 

@@ -34,13 +34,13 @@ from tests.flows.stack_helpers import (
     flow_runs,
     log_messages,
     minimal_stack_config,
-    reduced_delay_config,
+    reduced_task,
     stack_platform,
     wait_for,
 )
 
 RETRAIN = "retrain-delay-risk"
-NIGHTLY = "train-delay-risk-nightly"
+NIGHTLY = "train-delay-risk"
 EVENT = "shelfwise.retrain.requested"
 
 
@@ -59,13 +59,20 @@ def test_rendering_carries_schedules_trigger_pull_step_and_work_pool(tmp_path, d
     platform = stack_platform(tmp_path, data_dir, work_pool="pool-from-config")
     doc = render_prefect_yaml(load_deployments_config(), platform)
     by_name = {d["name"]: d for d in doc["deployments"]}
+    # every declared task gets its deployments, named for the step and the task
     assert {
         NIGHTLY,
-        "tune-delay-risk-weekly",
-        "train-demand-forecast-nightly",
+        "tune-delay-risk",
+        "train-demand-forecast",
+        "train-walmart-weekly",
+        "retrain-walmart-weekly",
         RETRAIN,
         "monitor-delay-risk",
     } <= set(by_name)
+    assert "tune-demand-forecast" not in by_name  # tuning is for tabular kinds
+    assert by_name[NIGHTLY]["parameters"] == {"task": "delay_risk", "trigger": "schedule"}
+    assert by_name[NIGHTLY]["entrypoint"] == by_name["train-delay-risk"]["entrypoint"]
+    assert by_name["train-demand-forecast"]["entrypoint"].endswith(".train_forecast")
     assert all(d["work_pool"]["name"] == "pool-from-config" for d in doc["deployments"])
     assert by_name[NIGHTLY]["schedules"][0]["cron"] == "0 2 * * *"
     assert by_name["monitor-delay-risk"]["schedules"][0]["interval"] == 300
@@ -76,8 +83,11 @@ def test_rendering_carries_schedules_trigger_pull_step_and_work_pool(tmp_path, d
         "model": "{{ event.payload.model }}",
         "trigger": "{{ event.payload.trigger }}",
         "reason": "{{ event.payload.reason }}",
-        "config": "{{ event.payload.config }}",
+        "task": "{{ event.payload.task }}",
     }
+    forecast_trigger = by_name["retrain-walmart-weekly"]["triggers"][0]
+    assert forecast_trigger["match"] == {"prefect.resource.id": "shelfwise.model.walmart_weekly"}
+    assert forecast_trigger["parameters"]["actuals"] == "{{ event.payload.actuals }}"
     step = doc["pull"][0]["prefect.deployments.steps.set_working_directory"]
     assert step["directory"] == "{{ $SHELFWISE_PROJECT_ROOT }}"
     # the YAML round-trips (templates are quoted, not parsed as flow mappings)
@@ -91,7 +101,7 @@ def test_retrain_trigger_matches_what_emit_retrain_requested_sends():
     assert trigger.event == RETRAIN_REQUESTED
     resource = model_resource("delay_risk")
     assert all(resource.get(k) == v for k, v in trigger.match.items())
-    payload = retrain_payload("delay_risk", "drift", "drift")
+    payload = retrain_payload("delay_risk", "drift", "drift", task="delay_risk")
     for template in trigger.parameters.values():  # every payload field a template reads exists
         field = template.strip("{} ").removeprefix("event.payload.")
         assert field in payload
@@ -123,21 +133,17 @@ def test_bad_deployment_config_names_file_and_key(tmp_path, deployment, key):
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory, mlflow_server, data_dir):
     """A real Prefect server + process worker (tracking: the session's real MLflow server) with
-    the deployments of this checkout, the retrain deployment defaulting to a reduced config."""
+    the deployments of this checkout, the retrain deployment defaulting to a reduced task."""
     tmp = tmp_path_factory.mktemp("prefect-deployments")
     platform = stack_platform(tmp / ".shelfwise", data_dir, tracking_uri=mlflow_server)
     plan = plan_stack(platform, minimal_stack_config(), serving=False, evidently=False)
     cfg = load_deployments_config()
-    reduced_delay = reduced_delay_config(tmp / "delay_risk_reduced.yaml")
-    # retrain-delay-risk takes the monitoring config, which names the delay-risk config
-    reduced = tmp / "monitoring_reduced.yaml"
-    reduced.write_text(yaml.safe_dump({"delay_config": str(reduced_delay)}), encoding="utf-8")
-    reduced = str(reduced)
+    reduced = str(reduced_task(tmp / "delay_risk.yaml"))
     cfg = cfg.model_copy(
         update={
             "schedules_active": False,  # no scheduled run may start during the tests
             "deployments": [
-                d.model_copy(update={"parameters": {**d.parameters, "config": reduced}})
+                d.model_copy(update={"parameters": {**d.parameters, "task": reduced}})
                 if d.name == RETRAIN
                 else d
                 for d in cfg.deployments
@@ -147,14 +153,14 @@ def deployed(tmp_path_factory, mlflow_server, data_dir):
     try:
         stack_up(plan)
         result = deploy(cfg, platform, project_root(), prefect_file=tmp / "prefect.yaml")
-        yield platform, plan, result
+        yield platform, plan, result, reduced
     finally:
         stack_down(plan)
 
 
 @pytest.mark.integration
 def test_deploy_creates_deployments_with_schedule_and_trigger(deployed):
-    platform, plan, result = deployed
+    platform, plan, result, _ = deployed
     assert {NIGHTLY, RETRAIN} <= set(result.deployed)
     on_server = {d["name"]: d for d in read_deployments(platform)}
     assert {NIGHTLY, RETRAIN} <= set(on_server)
@@ -174,7 +180,7 @@ def test_retrain_event_runs_the_deployment_and_registers_a_version(deployed, mlf
     from mlflow import MlflowClient
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    platform, plan, _ = deployed
+    platform, plan, _, reduced_path = deployed
     client = MlflowClient(mlflow_server)
     before = {v.version for v in client.search_model_versions("name='delay_risk'")}
     dep = deployment_id(platform, RETRAIN)
@@ -182,7 +188,7 @@ def test_retrain_event_runs_the_deployment_and_registers_a_version(deployed, mlf
     reason = f"test-{uuid.uuid4().hex[:6]}"  # identifies this event's run
     t0 = time.monotonic()
     with temporary_settings({PREFECT_API_URL: plan.prefect_api_url}):
-        emit_retrain_requested("delay_risk", reason=reason, trigger=trigger)
+        emit_retrain_requested("delay_risk", reason=reason, trigger=trigger, task=reduced_path)
     (run,) = wait_for(lambda: flow_runs(plan.prefect_api_url, dep), 120, "the triggered run")
     latency = time.monotonic() - t0
     assert run["parameters"]["trigger"] == trigger and run["parameters"]["reason"] == reason
@@ -223,15 +229,15 @@ def test_retrain_event_runs_the_deployment_and_registers_a_version(deployed, mlf
 
 @pytest.mark.integration
 def test_a_failing_run_is_failed_in_prefect_with_its_error(deployed):
-    platform, _, _ = deployed
-    outcome = run_deployment_and_wait(platform, RETRAIN, {"config": "no_such_config"}, 300)
+    platform, _, _, _ = deployed
+    outcome = run_deployment_and_wait(platform, RETRAIN, {"task": "no_such_task"}, 300)
     assert outcome.state == "FAILED"
-    assert "no_such_config" in outcome.message and "not found" in outcome.message
+    assert "no task 'no_such_task'" in outcome.message and "declared: " in outcome.message
 
 
 @pytest.mark.integration
 def test_deploy_to_a_missing_work_pool_names_it(deployed, tmp_path):
-    platform, _, _ = deployed
+    platform, _, _, _ = deployed
     other = platform.model_copy(
         update={"prefect": platform.prefect.model_copy(update={"work_pool": "no-such-pool"})}
     )

@@ -76,3 +76,20 @@ def test_cooldown_and_one_retrain_per_incident() -> None:
     # a new champion (v4) drifting again is a new incident
     d = decide(evidence(drift_share=0.5, model_version="4"), POLICY, 200, old_same, NOW)
     assert d.retrain
+
+
+def test_regression_policy_is_relative_to_the_versions_own_error() -> None:
+    """RMSE has no universal bound: with no floor, a champion is retrained only when its live
+    error exceeds its gate error by more than the declared fraction (lower is better)."""
+    policy = RetrainPolicy(
+        drift_share=0.3,
+        performance=PerformanceRule(
+            metric="rmse", floor=None, max_drop=None, max_relative_drop=0.2, min_labelled_rows=100
+        ),
+        new_feedback_rows=5000,
+    )
+    calm = decide(evidence(performance={"rmse": 11.5}, gate_metric=10.0), policy, 200, None, NOW)
+    assert not calm.retrain
+    worse = decide(evidence(performance={"rmse": 12.5}, gate_metric=10.0), policy, 200, None, NOW)
+    assert worse.retrain and worse.trigger == "feedback"
+    assert "2.5000 worse than the version's gate value 10.0000 (allowed 2.0000)" in worse.reasons[0]
