@@ -262,7 +262,19 @@ def load_task(name_or_path: str | Path) -> TaskDeclaration:
     task = parse_model(TaskDeclaration, raw, path)
     if path.parent.resolve() == tasks_dir().resolve() and path.stem != task.name:
         raise ConfigError(f"invalid configuration in {path}:\n  key 'name': must be {path.stem!r}")
-    return task.model_copy(update={"source": path})
+    task = task.model_copy(update={"source": path})
+    validate_sections(task)
+    return task
+
+
+def validate_sections(task: TaskDeclaration) -> None:
+    """Every section parses for the task's kind, so a broken declaration is refused by every
+    verb at once, naming its file and key (not only by the step that reads that section)."""
+    training_config(task)
+    gate_rule(task)
+    monitoring_config(task)
+    if task.kind is not TaskKind.forecast:
+        tuning_config(task)
 
 
 def task_names() -> list[str]:

@@ -162,6 +162,25 @@ def delay_config(tmp_path: Path):
     return make
 
 
+@pytest.fixture
+def task_file(tmp_path: Path):
+    """A shipped task's declaration, self-contained, with a unique registered model and
+    experiment and ``overrides`` (nested mappings) merged over it; returns its path."""
+
+    def make(task: str = "delay_risk", **overrides) -> Path:
+        import yaml
+
+        from shelfwise.configs.tasks import load_task, materialise
+
+        name = f"{task}_{uuid.uuid4().hex[:8]}"
+        raw = materialise(load_task(task), {"model_name": name, "experiment": name}, overrides)
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(yaml.safe_dump(raw))
+        return p
+
+    return make
+
+
 @dataclass(frozen=True)
 class WheelVenv:
     """A fresh virtualenv outside the checkout with only the built Shelfwise wheel installed."""

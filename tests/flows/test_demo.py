@@ -78,7 +78,7 @@ def test_demo_runs_the_loop_shows_the_faces_and_runs_twice(tmp_path, data_dir, m
             "mlflow_model": (f"{first.urls['mlflow_ui']}/#/models/delay_risk", ["champion"]),
             "prefect_deployments": (
                 f"{first.urls['prefect_ui']}/deployments",
-                ["train-delay-risk-nightly", "monitor-delay-risk", "retrain-delay-risk"],
+                ["train-delay-risk", "monitor-delay-risk", "retrain-delay-risk"],
             ),
             "service_docs": (
                 first.urls["service_docs"],
@@ -115,7 +115,7 @@ def test_demo_runs_the_loop_shows_the_faces_and_runs_twice(tmp_path, data_dir, m
             update={
                 "loop": demo_cfg.loop.model_copy(update={"enabled": False}),
                 "tune": demo_cfg.tune.model_copy(update={"enabled": False}),
-                "demand_forecast": demo_cfg.demand_forecast.model_copy(update={"enabled": False}),
+                "forecast": demo_cfg.forecast.model_copy(update={"enabled": False}),
             }
         )
         second = run_demo(platform, stack_cfg, short, reduced=True, keep=False)

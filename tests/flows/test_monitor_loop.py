@@ -14,7 +14,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from shelfwise.configs.datasets import load_tabular_spec
@@ -28,27 +27,15 @@ LOW = "Discount_offered <= 10"
 
 
 @pytest.fixture
-def loop_env(tmp_path, monkeypatch, mlflow_server, delay_config, data_dir):
-    cfg_path = delay_config(row_filter=LOW)
-    name = read_yaml(cfg_path)["registered_model_name"]
-    mon_path = tmp_path / "monitoring.yaml"
-    mon_path.write_text(
-        yaml.safe_dump(
-            {
-                "model_name": name,
-                "delay_config": str(cfg_path),
-                "experiment": f"monitoring-{name}",
-                "evidently_project": f"test {name}",
-                # within the low-discount segment labels are barely predictable (holdout
-                # ROC-AUC ~0.56): the absolute floor is set for this model
-                "policy": {"performance": {"floor": 0.5}},
-            }
-        )
+def loop_env(tmp_path, monkeypatch, mlflow_server, task_file, data_dir):
+    # within the low-discount segment labels are barely predictable (holdout ROC-AUC ~0.56):
+    # the absolute floors of the gate and of the monitoring are set for this model
+    task_path = task_file(
+        training={"row_filter": LOW},
+        gate={"floors": {"roc_auc": 0.5}},
+        monitoring={"policy": {"performance": {"floor": 0.5}}},
     )
-    gate = read_yaml(Path(__file__).resolve().parents[2] / "configs" / "gate.yaml")
-    gate["rules"]["delay_risk"]["floors"] = {"roc_auc": 0.5}  # this segment's model, see above
-    gate_path = tmp_path / "gate.yaml"
-    gate_path.write_text(yaml.safe_dump(gate))
+    name = read_yaml(task_path)["model_name"]
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     monkeypatch.setenv("SHELFWISE_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("SHELFWISE_STORE_URL", store_url)
@@ -59,15 +46,13 @@ def loop_env(tmp_path, monkeypatch, mlflow_server, delay_config, data_dir):
     _, low_holdout = stratified_split(low, spec.target, 0.2, 42)  # never trained on
     high = df.query(f"not ({LOW})").sample(frac=1.0, random_state=3).reset_index(drop=True)
     return {
-        "cfg": cfg_path,
-        "mon": mon_path,
+        "task": str(task_path),
         "name": name,
         "store_url": store_url,
         "spec": spec,
         "low_holdout": low_holdout,
         "high": high,
         "uri": mlflow_server,
-        "gate": gate_path,
     }
 
 
@@ -92,12 +77,12 @@ def _serve_traffic(
 
 
 def test_shift_triggers_retrain_and_no_false_alarm(loop_env, prefect_harness) -> None:
-    from shelfwise.flows.monitor import monitor_delay_risk, retrain_delay_risk
-    from shelfwise.flows.train import train_delay_risk
+    from shelfwise.flows.monitor import monitor_tabular, retrain_tabular
+    from shelfwise.flows.train import train_tabular
 
     env = loop_env
     spec, name = env["spec"], env["name"]
-    first = train_delay_risk(config=str(env["cfg"]))
+    first = train_tabular(task=env["task"])
     client = MlflowClient(tracking_uri=env["uri"])
     client.set_registered_model_alias(name, "champion", first["version"])
     mlflow.set_tracking_uri(env["uri"])
@@ -106,7 +91,7 @@ def test_shift_triggers_retrain_and_no_false_alarm(loop_env, prefect_harness) ->
 
     # 1) traffic from the training distribution: no retrain
     _serve_traffic(store, old, first["version"], name, env["low_holdout"].iloc[:1000], spec)
-    quiet = monitor_delay_risk(config=str(env["mon"]))
+    quiet = monitor_tabular(task=env["task"])
     assert quiet["window_rows"] == 1000
     assert quiet["drift_share"] < 0.3 and quiet["decision"]["retrain"] is False, (
         quiet["decision"],
@@ -120,7 +105,7 @@ def test_shift_triggers_retrain_and_no_false_alarm(loop_env, prefect_harness) ->
         frac=1.0, random_state=0
     )
     _serve_traffic(store, old, first["version"], name, shifted, spec)
-    alarm = monitor_delay_risk(config=str(env["mon"]))
+    alarm = monitor_tabular(task=env["task"])
     assert "Discount_offered" in alarm["drifted_columns"] and alarm["drift_share"] >= 0.3
     # Measured, not assumed: the low-discount model extrapolates "more discount -> later" and
     # scores *better* on the mixed window (ROC-AUC ~0.91 vs ~0.56 on its own segment), so
@@ -135,13 +120,11 @@ def test_shift_triggers_retrain_and_no_false_alarm(loop_env, prefect_harness) ->
     }
 
     # 3) the same incident does not ask twice
-    again = monitor_delay_risk(config=str(env["mon"]))
+    again = monitor_tabular(task=env["task"])
     assert again["decision"]["retrain"] is False and again["decision"]["suppressed"]
 
     # 4) retraining on original data + feedback rows beats the old model on the new segment
-    retrained = retrain_delay_risk(
-        model=name, trigger="drift", config=str(env["mon"]), gate_config=str(env["gate"])
-    )
+    retrained = retrain_tabular(task=env["task"], model=name, trigger="drift")
     assert int(retrained["version"]) > int(first["version"])
     gate = retrained["extra"]["gate"]
     # the gate compared both on the same rows (held-out low-discount + held-out feedback rows)
