@@ -4,17 +4,23 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from prefect import flow
 
-from shelfwise.configs.datasets import load_tabular_spec, load_timeseries_spec
-from shelfwise.configs.delay import load_delay_config
-from shelfwise.configs.forecast import load_forecast_config
-from shelfwise.configs.gate import GateRule, load_gate_config
+from shelfwise.configs.gate import GateRule
 from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.configs.tasks import (
+    TaskDeclaration,
+    TaskKind,
+    gate_rule,
+    load_task,
+    task_names,
+    training_config,
+)
 from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.registry import forecast_gate as fgate
 from shelfwise.registry import gate as rgate
@@ -26,27 +32,31 @@ from shelfwise.registry.tracking import ensure_tracking_uri
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_TASKS = (rlog.TASK_DELAY_RISK, rlog.TASK_DEMAND_FORECAST)
 
-
-def delay_risk_evaluator(
+def tabular_evaluator(
     client: mlflow.MlflowClient,
     model_name: str,
     eval_set: rgate.EvalSet,
     rule,
+    naive: str | None = None,
 ) -> Evaluate:
-    """``evaluate(candidate, champion)``: score both versions on ``eval_set`` and decide."""
+    """``evaluate(candidate, champion)`` for the tabular kinds: score both versions (classifier
+    probabilities or regressor predictions) on ``eval_set`` and decide. ``naive`` names the
+    kind's naive baseline (``prevalence``, ``mean``): the training split's target mean on every
+    row, which the rule's ``baseline`` requirement makes a first version beat."""
 
     def evaluate(candidate: str, champion: str | None) -> rgate.GateDecision:
         cand = client.get_model_version(model_name, candidate)
-        challenger_pred = rgate.score_classifier(f"models:/{model_name}/{candidate}", eval_set.X)
+        challenger_pred = rgate.score_tabular(f"models:/{model_name}/{candidate}", eval_set.X)
         champion_pred = champion_fp = None
         if champion is not None:
             champ = client.get_model_version(model_name, champion)
             champion_fp = champ.tags.get(rlog.TAG_EVAL_FINGERPRINT)
             # pinned to the version read under the alias, not the alias itself, so the
             # decision names exactly what was scored
-            champion_pred = rgate.score_classifier(f"models:/{model_name}/{champion}", eval_set.X)
+            champion_pred = rgate.score_tabular(f"models:/{model_name}/{champion}", eval_set.X)
+        naive_pred = eval_set.naive_predictions()
+        baselines = {naive: naive_pred} if naive and naive_pred is not None else None
         decision = rgate.decide(
             rule,
             eval_set.y,
@@ -57,6 +67,8 @@ def delay_risk_evaluator(
             eval_set.fingerprint,
             cand.tags.get(rlog.TAG_EVAL_FINGERPRINT),
             champion_fp,
+            baselines=baselines,
+            naive=naive,
         )
         logger.info(
             "gate %s v%s vs @%s=%s: %s (%s)",
@@ -117,18 +129,23 @@ def history_store(platform: PlatformConfig) -> HistoryStore:
     return HistoryStore.from_url(platform.store_url)
 
 
-def version_task(client: mlflow.MlflowClient, version: ModelVersion) -> str:
-    """The task a version was trained for: its ``shelfwise.task`` tag, else its run's."""
-    task = version.tags.get(rlog.TAG_TASK)
-    if not task and version.run_id:
+def version_task(client: mlflow.MlflowClient | None, version: ModelVersion) -> str:
+    """The task a version was trained for, as a reference ``load_task`` takes: the declaration
+    file it was trained from (``shelfwise.task_source``) while that file exists, else the task
+    name (``shelfwise.task``); from the version's tags, else its run's."""
+    tags = dict(version.tags)
+    if not tags.get(rlog.TAG_TASK) and client is not None and version.run_id:
         try:
-            task = client.get_run(version.run_id).data.tags.get(rlog.TAG_TASK)
+            tags = client.get_run(version.run_id).data.tags
         except MlflowException:
-            task = None
+            tags = {}
+    task, source = tags.get(rlog.TAG_TASK), tags.get(rlog.TAG_TASK_SOURCE)
     where = f"{version.name} version {version.version}"
+    declared = task_names()
     how = (
-        f"set it to one of {SUPPORTED_TASKS} with MlflowClient().set_model_version_tag("
-        f"{version.name!r}, {str(version.version)!r}, {rlog.TAG_TASK!r}, <task>)"
+        f"set it to a declared task ({', '.join(declared) or 'none'}) with MlflowClient()."
+        f"set_model_version_tag({version.name!r}, {str(version.version)!r}, {rlog.TAG_TASK!r}, "
+        "<task>)"
     )
     if not task:
         run = f"nor on its run {version.run_id}" if version.run_id else "and it has no run"
@@ -136,11 +153,12 @@ def version_task(client: mlflow.MlflowClient, version: ModelVersion) -> str:
             f"{where} has no {rlog.TAG_TASK!r} tag (not on the version {run}): cannot tell "
             f"which task's gate applies; {how}, or register it through a Shelfwise training flow"
         )
-    if task not in SUPPORTED_TASKS:
+    if source and Path(source).is_file():
+        return source
+    if task not in declared:
         raise RegistryError(
-            f"{where} has {rlog.TAG_TASK}={task!r}, not a task with an evaluation-set scorer "
-            f"(supported: {SUPPORTED_TASKS}; versions registered before the tag held the task "
-            f"hold the model name there): {how}"
+            f"{where} has {rlog.TAG_TASK}={task!r}, which is not a declared task "
+            f"(configs/tasks/<name>.yaml): {how}"
         )
     return task
 
@@ -151,52 +169,54 @@ def run_gate(
     candidate: str = "challenger",
     trigger: str = "manual",
     actor: str | None = None,
-    config: str | None = None,
-    gate_config: str = "gate",
+    task: str | None = None,
     extra_data: str | None = None,
 ) -> dict:
     """Gate ``candidate`` (a version or an alias) against ``@champion``; promote if it wins.
 
-    The task, and so the evaluator and the gate rule, is the candidate version's own
-    (``version_task``); ``config`` is that task's model config (default: the shipped one)."""
+    The task (so the evaluator of its kind, the gate rule and the model config) is ``task`` (a
+    name or a declaration's path) or else the candidate version's own (``version_task``)."""
     mlflow.set_tracking_uri(ensure_tracking_uri(platform))
     client = mlflow.MlflowClient()
     mv = resolve_version(client, model_name, candidate)
-    task = version_task(client, mv)
-    rule = load_gate_config(gate_config).rule_for(task)
-    if task == rlog.TASK_DEMAND_FORECAST:
-        evaluator = _forecast_evaluator(client, model_name, config or task, rule)
+    declaration = load_task(task or version_task(client, mv))
+    rule = gate_rule(declaration)
+    if declaration.kind is TaskKind.forecast:
+        evaluator = _forecast_evaluator(client, model_name, declaration, rule)
     else:
-        evaluator = _delay_evaluator(platform, client, model_name, config or task, rule, extra_data)
-    logger.info("gating %s v%s as a %s model", model_name, mv.version, task)
+        evaluator = _tabular_evaluator(platform, client, model_name, declaration, rule, extra_data)
+    logger.info(
+        "gating %s v%s for task %s (%s)", model_name, mv.version, declaration.name, declaration.kind
+    )
     return _gate_with(platform, client, model_name, str(mv.version), evaluator, trigger, actor)
 
 
-def _delay_evaluator(
+def _tabular_evaluator(
     platform: PlatformConfig,
     client: mlflow.MlflowClient,
     model_name: str,
-    config: str,
+    task: TaskDeclaration,
     rule: GateRule,
     extra_data: str | None,
 ) -> Evaluate:
-    cfg = load_delay_config(config)
+    cfg = training_config(task)
     if extra_data:
         # Retraining on feedback grows the evaluation set (original holdout + held-out feedback
         # rows), so the champion's recorded fingerprint is older by construction. Both versions
         # are re-scored on the new set, which the champion never trained on unless it was
         # itself retrained on the same feedback rows (noted in the decision's reasons).
         rule = rule.model_copy(update={"allow_fingerprint_mismatch": True})
-    spec = load_tabular_spec(cfg.dataset)
-    eval_set = rgate.load_delay_eval_set(spec, cfg, platform.data_dir, extra_data)
-    return delay_risk_evaluator(client, model_name, eval_set, rule)
+    spec = task.dataset_spec()
+    eval_set = rgate.load_tabular_eval_set(
+        spec, cfg, platform.data_dir, extra_data, task.kind.value, task.data
+    )
+    return tabular_evaluator(client, model_name, eval_set, rule, task.naive_baseline)
 
 
 def _forecast_evaluator(
-    client: mlflow.MlflowClient, model_name: str, config: str, rule: GateRule
+    client: mlflow.MlflowClient, model_name: str, task: TaskDeclaration, rule: GateRule
 ) -> Evaluate:
-    cfg = load_forecast_config(config)
-    spec = load_timeseries_spec(cfg.dataset)
+    spec = task.dataset_spec()
     return demand_forecast_evaluator(client, model_name, list(spec.series_keys), rule)
 
 
@@ -227,16 +247,13 @@ def gate_and_promote_flow(
     candidate: str = "challenger",
     trigger: str = "manual",
     actor: str | None = None,
-    config: str | None = None,
-    gate_config: str = "gate",
+    task: str | None = None,
     platform_config: str = "platform",
     extra_data: str | None = None,
 ) -> dict:
-    """Compare ``candidate`` with ``@champion`` using the evaluator of the candidate's task (its
-    ``shelfwise.task`` tag); promote it (moving ``@previous`` and ``@champion``) if the
-    configured rule says so; record the decision."""
+    """Compare ``candidate`` with ``@champion`` using the evaluator of its task's kind (``task``,
+    or the candidate's ``shelfwise.task`` tags); promote it (moving ``@previous`` and
+    ``@champion``) if the task's gate rule says so; record the decision."""
     capture_platform_logs()
     platform = load_platform_config(platform_config)
-    return run_gate(
-        platform, model_name, candidate, trigger, actor, config, gate_config, extra_data
-    )
+    return run_gate(platform, model_name, candidate, trigger, actor, task, extra_data)

@@ -162,6 +162,41 @@ def delay_config(tmp_path: Path):
     return make
 
 
+FAST_TRAINING = {"split": {"cv_folds": 3}, "random_forest": {"n_estimators": 120}}
+
+
+@pytest.fixture
+def task_file(tmp_path: Path):
+    """``task_file(**keys)`` -> the path of a copy of configs/tasks/delay_risk.yaml with a unique
+    registered model + experiment, ``keys`` replacing its top-level keys. ``training`` given as a
+    mapping is merged into configs/delay_risk.yaml (inline); ``fast=True`` uses 3 CV folds and a
+    smaller forest (the flow tests' budget on a shared 2-core machine)."""
+
+    def make(fast: bool = True, **overrides) -> Path:
+        import yaml
+
+        from shelfwise.configs.loader import configs_dir, read_yaml
+
+        raw = read_yaml(configs_dir() / "tasks" / "delay_risk.yaml")
+        name = f"delay_risk_{uuid.uuid4().hex[:8]}"
+        raw.update({"model_name": name, "experiment": name})
+        training = overrides.pop("training", None)
+        if fast or training is not None:
+            merged = read_yaml(configs_dir() / "delay_risk.yaml")
+            for section, values in {**(FAST_TRAINING if fast else {}), **(training or {})}.items():
+                if isinstance(values, dict) and isinstance(merged.get(section), dict):
+                    merged[section] = {**merged[section], **values}
+                else:
+                    merged[section] = values
+            raw["training"] = merged
+        raw.update(overrides)
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return p
+
+    return make
+
+
 @dataclass(frozen=True)
 class WheelVenv:
     """A fresh virtualenv outside the checkout with only the built Shelfwise wheel installed."""
