@@ -117,9 +117,13 @@ def validate_tabular(
         converted = pd.to_numeric(out[col], errors="coerce")
         bad = converted.isna() & out[col].notna()
         if bad.any():
+            word = out[col].astype(str).str.strip().str.lower().isin(TRUE_WORDS | FALSE_WORDS)
+            what = "numeric"
+            if (word & bad).any():  # booleans as words, with a value that is not one
+                bad, what = bad & ~word, "numeric or booleans (TRUE/FALSE, yes/no, Y/N)"
             row = _first_bad_row(bad)
             raise DatasetError(
-                f"{path}: column {col!r} must be numeric; row {row} has {out[col].iloc[row - 1]!r}"
+                f"{path}: column {col!r} must be {what}; row {row} has {out[col].iloc[row - 1]!r}"
             )
         out[col] = converted.astype(float)
     for col in spec.features:
@@ -167,6 +171,9 @@ def validate_tabular(
     labels = set(target.dropna().unique().tolist())
     if target.isna().any() or not labels <= {0, 1}:
         bad = target.isna() | ~target.isin([0, 1])
+        words = raw_target.astype(str).str.strip().str.lower().isin(TRUE_WORDS | FALSE_WORDS)
+        if words.any() and not words.all():  # booleans as words, with a value that is not one
+            bad = ~words & ~pd.to_numeric(raw_target, errors="coerce").isin([0, 1])
         row = _first_bad_row(bad)
         raise DatasetError(
             f"{path}: target column {spec.target!r} must be 0/1 (or booleans written "
