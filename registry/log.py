@@ -25,10 +25,14 @@ from shelfwise.registry.model_code import model_code, pinned_requirements
 
 logger = logging.getLogger(__name__)
 
+# types skops does not trust by default, in the pipelines we fit ourselves: XGBoost's, and the
+# node storage of scikit-learn's trees (random forests) with the numpy dtypes it holds
 SKOPS_TRUSTED_TYPES = [
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBClassifier",
     "xgboost.sklearn.XGBRegressor",
+    "sklearn.tree._tree.Tree",
+    "numpy.dtype",
 ]
 
 # tag keys carried by every registered version
