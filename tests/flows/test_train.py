@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from shelfwise.configs.loader import read_yaml
 from shelfwise.models.metrics import HIGHER_IS_BETTER
 from shelfwise.registry import log as rlog
+from tests.flows.tabular_helpers import demand_csv, regression_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -187,72 +188,11 @@ def test_failed_training_marks_run_failed_and_registers_nothing(
     assert client.search_model_versions(f"name='{name}'") == []
 
 
-# --- a regression task on a file no code names --------------------------------------------------
-
-
-def _demand_csv(path: Path, n: int = 1500, seed: int = 3, missing_share: float = 0.05) -> Path:
-    """Basket value of an order: linear + nonlinear terms + a category effect + noise, with
-    missing values in one numeric column and a flag written TRUE/FALSE."""
-    rng = np.random.default_rng(seed)
-    items = rng.integers(1, 12, n).astype(float)
-    distance = rng.uniform(0, 30, n)
-    hour = rng.integers(6, 23, n).astype(float)
-    channel = rng.choice(["app", "web", "store"], n)
-    promo = rng.random(n) < 0.3
-    y = (
-        4.0 * items
-        + 8.0 * np.sin(hour / 3.0)
-        - 0.3 * distance
-        + np.where(channel == "app", 6.0, 0.0)
-        + np.where(promo, -5.0, 0.0)
-        + rng.normal(0, 2.0, n)
-    )
-    df = pd.DataFrame(
-        {
-            "order": np.arange(n),
-            "items": items,
-            "distance_km": distance,
-            "hour": hour,
-            "channel": channel,
-            "promo": np.where(promo, "TRUE", "FALSE"),
-            "basket_value": y.round(2),
-        }
-    )
-    df.loc[rng.random(n) < missing_share, "distance_km"] = np.nan
-    df.to_csv(path, index=False)
-    return path
-
-
-def _regression_task(tmp_path: Path, csv: Path, **keys) -> Path:
-    import uuid
-
-    name = f"basket_{uuid.uuid4().hex[:8]}"
-    body = {
-        "name": name,
-        "kind": "regression",
-        "dataset": {
-            "kind": "tabular",
-            "name": "baskets",
-            "path": str(csv),
-            "target": "basket_value",
-            "id_column": "order",
-            "categorical": ["channel"],
-            "numeric": ["items", "distance_km", "hour", "promo"],
-        },
-        "candidates": ["ridge", "xgboost"],
-        "training": {"split": {"cv_folds": 3}},
-        **keys,
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
-
-
 def test_regression_task_beats_the_mean_and_its_first_version_is_promoted(
     mlflow_server, monkeypatch, prefect_harness, tmp_path
 ) -> None:
-    csv = _demand_csv(tmp_path / "baskets.csv")
-    task = _regression_task(tmp_path, csv, data={"missing": "keep"})
+    csv = demand_csv(tmp_path / "baskets.csv")
+    task = regression_task(tmp_path, csv, data={"missing": "keep"})
     result = _train(task, monkeypatch, mlflow_server)
     name = read_yaml(task)["name"]
     assert result["selection_metric"] == "rmse" and "rmse" not in HIGHER_IS_BETTER
@@ -297,9 +237,9 @@ def test_missing_values_refused_by_policy_error_register_nothing(
 ) -> None:
     from shelfwise.models.datasets import DatasetError
 
-    csv = _demand_csv(tmp_path / "baskets.csv", n=300)
+    csv = demand_csv(tmp_path / "baskets.csv", n=300)
     first = int(pd.read_csv(csv)["distance_km"].isna().to_numpy().argmax()) + 1
-    task = _regression_task(tmp_path, csv, data={"missing": "error"})
+    task = regression_task(tmp_path, csv, data={"missing": "error"})
     with pytest.raises(DatasetError, match=rf"'distance_km' has a missing value at row {first}\b"):
         _train(task, monkeypatch, mlflow_server)
     client = MlflowClient(tracking_uri=mlflow_server)
