@@ -211,7 +211,7 @@ def train_and_register(tracking_uri: str) -> tuple[str, str]:
     import mlflow
 
     from shelfwise.models.datasets import load_tabular, stratified_split
-    from shelfwise.models.delay import build_xgb_pipeline, features_and_target
+    from shelfwise.models.tabular import build_xgb_pipeline, features_and_target
     from shelfwise.registry import log as rlog
 
     cfg = load_delay_config()

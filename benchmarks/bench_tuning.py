@@ -23,7 +23,7 @@ from shelfwise.configs.datasets import load_tabular_spec
 from shelfwise.configs.delay import load_delay_config
 from shelfwise.configs.tuning import load_tuning_config
 from shelfwise.models.datasets import load_tabular, stratified_split
-from shelfwise.models.delay import build_xgb_pipeline, cross_validate_auc, features_and_target
+from shelfwise.models.tabular import build_xgb_pipeline, cross_validate, features_and_target
 from shelfwise.models.tune import make_objective, open_study
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,7 +45,7 @@ def run(trials: int) -> dict:
     folds, seed = cfg.split.cv_folds, cfg.split.seed
 
     t0 = time.perf_counter()
-    default = cross_validate_auc(lambda: build_xgb_pipeline(spec, base, seed), X, y, folds, seed)
+    default = cross_validate(lambda: build_xgb_pipeline(spec, base, seed), X, y, folds, seed)
     default_s = time.perf_counter() - t0
 
     arms = []

@@ -1,4 +1,5 @@
-"""Delay-risk model configuration."""
+"""Model configuration of the tabular kinds (classification, regression): split, CV folds and
+the default hyper-parameters of every candidate family."""
 
 from __future__ import annotations
 
@@ -47,9 +48,39 @@ class XGBoostParams(StrictModel):
         return self.model_dump()
 
 
-class BaselineParams(StrictModel):
+class LogisticParams(StrictModel):
     C: float = Field(1.0, gt=0)
     max_iter: int = Field(1000, ge=10)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class RidgeParams(StrictModel):
+    alpha: float = Field(1.0, ge=0)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class RandomForestParams(StrictModel):
+    n_estimators: int = Field(300, ge=1)
+    max_depth: int | None = Field(8, ge=1)
+    min_samples_leaf: int = Field(5, ge=1)
+    max_features: float = Field(0.5, gt=0, le=1)
+    n_jobs: int = 2
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+# the parameter model of each family (its section in the training config)
+FAMILY_PARAMS: dict[str, type[StrictModel]] = {
+    "logistic": LogisticParams,
+    "ridge": RidgeParams,
+    "random_forest": RandomForestParams,
+    "xgboost": XGBoostParams,
+}
 
 
 class DelayRiskConfig(StrictModel):
@@ -61,9 +92,17 @@ class DelayRiskConfig(StrictModel):
     )
     split: SplitConfig = SplitConfig()
     xgboost: XGBoostParams = XGBoostParams()
-    baseline: BaselineParams = BaselineParams()
+    logistic: LogisticParams = LogisticParams()
+    ridge: RidgeParams = RidgeParams()
+    random_forest: RandomForestParams = RandomForestParams()
     severity: SeverityBands = SeverityBands()
     reference_sample_size: int = Field(2000, ge=0)
+
+    def params(self, family: str) -> Any:
+        """The configured hyper-parameters of ``family`` (its section of this config)."""
+        if family not in FAMILY_PARAMS:
+            raise ValueError(f"unknown tabular family {family!r} (known: {sorted(FAMILY_PARAMS)})")
+        return getattr(self, family)
 
 
 def load_delay_config(path: str | Path = "delay_risk") -> DelayRiskConfig:

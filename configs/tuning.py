@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from shelfwise.configs.base import StrictModel
-from shelfwise.configs.delay import XGBoostParams
+from shelfwise.configs.delay import FAMILY_PARAMS
 from shelfwise.configs.loader import ConfigError, load_config, resolve_config_path
 
 ENV_OVERRIDES: dict[str, str] = {"storage": "SHELFWISE_OPTUNA_STORAGE"}
@@ -49,6 +49,9 @@ class PrunerConfig(StrictModel):
 
 class TuningConfig(StrictModel):
     study_name: str = "delay_risk-xgboost"
+    family: str = Field(
+        "xgboost", description="the candidate family searched (its parameters form the space)"
+    )
     n_trials: int = Field(40, ge=0)
     timeout_s: float | None = Field(None, gt=0)
     cv_folds: int | None = Field(None, ge=2, le=20, description="None: the model config's folds")
@@ -68,14 +71,22 @@ class TuningConfig(StrictModel):
 
     @model_validator(mode="after")
     def _known_params(self) -> TuningConfig:
-        known = set(XGBoostParams.model_fields) - {"n_jobs"}
+        if self.family not in FAMILY_PARAMS:
+            raise ValueError(
+                f"family {self.family!r} cannot be tuned (known: {sorted(FAMILY_PARAMS)})"
+            )
+        fields = FAMILY_PARAMS[self.family].model_fields
+        known = set(fields) - {"n_jobs"}
         unknown = sorted(set(self.space) - known)
         if unknown:
             raise ValueError(
-                f"unknown hyper-parameter(s) {unknown} in space; known: {sorted(known)}"
+                f"unknown {self.family} hyper-parameter(s) {unknown} in space; known: "
+                f"{sorted(known)}"
             )
         for name, rng in self.space.items():
-            if XGBoostParams.model_fields[name].annotation is int and rng.type != "int":
+            annotation = fields[name].annotation
+            integer = annotation is int or str(annotation).startswith("int |")
+            if integer and rng.type != "int":
                 raise ValueError(f"space.{name} must have type: int")
         return self
 

@@ -33,24 +33,30 @@ from shelfwise.registry.tracking import ensure_tracking_uri
 logger = logging.getLogger(__name__)
 
 
-def delay_risk_evaluator(
+def tabular_evaluator(
     client: mlflow.MlflowClient,
     model_name: str,
     eval_set: rgate.EvalSet,
     rule,
+    naive: str | None = None,
 ) -> Evaluate:
-    """``evaluate(candidate, champion)``: score both versions on ``eval_set`` and decide."""
+    """``evaluate(candidate, champion)`` for the tabular kinds: score both versions (classifier
+    probabilities or regressor predictions) on ``eval_set`` and decide. ``naive`` names the
+    kind's naive baseline (``prevalence``, ``mean``): the training split's target mean on every
+    row, which the rule's ``baseline`` requirement makes a first version beat."""
 
     def evaluate(candidate: str, champion: str | None) -> rgate.GateDecision:
         cand = client.get_model_version(model_name, candidate)
-        challenger_pred = rgate.score_classifier(f"models:/{model_name}/{candidate}", eval_set.X)
+        challenger_pred = rgate.score_tabular(f"models:/{model_name}/{candidate}", eval_set.X)
         champion_pred = champion_fp = None
         if champion is not None:
             champ = client.get_model_version(model_name, champion)
             champion_fp = champ.tags.get(rlog.TAG_EVAL_FINGERPRINT)
             # pinned to the version read under the alias, not the alias itself, so the
             # decision names exactly what was scored
-            champion_pred = rgate.score_classifier(f"models:/{model_name}/{champion}", eval_set.X)
+            champion_pred = rgate.score_tabular(f"models:/{model_name}/{champion}", eval_set.X)
+        naive_pred = eval_set.naive_predictions()
+        baselines = {naive: naive_pred} if naive and naive_pred is not None else None
         decision = rgate.decide(
             rule,
             eval_set.y,
@@ -61,6 +67,8 @@ def delay_risk_evaluator(
             eval_set.fingerprint,
             cand.tags.get(rlog.TAG_EVAL_FINGERPRINT),
             champion_fp,
+            baselines=baselines,
+            naive=naive,
         )
         logger.info(
             "gate %s v%s vs @%s=%s: %s (%s)",
@@ -176,14 +184,14 @@ def run_gate(
     if declaration.kind is TaskKind.forecast:
         evaluator = _forecast_evaluator(client, model_name, declaration, rule)
     else:
-        evaluator = _delay_evaluator(platform, client, model_name, declaration, rule, extra_data)
+        evaluator = _tabular_evaluator(platform, client, model_name, declaration, rule, extra_data)
     logger.info(
         "gating %s v%s for task %s (%s)", model_name, mv.version, declaration.name, declaration.kind
     )
     return _gate_with(platform, client, model_name, str(mv.version), evaluator, trigger, actor)
 
 
-def _delay_evaluator(
+def _tabular_evaluator(
     platform: PlatformConfig,
     client: mlflow.MlflowClient,
     model_name: str,
@@ -199,8 +207,10 @@ def _delay_evaluator(
         # itself retrained on the same feedback rows (noted in the decision's reasons).
         rule = rule.model_copy(update={"allow_fingerprint_mismatch": True})
     spec = task.dataset_spec()
-    eval_set = rgate.load_delay_eval_set(spec, cfg, platform.data_dir, extra_data)
-    return delay_risk_evaluator(client, model_name, eval_set, rule)
+    eval_set = rgate.load_tabular_eval_set(
+        spec, cfg, platform.data_dir, extra_data, task.kind.value, task.data
+    )
+    return tabular_evaluator(client, model_name, eval_set, rule, task.naive_baseline)
 
 
 def _forecast_evaluator(

@@ -1,49 +1,70 @@
-"""Prefect flow ``train-delay-risk``: wires the pure steps in models/ and registry/ together."""
+"""Prefect flow ``train-tabular``: a classification or regression task's candidate families
+compete on the same CV folds and the same held-out split; the winner on the task's selection
+metric is registered, marked ``@challenger`` and gated. Only wiring: the steps live in
+models/ and registry/, everything task-specific in the task's declaration."""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from sklearn.pipeline import Pipeline
 
-from shelfwise.configs.datasets import TabularDatasetSpec, load_tabular_spec
-from shelfwise.configs.delay import DelayRiskConfig, XGBoostParams, load_delay_config
+from shelfwise.configs.datasets import TabularDatasetSpec
+from shelfwise.configs.delay import DelayRiskConfig
 from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.configs.tasks import TaskDeclaration, TaskKind, load_task, training_config
 from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.models import plots
 from shelfwise.models.datasets import fingerprint, split_with_extra
-from shelfwise.models.delay import (
-    build_baseline_pipeline,
-    build_xgb_pipeline,
-    cross_validate_auc,
+from shelfwise.models.metrics import HIGHER_IS_BETTER, kind_metrics
+from shelfwise.models.tabular import (
+    CVResult,
+    build_pipeline,
+    cross_validate,
     feature_importance,
     features_and_target,
+    predict,
 )
-from shelfwise.models.metrics import classification_metrics, expected_calibration_error
 from shelfwise.registry import log as rlog
 from shelfwise.registry.tracking import ensure_tracking_uri
 
 logger = logging.getLogger(__name__)
 
+TAG_SELECTION_METRIC = "shelfwise.selection_metric"
+TAG_WINNER = "shelfwise.winner_family"
+TAG_PARENT = "shelfwise.candidates_run_id"
+CANDIDATES_TABLE = "candidates.json"
+CANDIDATES_MARKDOWN = "candidates.md"
+
 
 @dataclass
 class TrainResult:
+    task: str
     model_name: str
     version: str
+    family: str
+    selection_metric: str
     run_id: str
-    baseline_run_id: str
+    parent_run_id: str
     experiment_id: str
     tracking_uri: str
-    metrics: dict[str, float]
-    baseline_metrics: dict[str, float]
-    cv_roc_auc_mean: float
+    metrics: dict[str, float]  # the winner's holdout metrics
+    cv_mean: float  # the winner's CV mean of the selection metric
+    candidates: dict[str, dict[str, Any]]  # family -> run id, CV summary, holdout metrics
+    baseline_metrics: dict[str, dict[str, float]]  # every other family and the naive baseline
+    naive_value: float
     data_fingerprint: str
     eval_fingerprint: str
+    treatments: dict[str, int] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -57,6 +78,10 @@ class Prepared:
     source: str
     data_fingerprint: str
     eval_fingerprint: str
+    kind: str = "classification"
+    # the training split's target mean: prevalence (classification) or mean (regression)
+    naive_value: float = float("nan")
+    treatments: dict[str, int] = field(default_factory=dict)
 
 
 @task(name="load-and-split", retries=0)
@@ -65,68 +90,81 @@ def prepare_data(
     cfg: DelayRiskConfig,
     platform: PlatformConfig,
     extra_data: str | None = None,
+    kind: str = "classification",
+    policy: Any = None,
 ) -> Prepared:
     # The evaluation set is a function of the data only (seeded split), so every challenger and
     # the champion are compared on the same rows; its fingerprint is tagged on each version.
     # Labelled production rows (extra_data) are split the same way: part trains the challenger,
     # part joins the evaluation set so the gate sees the new segment for both models.
+    treatments: dict[str, int] = {}
     split = split_with_extra(
-        spec, cfg.row_filter, cfg.split.test_size, cfg.split.seed, platform.data_dir, extra_data
+        spec,
+        cfg.row_filter,
+        cfg.split.test_size,
+        cfg.split.seed,
+        platform.data_dir,
+        extra_data,
+        kind,
+        policy,
+        treatments,
     )
     if extra_data:
         get_run_logger().info("added feedback-labelled rows from %s", extra_data)
+    for what, count in treatments.items():
+        get_run_logger().info("data treatment %s: %s value(s)", what, count)
     return Prepared(
-        split.train, split.test, split.source, fingerprint(split.train), fingerprint(split.test)
+        split.train,
+        split.test,
+        split.source,
+        fingerprint(split.train),
+        fingerprint(split.test),
+        kind,
+        float(features_and_target(split.train, spec, kind)[1].mean()),
+        treatments,
     )
 
 
-@task(name="cross-validate")
-def cross_validate(
-    spec: TabularDatasetSpec, cfg: DelayRiskConfig, train: pd.DataFrame
-) -> list[float]:
-    log = get_run_logger()
-    X, y = features_and_target(train, spec)
-
-    def progress(i: int, auc: float) -> None:
-        log.info("CV fold %s/%s: ROC-AUC %.4f", i + 1, cfg.split.cv_folds, auc)
-
-    result = cross_validate_auc(
-        lambda: build_xgb_pipeline(spec, cfg.xgboost, cfg.split.seed),
-        X,
-        y,
-        cfg.split.cv_folds,
-        cfg.split.seed,
-        on_fold=progress,
-    )
-    log.info("CV ROC-AUC %.4f +/- %.4f", result.mean, result.std)
-    return result.fold_scores
-
-
-def _evaluation_figures(y: np.ndarray, proba: np.ndarray, label: str) -> dict:
+def _evaluation_figures(kind: str, y: np.ndarray, pred: np.ndarray, label: str) -> dict:
+    if kind == TaskKind.regression:
+        return {
+            "predicted_vs_actual.png": plots.predicted_vs_actual_figure(y, pred, label),
+            "residuals.png": plots.residual_figure(y, pred, label),
+        }
     return {
-        "roc.png": plots.roc_figure(y, proba, label),
-        "precision_recall.png": plots.pr_figure(y, proba, label),
-        "calibration.png": plots.calibration_figure(y, proba, label),
-        "confusion_matrix.png": plots.confusion_figure(y, proba),
+        "roc.png": plots.roc_figure(y, pred, label),
+        "precision_recall.png": plots.pr_figure(y, pred, label),
+        "calibration.png": plots.calibration_figure(y, pred, label),
+        "confusion_matrix.png": plots.confusion_figure(y, pred),
     }
 
 
+def task_tags(task: TaskDeclaration) -> dict[str, str]:
+    """The task a run or version belongs to: its name and the declaration file used."""
+    tags = {rlog.TAG_TASK: task.name}
+    if task.source is not None:
+        tags[rlog.TAG_TASK_SOURCE] = str(Path(task.source).resolve())
+    return tags
+
+
 def _common_tags(
+    task: TaskDeclaration,
     cfg: DelayRiskConfig,
     prepared: Prepared,
     family: str,
     trigger: str,
     spec: TabularDatasetSpec,
-    platform: PlatformConfig,
 ) -> dict[str, str]:
     return {
-        rlog.TAG_TASK: rlog.TASK_DELAY_RISK,
+        **task_tags(task),
         rlog.TAG_FAMILY: family,
         rlog.TAG_DATA_FINGERPRINT: prepared.data_fingerprint,
         rlog.TAG_EVAL_FINGERPRINT: prepared.eval_fingerprint,
         rlog.TAG_CODE_VERSION: rlog.code_version(),
         rlog.TAG_CONFIG_HASH: rlog.config_hash(cfg, spec),
         rlog.TAG_TRIGGER: trigger,
+        rlog.TAG_NAIVE_VALUE: f"{prepared.naive_value:.10g}",
+        TAG_SELECTION_METRIC: task.metric,
     }
 
 
@@ -149,155 +187,314 @@ def _log_data(prepared: Prepared, spec: TabularDatasetSpec) -> None:
     )
 
 
-@task(name="fit-baseline")
-def fit_baseline(
+@dataclass
+class Candidate:
+    """One family's run: CV on the shared folds, refit on the training split, holdout scores."""
+
+    family: str
+    run_id: str
+    params: Any
+    cv: CVResult
+    metrics: dict[str, float]
+    pipe: Pipeline = field(repr=False)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def row(self, metric: str) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            f"cv_{metric}_mean": self.cv.mean if self.cv.fold_scores else None,
+            f"cv_{metric}_std": self.cv.std if self.cv.fold_scores else None,
+            **{f"test_{k}": v for k, v in self.metrics.items()},
+            "run_id": self.run_id,
+        }
+
+
+def better(metric: str, a: float, b: float) -> bool:
+    """Is ``a`` strictly better than ``b`` on ``metric`` (models/metrics.HIGHER_IS_BETTER)?"""
+    return a > b if metric in HIGHER_IS_BETTER else a < b
+
+
+def select_winner(candidates: list[Candidate], metric: str) -> Candidate:
+    """The best CV mean of ``metric``; a tie goes to the family listed first."""
+    best = candidates[0]
+    for cand in candidates[1:]:
+        if better(metric, cand.cv.mean, best.cv.mean):
+            best = cand
+    return best
+
+
+def evaluate_candidate(
+    task: TaskDeclaration,
     spec: TabularDatasetSpec,
     cfg: DelayRiskConfig,
     prepared: Prepared,
+    family: str,
+    params: Any,
     experiment_id: str,
     trigger: str,
-    platform: PlatformConfig,
-) -> tuple[str, dict[str, float]]:
-    X, y = features_and_target(prepared.train, spec)
-    Xt, yt = features_and_target(prepared.test, spec)
-    with rlog.tracked_run(
-        experiment_id=experiment_id, run_name=f"logreg-baseline-{time.strftime('%Y%m%d-%H%M%S')}"
-    ) as run:
-        mlflow.set_tags(_common_tags(cfg, prepared, "logreg", trigger, spec, platform))
-        mlflow.log_params({f"logreg.{k}": v for k, v in cfg.baseline.model_dump().items()})
-        _log_data(prepared, spec)
-        pipe = build_baseline_pipeline(spec, cfg.baseline, cfg.split.seed)
-        pipe.fit(X, y)
-        proba = pipe.predict_proba(Xt)[:, 1]
-        metrics = classification_metrics(yt, proba)
-        metrics["ece"] = expected_calibration_error(yt, proba)
-        mlflow.log_metrics(metrics)
-        rlog.log_figures(_evaluation_figures(yt, proba, "logistic regression"))
-    get_run_logger().info("baseline holdout ROC-AUC %.4f", metrics["roc_auc"])
-    return run.info.run_id, metrics
-
-
-def fit_log_register(
-    spec: TabularDatasetSpec,
-    cfg: DelayRiskConfig,
-    prepared: Prepared,
-    params: XGBoostParams,
-    cv_scores: list[float],
-    experiment_id: str,
-    trigger: str,
-    platform: PlatformConfig,
-    baseline_metrics: dict[str, float] | None = None,
+    cv: CVResult | None = None,
     run_name: str | None = None,
     extra_tags: dict[str, str] | None = None,
     nested: bool = False,
-) -> tuple[str, str, dict[str, float]]:
-    """Fit ``params`` on the training split, log everything, then register as the very last step.
+) -> Candidate:
+    """Cross-validate ``family`` on the task's folds (unless ``cv`` is given), refit it on the
+    training split and score the holdout; everything logged to its own run, under the same
+    metric names as every other family. Plain function: the tuning flow and tests reuse it."""
+    kind = prepared.kind
+    X, y = features_and_target(prepared.train, spec, kind)
+    Xt, yt = features_and_target(prepared.test, spec, kind)
+    tags = {**_common_tags(task, cfg, prepared, family, trigger, spec), **(extra_tags or {})}
+    missing = task.data.missing
 
-    Plain function (no Prefect context needed) so the tuning flow and tests reuse it.
-    Returns (run id, registered version, holdout metrics).
-    """
-    X, y = features_and_target(prepared.train, spec)
-    Xt, yt = features_and_target(prepared.test, spec)
-    tags = {**_common_tags(cfg, prepared, "xgboost", trigger, spec, platform), **(extra_tags or {})}
+    def make() -> Pipeline:
+        return build_pipeline(family, spec, params, cfg.split.seed, kind, missing)
+
     with rlog.tracked_run(
         experiment_id=experiment_id,
-        run_name=run_name or f"xgboost-{time.strftime('%Y%m%d-%H%M%S')}",
+        run_name=run_name or f"{family}-{time.strftime('%Y%m%d-%H%M%S')}",
         nested=nested,
     ) as run:
         mlflow.set_tags(tags)
-        mlflow.log_params({f"xgboost.{k}": v for k, v in params.model_dump().items()})
+        mlflow.log_params({f"{family}.{k}": v for k, v in params.model_dump().items()})
         mlflow.log_params(
             {
                 "split.test_size": cfg.split.test_size,
                 "split.seed": cfg.split.seed,
                 "split.cv_folds": cfg.split.cv_folds,
                 "dataset": spec.name,
+                "family": family,
+                "data.missing": missing,
             }
         )
         mlflow.log_dict(
-            cfg.model_copy(update={"xgboost": params}).model_dump(mode="json"),
-            "config/delay_risk.json",
+            cfg.model_copy(update={family: params}).model_dump(mode="json"),
+            "config/training.json",
         )
         _log_data(prepared, spec)
-        for i, s in enumerate(cv_scores):
-            mlflow.log_metric("cv_roc_auc", s, step=i)
-        if cv_scores:
-            mlflow.log_metrics(
-                {
-                    "cv_roc_auc_mean": float(np.mean(cv_scores)),
-                    "cv_roc_auc_std": float(np.std(cv_scores)),
-                }
+        if cv is None:
+
+            def progress(i: int, score: float) -> None:
+                logger.info(
+                    "%s CV fold %s/%s: %s %.4f",
+                    family,
+                    i + 1,
+                    cfg.split.cv_folds,
+                    task.metric,
+                    score,
+                )
+
+            cv = cross_validate(
+                make, X, y, cfg.split.cv_folds, cfg.split.seed, kind, task.metric, progress
             )
-        logger.info("fitting XGBoost on %s rows", len(X))
-        pipe = build_xgb_pipeline(spec, params, cfg.split.seed)
+        for i, s in enumerate(cv.fold_scores):
+            mlflow.log_metric(f"cv_{task.metric}", s, step=i)
+        if cv.fold_metrics:
+            mlflow.log_metrics(cv.summary())
+        elif cv.fold_scores:
+            mlflow.log_metrics({f"cv_{task.metric}_mean": cv.mean, f"cv_{task.metric}_std": cv.std})
+        logger.info("fitting %s on %s rows", family, len(X))
+        pipe = make()
         pipe.fit(X, y)
-        proba = pipe.predict_proba(Xt)[:, 1]
-        metrics = classification_metrics(yt, proba)
-        metrics["ece"] = expected_calibration_error(yt, proba)
-        if baseline_metrics is not None:
-            metrics["roc_auc_lift_over_baseline"] = metrics["roc_auc"] - baseline_metrics["roc_auc"]
+        pred = predict(pipe, Xt, kind)
+        metrics = kind_metrics(kind, yt, pred)
+        naive = kind_metrics(kind, yt, np.full(len(yt), prepared.naive_value))
+        lift = metrics[task.metric] - naive[task.metric]
+        metrics[f"{task.metric}_lift_over_{task.naive_baseline}"] = (
+            lift if task.metric in HIGHER_IS_BETTER else -lift
+        )
         mlflow.log_metrics(metrics)
-        figs = _evaluation_figures(yt, proba, "xgboost")
+        figs = _evaluation_figures(kind, yt, pred, family)
         figs["feature_importance.png"] = plots.importance_figure(feature_importance(pipe))
         rlog.log_figures(figs)
-        reference = _reference_sample(pipe, prepared.train, spec, cfg)
+    if cv.fold_scores:
+        logger.info(
+            "%s: CV %s %.4f +/- %.4f, holdout %.4f",
+            family,
+            task.metric,
+            cv.mean,
+            cv.std,
+            metrics[task.metric],
+        )
+    return Candidate(family, run.info.run_id, params, cv, metrics, pipe, tags)
+
+
+def register_candidate(
+    task: TaskDeclaration,
+    spec: TabularDatasetSpec,
+    cfg: DelayRiskConfig,
+    prepared: Prepared,
+    cand: Candidate,
+    nested: bool = False,
+) -> str:
+    """Log the candidate's model (self-contained) and drift reference into its own run, then
+    register it as the very last step; returns the version."""
+    kind = prepared.kind
+    X, _ = features_and_target(prepared.train, spec, kind)
+    with rlog.tracked_run(run_id=cand.run_id, nested=nested) as run:
+        reference = _reference_sample(cand.pipe, prepared.train, spec, cfg, task, kind)
         rlog.log_frame(reference, rlog.REFERENCE_ARTIFACT)
-        info = rlog.log_classifier(pipe, X.head(50), pipe.predict_proba(X.head(50)))
+        example = X.head(50)
+        if kind == TaskKind.regression:
+            info = rlog.log_regressor(cand.pipe, example, cand.pipe.predict(example))
+        else:
+            info = rlog.log_classifier(cand.pipe, example, cand.pipe.predict_proba(example))
+        cv_tags = (
+            {f"metric.cv_{task.metric}_mean": f"{cand.cv.mean:.6f}"} if cand.cv.fold_scores else {}
+        )
         version = rlog.register_version(
             info.model_uri,
             cfg.registered_model_name,
             {
-                **tags,
+                **cand.tags,
                 "run_id": run.info.run_id,
-                **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+                **{f"metric.{k}": f"{v:.6f}" for k, v in cand.metrics.items()},
+                **cv_tags,
             },
-            description=f"XGBoost delay-risk classifier; holdout ROC-AUC {metrics['roc_auc']:.4f}",
+            description=(
+                f"{cand.family} {kind} for task {task.name}; holdout {task.metric} "
+                f"{cand.metrics[task.metric]:.4f}"
+            ),
         )
         mlflow.set_tag("shelfwise.registered_version", version.version)
     logger.info(
-        "registered %s v%s (holdout ROC-AUC %.4f)",
+        "registered %s v%s (%s, holdout %s %.4f)",
         cfg.registered_model_name,
         version.version,
-        metrics["roc_auc"],
+        cand.family,
+        task.metric,
+        cand.metrics[task.metric],
     )
-    return run.info.run_id, version.version, metrics
+    return str(version.version)
 
 
-@task(name="fit-log-register-xgboost")
-def fit_xgboost(
+def fit_log_register(
+    task: TaskDeclaration,
     spec: TabularDatasetSpec,
     cfg: DelayRiskConfig,
     prepared: Prepared,
-    cv_scores: list[float],
+    family: str,
+    params: Any,
     experiment_id: str,
     trigger: str,
-    platform: PlatformConfig,
-    baseline_metrics: dict[str, float],
-    params: XGBoostParams | None = None,
+    cv: CVResult | None = None,
+    run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+    nested: bool = False,
 ) -> tuple[str, str, dict[str, float]]:
-    """Fit on the training split, log everything, then register as the very last step."""
-    return fit_log_register(
+    """One family, evaluated and registered (the tuning flow's refit, tests). Returns (run id,
+    registered version, holdout metrics)."""
+    cand = evaluate_candidate(
+        task,
         spec,
         cfg,
         prepared,
-        params or cfg.xgboost,
-        cv_scores,
+        family,
+        params,
         experiment_id,
         trigger,
-        platform,
-        baseline_metrics,
+        cv,
+        run_name,
+        extra_tags,
+        nested,
     )
+    version = register_candidate(task, spec, cfg, prepared, cand, nested)
+    return cand.run_id, version, cand.metrics
 
 
 def _reference_sample(
-    pipe, train: pd.DataFrame, spec: TabularDatasetSpec, cfg: DelayRiskConfig
+    pipe: Pipeline,
+    train: pd.DataFrame,
+    spec: TabularDatasetSpec,
+    cfg: DelayRiskConfig,
+    task: TaskDeclaration,
+    kind: str,
 ) -> pd.DataFrame:
     """Training inputs and predictions kept with the version as the drift reference."""
     n = min(cfg.reference_sample_size, len(train))
     sample = train.sample(n=n, random_state=cfg.split.seed) if n else train.head(0)
     out = sample[[*spec.features, spec.target]].copy()
-    out["delay_probability"] = pipe.predict_proba(sample[spec.features])[:, 1] if n else []
+    out[task.prediction_field] = predict(pipe, sample[spec.features], kind) if n else []
     return out.reset_index(drop=True)
+
+
+def candidates_frame(candidates: list[Candidate], metric: str, winner: str) -> pd.DataFrame:
+    df = pd.DataFrame([c.row(metric) for c in candidates])
+    df.insert(1, "selected", df["family"] == winner)
+    return df
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    cols = [c for c in df.columns if c != "run_id"] + ["run_id"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df[cols].iterrows():
+        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in r]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@task(name="families-compete", cache_policy=NO_CACHE)
+def compete(
+    task: TaskDeclaration,
+    spec: TabularDatasetSpec,
+    cfg: DelayRiskConfig,
+    prepared: Prepared,
+    experiment_id: str,
+    trigger: str,
+) -> tuple[list[Candidate], Candidate, str, str]:
+    """Every family of the task on the same folds and holdout, as nested runs of one parent run
+    holding the candidates table; the winner's model is logged and registered."""
+    log = get_run_logger()
+    with rlog.tracked_run(
+        experiment_id=experiment_id,
+        run_name=f"{task.name}-candidates-{time.strftime('%Y%m%d-%H%M%S')}",
+    ) as parent:
+        mlflow.set_tags(
+            {
+                **task_tags(task),
+                rlog.TAG_TRIGGER: trigger,
+                TAG_SELECTION_METRIC: task.metric,
+                rlog.TAG_DATA_FINGERPRINT: prepared.data_fingerprint,
+                rlog.TAG_EVAL_FINGERPRINT: prepared.eval_fingerprint,
+            }
+        )
+        if prepared.treatments:
+            mlflow.log_dict(prepared.treatments, "data/treatments.json")
+        candidates = []
+        for family in task.families:
+            cand = evaluate_candidate(
+                task,
+                spec,
+                cfg,
+                prepared,
+                family,
+                cfg.params(family),
+                experiment_id,
+                trigger,
+                extra_tags={TAG_PARENT: parent.info.run_id},
+                nested=True,
+            )
+            log.info(
+                "%s: CV %s %.4f +/- %.4f, holdout %.4f",
+                family,
+                task.metric,
+                cand.cv.mean,
+                cand.cv.std,
+                cand.metrics[task.metric],
+            )
+            candidates.append(cand)
+        winner = select_winner(candidates, task.metric)
+        table = candidates_frame(candidates, task.metric, winner.family)
+        mlflow.log_table(table, CANDIDATES_TABLE)
+        mlflow.log_text(_markdown(table), CANDIDATES_MARKDOWN)
+        mlflow.log_metrics(
+            {f"{c.family}.cv_{task.metric}_mean": c.cv.mean for c in candidates}
+            | {f"{c.family}.test_{task.metric}": c.metrics[task.metric] for c in candidates}
+        )
+        mlflow.set_tag(TAG_WINNER, winner.family)
+        log.info("selected %s on CV %s %.4f", winner.family, task.metric, winner.cv.mean)
+        version = register_candidate(task, spec, cfg, prepared, winner, nested=True)
+        mlflow.set_tag("shelfwise.registered_version", version)
+    return candidates, winner, parent.info.run_id, version
 
 
 @task(name="connect-tracking", retries=3, retry_delay_seconds=[2, 5, 10])
@@ -309,37 +506,54 @@ def connect_tracking(platform: PlatformConfig, experiment: str) -> tuple[str, st
     return tracking_uri, rlog.get_or_create_experiment(experiment)
 
 
-@flow(name="train-delay-risk")
-def train_delay_risk(
-    config: str = "delay_risk",
+def tabular_task(task: str | TaskDeclaration) -> TaskDeclaration:
+    """The declaration (by name or path) of a tabular task; a forecast task is refused."""
+    declared = task if isinstance(task, TaskDeclaration) else load_task(task)
+    if declared.kind is TaskKind.forecast:
+        raise ValueError(
+            f"task {declared.name!r} ({declared.source}) is a forecast task; the tabular flows "
+            "train classification and regression tasks"
+        )
+    return declared
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    ref = str(flow_run.parameters.get("task", "task"))
+    return f"train-{Path(ref).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@flow(name="train-tabular", flow_run_name=_run_name)
+def train_tabular(
+    task: str,
     platform_config: str = "platform",
     trigger: str = "manual",
     extra_data: str | None = None,
     promote: bool = True,
     model_name: str | None = None,
-    gate_config: str = "gate",
 ) -> dict:
-    """Train the delay-risk classifier and its baseline, log both, register the XGBoost version,
-    then (``promote``) mark it ``@challenger`` and run the gate against ``@champion``."""
+    """Train a classification or regression task (its name or the path of its YAML): every
+    candidate family on the same folds and holdout, each its own MLflow run; register the
+    winner on the task's selection metric, then (``promote``) mark it ``@challenger`` and run
+    the gate against ``@champion``."""
     capture_platform_logs()
     if promote:
         from shelfwise.registry.promotion import check_trigger
 
         check_trigger(trigger)  # fail before training, not after registering
-    cfg = load_delay_config(config)
+    declared = tabular_task(task)
+    cfg = training_config(declared)
     if model_name:
         cfg = cfg.model_copy(update={"registered_model_name": model_name})
     platform = load_platform_config(platform_config)
-    spec = load_tabular_spec(cfg.dataset)
-    prepared = prepare_data(spec, cfg, platform, extra_data)
+    spec = declared.dataset_spec()
+    kind = declared.kind.value
+    prepared = prepare_data(spec, cfg, platform, extra_data, kind, declared.data)
     tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
     mlflow.set_tracking_uri(tracking_uri)
-    cv_scores = cross_validate(spec, cfg, prepared.train)
-    baseline_run_id, baseline_metrics = fit_baseline(
-        spec, cfg, prepared, experiment_id, trigger, platform
-    )
-    run_id, version, metrics = fit_xgboost(
-        spec, cfg, prepared, cv_scores, experiment_id, trigger, platform, baseline_metrics
+    candidates, winner, parent_run_id, version = compete(
+        declared, spec, cfg, prepared, experiment_id, trigger
     )
     extra: dict = {}
     if promote:
@@ -351,22 +565,32 @@ def train_delay_risk(
             model_name=cfg.registered_model_name,
             candidate=version,
             trigger=trigger,
-            config=config,
-            gate_config=gate_config,
+            task=str(declared.source or declared.name),
             platform_config=platform_config,
             extra_data=extra_data,
         )
+    _, yt = features_and_target(prepared.test, spec, kind)
+    naive_metrics = kind_metrics(kind, yt, np.full(len(yt), prepared.naive_value))
     return TrainResult(
+        task=declared.name,
         model_name=cfg.registered_model_name,
         version=version,
-        run_id=run_id,
-        baseline_run_id=baseline_run_id,
+        family=winner.family,
+        selection_metric=declared.metric,
+        run_id=winner.run_id,
+        parent_run_id=parent_run_id,
         experiment_id=experiment_id,
         tracking_uri=tracking_uri,
-        metrics=metrics,
-        baseline_metrics=baseline_metrics,
-        cv_roc_auc_mean=float(np.mean(cv_scores)),
+        metrics=winner.metrics,
+        cv_mean=winner.cv.mean,
+        candidates={c.family: c.row(declared.metric) for c in candidates},
+        baseline_metrics={
+            **{c.family: c.metrics for c in candidates if c is not winner},
+            declared.naive_baseline: naive_metrics,
+        },
+        naive_value=prepared.naive_value,
         data_fingerprint=prepared.data_fingerprint,
         eval_fingerprint=prepared.eval_fingerprint,
+        treatments=prepared.treatments,
         extra=extra,
     ).as_dict()

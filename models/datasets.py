@@ -6,6 +6,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,36 +53,131 @@ def _first_bad_row(mask: pd.Series) -> int:
     return int(np.flatnonzero(mask.to_numpy())[0]) + 1
 
 
-def validate_tabular(df: pd.DataFrame, spec: TabularDatasetSpec, path: Path) -> pd.DataFrame:
-    """Check columns, types and missing values; return the frame with numeric columns as float."""
+TRUE_WORDS = {"true", "yes", "y", "t"}
+FALSE_WORDS = {"false", "no", "n", "f"}
+MISSING_CATEGORY = "__missing__"
+
+
+def _boolean_words(values: pd.Series) -> pd.Series | None:
+    """0/1 for a column of booleans written as words (TRUE/FALSE, yes/no, Y/N, t/f, any case)
+    or as bools; None when some non-missing value is not such a word (or all are numbers)."""
+    present = values.dropna()
+    if (
+        present.empty
+        or pd.api.types.is_numeric_dtype(present)
+        and not pd.api.types.is_bool_dtype(present)
+    ):
+        return None
+    words = present.astype(str).str.strip().str.lower()
+    if not words.isin(TRUE_WORDS | FALSE_WORDS).all():
+        return None
+    mapped = values.astype("string").str.strip().str.lower()
+    return mapped.map(lambda v: np.nan if pd.isna(v) else float(v in TRUE_WORDS))
+
+
+def _note(report: dict[str, int] | None, key: str, count: int, message: str) -> None:
+    logger.info(message)
+    if report is not None:
+        report[key] = report.get(key, 0) + int(count)
+
+
+def validate_tabular(
+    df: pd.DataFrame,
+    spec: TabularDatasetSpec,
+    path: Path,
+    kind: str = "classification",
+    policy: Any = None,
+    report: dict[str, int] | None = None,
+) -> pd.DataFrame:
+    """Check columns, types and missing values; return the frame with numeric columns as float.
+
+    ``kind``: ``classification`` (a 0/1 target, booleans written as words parsed) or
+    ``regression`` (a numeric target). ``policy`` (a task's ``DataPolicy``; None: refuse missing
+    values, keep negative targets) decides what happens to missing feature values (``keep``:
+    NaN in numeric columns, ``__missing__`` in categorical ones; ``impute``: the same here, the
+    pipelines impute; ``error``: refused naming the column and the first row) and to negative
+    regression targets (``error``, ``clip`` to 0, ``keep``). Each treatment is logged with its
+    count and added to ``report`` (treatment -> count).
+    """
+    missing = getattr(policy, "missing", "error")
+    negative = getattr(policy, "negative_target", "keep")
     cols = [*spec.features, spec.target] + ([spec.id_column] if spec.id_column else [])
     _require_columns(df, cols, path)
     out = df.copy()
     for col in spec.numeric:
+        words = _boolean_words(out[col])
+        if words is not None:
+            _note(
+                report,
+                f"boolean_words:{col}",
+                int(out[col].notna().sum()),
+                f"{path}: column {col!r}: {int(out[col].notna().sum())} boolean words -> 0/1",
+            )
+            out[col] = words
         converted = pd.to_numeric(out[col], errors="coerce")
         bad = converted.isna() & out[col].notna()
         if bad.any():
+            word = out[col].astype(str).str.strip().str.lower().isin(TRUE_WORDS | FALSE_WORDS)
+            what = "numeric"
+            if (word & bad).any():  # booleans as words, with a value that is not one
+                bad, what = bad & ~word, "numeric or booleans (TRUE/FALSE, yes/no, Y/N)"
             row = _first_bad_row(bad)
             raise DatasetError(
-                f"{path}: column {col!r} must be numeric; row {row} has {out[col].iloc[row - 1]!r}"
+                f"{path}: column {col!r} must be {what}; row {row} has {out[col].iloc[row - 1]!r}"
             )
         out[col] = converted.astype(float)
-    for col in [*spec.features, spec.target]:
+    for col in spec.features:
         nulls = out[col].isna()
-        if nulls.any():
+        if not nulls.any():
+            continue
+        if missing == "error":
             raise DatasetError(
-                f"{path}: column {col!r} has a missing value at row {_first_bad_row(nulls)}"
+                f"{path}: column {col!r} has a missing value at row {_first_bad_row(nulls)} "
+                "(the task's data.missing is 'error'; 'keep' or 'impute' accept it)"
             )
+        treatment = "kept as NaN" if col in spec.numeric else f"category {MISSING_CATEGORY!r}"
+        if col in spec.numeric and missing == "impute":
+            treatment = "imputed (median of the training rows) by every family's pipeline"
+        _note(
+            report,
+            f"missing:{col}",
+            int(nulls.sum()),
+            f"{path}: column {col!r}: {int(nulls.sum())} missing value(s) {treatment}",
+        )
+        if col in spec.categorical:
+            out[col] = out[col].where(~nulls, MISSING_CATEGORY)
     for col in spec.categorical:
         out[col] = out[col].astype(str)
-    target = pd.to_numeric(out[spec.target], errors="coerce")
+    nulls = out[spec.target].isna()
+    if nulls.any():
+        raise DatasetError(
+            f"{path}: target column {spec.target!r} has a missing value at row "
+            f"{_first_bad_row(nulls)}"
+        )
+    if kind == "regression":
+        out[spec.target] = _regression_target(out, spec, path, negative, report)
+        return out
+    raw_target = out[spec.target]
+    words = _boolean_words(raw_target)
+    if words is not None:
+        _note(
+            report,
+            f"boolean_words:{spec.target}",
+            len(raw_target),
+            f"{path}: target {spec.target!r}: {len(raw_target)} boolean words -> 0/1",
+        )
+        raw_target = words
+    target = pd.to_numeric(raw_target, errors="coerce")
     labels = set(target.dropna().unique().tolist())
     if target.isna().any() or not labels <= {0, 1}:
         bad = target.isna() | ~target.isin([0, 1])
+        words = raw_target.astype(str).str.strip().str.lower().isin(TRUE_WORDS | FALSE_WORDS)
+        if words.any() and not words.all():  # booleans as words, with a value that is not one
+            bad = ~words & ~pd.to_numeric(raw_target, errors="coerce").isin([0, 1])
         row = _first_bad_row(bad)
         raise DatasetError(
-            f"{path}: target column {spec.target!r} must be 0/1; "
-            f"row {row} has {df[spec.target].iloc[row - 1]!r}"
+            f"{path}: target column {spec.target!r} must be 0/1 (or booleans written "
+            f"TRUE/FALSE, yes/no, Y/N); row {row} has {df[spec.target].iloc[row - 1]!r}"
         )
     if len(labels) < 2:
         raise DatasetError(f"{path}: target column {spec.target!r} has a single class {labels}")
@@ -89,11 +185,61 @@ def validate_tabular(df: pd.DataFrame, spec: TabularDatasetSpec, path: Path) -> 
     return out
 
 
-def load_tabular(spec: TabularDatasetSpec, data_dir: Path) -> tuple[pd.DataFrame, Path]:
+def _regression_target(
+    out: pd.DataFrame,
+    spec: TabularDatasetSpec,
+    path: Path,
+    negative: str,
+    report: dict[str, int] | None,
+) -> pd.Series:
+    target = pd.to_numeric(out[spec.target], errors="coerce")
+    bad = target.isna()
+    if bad.any():
+        row = _first_bad_row(bad)
+        raise DatasetError(
+            f"{path}: target column {spec.target!r} must be numeric; row {row} has "
+            f"{out[spec.target].iloc[row - 1]!r}"
+        )
+    target = target.astype(float)
+    neg = target < 0
+    if neg.any():
+        n = int(neg.sum())
+        if negative == "error":
+            raise DatasetError(
+                f"{path}: target column {spec.target!r} has a negative value at row "
+                f"{_first_bad_row(neg)} (the task's data.negative_target is 'error')"
+            )
+        if negative == "clip":
+            _note(
+                report,
+                f"negative_target_clipped:{spec.target}",
+                n,
+                f"{path}: {n} negative target value(s) in {spec.target!r} clipped to 0",
+            )
+            target = target.clip(lower=0.0)
+        else:
+            _note(
+                report,
+                f"negative_target_kept:{spec.target}",
+                n,
+                f"{path}: {n} negative target value(s) in {spec.target!r} kept",
+            )
+    if target.nunique() < 2:
+        raise DatasetError(f"{path}: target column {spec.target!r} is constant")
+    return target
+
+
+def load_tabular(
+    spec: TabularDatasetSpec,
+    data_dir: Path,
+    kind: str = "classification",
+    policy: Any = None,
+    report: dict[str, int] | None = None,
+) -> tuple[pd.DataFrame, Path]:
     path = resolve_data_path(spec.path, data_dir)
     df = read_table(path, spec.format, spec.encoding)
     logger.info("read %s rows x %s columns from %s", len(df), df.shape[1], path)
-    return validate_tabular(df, spec, path), path
+    return validate_tabular(df, spec, path, kind, policy, report), path
 
 
 def validate_timeseries(df: pd.DataFrame, spec: TimeSeriesDatasetSpec, path: Path) -> pd.DataFrame:
@@ -174,13 +320,25 @@ def apply_row_filter(df: pd.DataFrame, row_filter: str | None, path: Path) -> pd
     return out.reset_index(drop=True)
 
 
+def seeded_split(
+    df: pd.DataFrame, target: str, test_size: float, seed: int, kind: str = "classification"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The kind's train/test split: stratified for classification, shuffled for regression."""
+    if kind != "regression":
+        return stratified_split(df, target, test_size, seed)
+    train, test = train_test_split(df, test_size=test_size, random_state=seed, shuffle=True)
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
 def split_extra(
-    extra: pd.DataFrame, target: str, test_size: float, seed: int
+    extra: pd.DataFrame, target: str, test_size: float, seed: int, kind: str = "classification"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Seeded split of extra labelled rows; stratified when both classes have two rows."""
     counts = extra[target].value_counts()
     if len(extra) < 10:
         return extra, extra.iloc[0:0]
+    if kind == "regression":
+        return seeded_split(extra, target, test_size, seed, kind)
     if len(counts) == 2 and counts.min() >= 2:
         return stratified_split(extra, target, test_size, seed)
     shuffled = extra.sample(frac=1.0, random_state=seed).reset_index(drop=True)
@@ -202,18 +360,23 @@ def split_with_extra(
     seed: int,
     data_dir: Path,
     extra_data: str | Path | None = None,
+    kind: str = "classification",
+    policy: Any = None,
+    report: dict[str, int] | None = None,
 ) -> TrainEvalSplit:
     """The training/evaluation split used by training and by the gate (the same rows for both):
     the spec's file (optionally filtered), plus extra labelled rows split the same way."""
-    df, path = load_tabular(spec, data_dir)
+    df, path = load_tabular(spec, data_dir, kind, policy, report)
     df = apply_row_filter(df, row_filter, path)
-    train, test = stratified_split(df, spec.target, test_size, seed)
+    train, test = seeded_split(df, spec.target, test_size, seed, kind)
     source = str(path)
     if extra_data:
         extra_path = Path(extra_data)
         fmt = "parquet" if extra_path.suffix == ".parquet" else "csv"
-        extra = validate_tabular(read_table(extra_path, fmt, spec.encoding), spec, extra_path)
-        extra_train, extra_test = split_extra(extra, spec.target, test_size, seed)
+        extra = validate_tabular(
+            read_table(extra_path, fmt, spec.encoding), spec, extra_path, kind, policy, report
+        )
+        extra_train, extra_test = split_extra(extra, spec.target, test_size, seed, kind)
         train = pd.concat([train, extra_train[train.columns]], ignore_index=True)
         test = pd.concat([test, extra_test[test.columns]], ignore_index=True)
         source = f"{path}+{extra_path}"

@@ -13,21 +13,9 @@ from sklearn.metrics import (
 )
 
 CLASSIFICATION_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "brier", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
 # metrics where a larger value is better (everything else: smaller is better)
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "accuracy", "f1", "coverage", "r2"}
-REGRESSION_METRICS = ("rmse", "mae", "r2")
-
-
-def regression_metrics(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """RMSE, MAE and R² of point predictions."""
-    y, p = np.asarray(y_true, dtype=float), np.asarray(pred, dtype=float)
-    err = p - y
-    total = float(np.sum((y - y.mean()) ** 2))
-    return {
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "mae": float(np.mean(np.abs(err))),
-        "r2": float(1.0 - np.sum(err**2) / total) if total > 0 else float("nan"),
-    }
 
 
 def classification_metrics(
@@ -45,6 +33,29 @@ def classification_metrics(
         "brier": float(brier_score_loss(y, p)),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
     }
+
+
+def regression_metrics(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and R² of predictions (R² of a constant equal to the mean of ``y_true``: 0)."""
+    y = np.asarray(y_true, dtype=float)
+    p = np.asarray(pred, dtype=float)
+    err = p - y
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "r2": float(1.0 - np.sum(err**2) / ss_tot) if ss_tot > 0 else 0.0,
+    }
+
+
+def kind_metrics(kind: str, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """The metrics of a tabular kind, with the same names for every family: classification
+    (of positive-class probabilities, ECE included) or regression."""
+    if kind == "regression":
+        return regression_metrics(y_true, pred)
+    out = classification_metrics(y_true, pred)
+    out["ece"] = expected_calibration_error(y_true, pred)
+    return out
 
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:

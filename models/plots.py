@@ -61,6 +61,25 @@ def confusion_figure(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -
     return fig
 
 
+def predicted_vs_actual_figure(y: np.ndarray, pred: np.ndarray, label: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(y, pred, s=6, alpha=0.4, label=label)
+    lo, hi = float(np.min([np.min(y), np.min(pred)])), float(np.max([np.max(y), np.max(pred)]))
+    ax.plot([lo, hi], [lo, hi], "--", color="grey")
+    ax.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def residual_figure(y: np.ndarray, pred: np.ndarray, label: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(pred, np.asarray(y) - np.asarray(pred), s=6, alpha=0.4, label=label)
+    ax.axhline(0.0, ls="--", color="grey")
+    ax.set(xlabel="predicted", ylabel="actual - predicted", title="Residuals")
+    ax.legend(loc="upper left")
+    return fig
+
+
 def importance_figure(importance: pd.Series, top: int = 20) -> Figure:
     imp = importance.head(top)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(imp) + 1))

@@ -1,7 +1,10 @@
-"""Optuna search over the delay-risk XGBoost: the objective, the sampler, the pruner, the study.
+"""Optuna search over one candidate family of a tabular task: the objective, the sampler, the
+pruner, the study.
 
 The objective binds the data once (``make_objective``) and returns ``objective(trial) -> float``:
-the mean stratified k-fold ROC-AUC of one sampled configuration.
+the mean k-fold score (the task's selection metric, on the folds every family shares) of one
+sampled configuration. The study's direction follows the metric (models/metrics.py
+``HIGHER_IS_BETTER``).
 
 Pruning: after fold ``i`` the objective reports the *cumulative sum* of fold ROC-AUCs at step
 ``i``. The folds are the same for every trial, so at a given step the sum ranks trials exactly as
@@ -10,7 +13,11 @@ over all its steps with the median at the current step, which suits rising learn
 scores are not a learning curve (fold 0 scores higher than the others on this data for every
 configuration), so a reported running mean never looks worse than the median and nothing would be
 pruned (measured: 0 of 15 trials). A cumulative sum rises with every fold, so its best is its
-latest value and the comparison is the intended one.
+latest value and the comparison is the intended one. For a metric where lower is better (RMSE)
+the study minimises and the pruner takes the *smallest* value a trial reported, so the reported
+value must fall with every fold: the cumulative sum of ``score - bound``, where ``bound`` is a
+constant above any fold's score (ten times the spread of the target plus one). The offset is the
+same for every trial at a given step, so the ranking is still that of the running mean.
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ import optuna
 import pandas as pd
 
 from shelfwise.configs.datasets import TabularDatasetSpec
-from shelfwise.configs.delay import XGBoostParams
 from shelfwise.configs.tuning import ParamRange, PrunerConfig, SamplerConfig, TuningConfig
-from shelfwise.models.delay import build_xgb_pipeline, cross_validate_auc
+from shelfwise.models.metrics import HIGHER_IS_BETTER
+from shelfwise.models.tabular import build_pipeline, cross_validate
 
 logger = logging.getLogger(__name__)
 
@@ -47,37 +54,57 @@ def suggest_params(trial: optuna.Trial, space: Mapping[str, ParamRange]) -> dict
     return out
 
 
-def params_with(base: XGBoostParams, values: Mapping[str, Any]) -> XGBoostParams:
-    """``base`` with ``values`` substituted, validated (a bad value names the field)."""
-    return XGBoostParams.model_validate({**base.model_dump(), **dict(values)})
+def params_with(base: Any, values: Mapping[str, Any]) -> Any:
+    """``base`` (a family's parameter model) with ``values`` substituted, validated (a bad
+    value names the field)."""
+    return type(base).model_validate({**base.model_dump(), **dict(values)})
+
+
+def study_direction(metric: str) -> str:
+    return "maximize" if metric in HIGHER_IS_BETTER else "minimize"
 
 
 def make_objective(
     X: pd.DataFrame,
     y: np.ndarray,
     spec: TabularDatasetSpec,
-    base_params: XGBoostParams,
+    base_params: Any,
     space: Mapping[str, ParamRange],
     folds: int,
     seed: int,
+    kind: str = "classification",
+    family: str = "xgboost",
+    metric: str = "roc_auc",
+    missing: str = "keep",
 ) -> Callable[[optuna.Trial], float]:
-    """Objective with the data bound once: mean CV ROC-AUC of the trial's configuration."""
+    """Objective with the data bound once: the mean CV ``metric`` of the trial's configuration
+    of ``family`` (a study of direction ``study_direction(metric)``)."""
+    higher = metric in HIGHER_IS_BETTER
+    yf = np.asarray(y, dtype=float)
+    bound = 0.0 if higher else 10.0 * float(np.ptp(yf) + np.abs(yf).max()) + 1.0
 
     def objective(trial: optuna.Trial) -> float:
         params = params_with(base_params, suggest_params(trial, space))
         scores: list[float] = []
         started = time.perf_counter()
 
-        def report(i: int, auc: float) -> None:
-            scores.append(auc)
+        def report(i: int, score: float) -> None:
+            scores.append(score)
             trial.set_user_attr(FOLD_SCORES_ATTR, list(scores))
-            trial.report(float(np.sum(scores)), step=i)  # see module docstring
+            trial.report(float(np.sum(scores) - bound * len(scores)), step=i)  # module docstring
             if trial.should_prune():
                 trial.set_user_attr(SECONDS_ATTR, time.perf_counter() - started)
                 raise optuna.TrialPruned(f"pruned after fold {i + 1}: mean {np.mean(scores):.4f}")
 
-        result = cross_validate_auc(
-            lambda: build_xgb_pipeline(spec, params, seed), X, y, folds, seed, on_fold=report
+        result = cross_validate(
+            lambda: build_pipeline(family, spec, params, seed, kind, missing),
+            X,
+            y,
+            folds,
+            seed,
+            kind,
+            metric,
+            on_fold=report,
         )
         trial.set_user_attr(SECONDS_ATTR, time.perf_counter() - started)
         return result.mean
@@ -107,6 +134,7 @@ def open_study(
     study_name: str | None = None,
     seed_offset: int = 0,
     attempts: int = 3,
+    direction: str = "maximize",
 ) -> optuna.Study:
     """Create or resume (``load_if_exists``) the study in RDB storage.
 
@@ -120,7 +148,7 @@ def open_study(
             return optuna.create_study(
                 study_name=name,
                 storage=storage_url,
-                direction="maximize",
+                direction=direction,
                 sampler=make_sampler(cfg.sampler, seed_offset),
                 pruner=make_pruner(cfg.pruner),
                 load_if_exists=cfg.load_if_exists,

@@ -23,8 +23,13 @@ from shelfwise.configs.datasets import TabularDatasetSpec
 from shelfwise.configs.delay import DelayRiskConfig
 from shelfwise.configs.gate import BusinessCost, GateRule
 from shelfwise.models.datasets import fingerprint, split_with_extra
-from shelfwise.models.delay import features_and_target
-from shelfwise.models.metrics import HIGHER_IS_BETTER, business_cost, expected_calibration_error
+from shelfwise.models.metrics import (
+    HIGHER_IS_BETTER,
+    business_cost,
+    expected_calibration_error,
+    regression_metrics,
+)
+from shelfwise.models.tabular import features_and_target
 from shelfwise.registry.model_code import load_pyfunc
 
 logger = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ METRIC_FUNCTIONS: dict[str, MetricFn] = {
     "smape": _smape,
     "mae": lambda y, p: float(np.mean(np.abs(_f(p) - _f(y)))),
     "rmse": lambda y, p: float(np.sqrt(np.mean((_f(p) - _f(y)) ** 2))),
+    "r2": lambda y, p: regression_metrics(y, p)["r2"],
 }
 
 
@@ -113,6 +119,13 @@ class EvalSet:
     X: pd.DataFrame
     y: np.ndarray
     fingerprint: str
+    naive_value: float | None = None  # the training split's target mean (prevalence / mean)
+
+    def naive_predictions(self) -> np.ndarray | None:
+        """The naive baseline's predictions on these rows: the training mean everywhere."""
+        if self.naive_value is None:
+            return None
+        return np.full(len(self.y), float(self.naive_value))
 
 
 @dataclass(frozen=True)
@@ -455,23 +468,35 @@ def decide(
 # --- evaluation data and model scoring (I/O) ---------------------------------------------------
 
 
-def load_delay_eval_set(
+def load_tabular_eval_set(
     spec: TabularDatasetSpec,
     cfg: DelayRiskConfig,
     data_dir: Path,
     extra_data: str | Path | None = None,
+    kind: str = "classification",
+    policy: Any = None,
 ) -> EvalSet:
-    """The held-out split of configs/delay_risk.yaml: the same rows as flows/train.py's test
-    split (row filter applied, plus the held-out part of any extra labelled rows)."""
-    test = split_with_extra(
-        spec, cfg.row_filter, cfg.split.test_size, cfg.split.seed, data_dir, extra_data
-    ).test
-    X, y = features_and_target(test, spec)
-    return EvalSet(X, y, fingerprint(test))
+    """The held-out split of a tabular task: the same rows as flows/train.py's test split (row
+    filter applied, plus the held-out part of any extra labelled rows), with the training
+    split's target mean as the naive baseline."""
+    split = split_with_extra(
+        spec,
+        cfg.row_filter,
+        cfg.split.test_size,
+        cfg.split.seed,
+        data_dir,
+        extra_data,
+        kind,
+        policy,
+    )
+    X, y = features_and_target(split.test, spec, kind)
+    naive = float(features_and_target(split.train, spec, kind)[1].mean())
+    return EvalSet(X, y, fingerprint(split.test), naive)
 
 
-def score_classifier(model_uri: str, X: pd.DataFrame) -> np.ndarray:
-    """Positive-class probabilities of a registered classifier, through its pyfunc."""
+def score_tabular(model_uri: str, X: pd.DataFrame) -> np.ndarray:
+    """What a registered tabular model's pyfunc returns, as one float per row: the
+    positive-class probability of a classifier, the prediction of a regressor."""
     try:
         model = load_pyfunc(model_uri)
     except Exception as exc:

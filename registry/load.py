@@ -24,7 +24,6 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from shelfwise.configs.delay import SeverityBands
-from shelfwise.models.delay import severity
 from shelfwise.models.fast_delay import (
     FastDelayPredictor,
     UnsupportedPipeline,
@@ -32,6 +31,7 @@ from shelfwise.models.fast_delay import (
     max_abs_difference,
     probe_frame,
 )
+from shelfwise.models.tabular import severity
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,15 @@ from shelfwise.registry.model_code import model_code, pinned_requirements
 
 logger = logging.getLogger(__name__)
 
-SKOPS_TRUSTED_TYPES = ["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
+# types skops does not trust by default, in the pipelines we fit ourselves: XGBoost's, and the
+# node storage of scikit-learn's trees (random forests) with the numpy dtypes it holds
+SKOPS_TRUSTED_TYPES = [
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+    "xgboost.sklearn.XGBRegressor",
+    "sklearn.tree._tree.Tree",
+    "numpy.dtype",
+]
 
 # tag keys carried by every registered version
 TAG_TASK = "shelfwise.task"  # the task's name (configs/tasks/<name>.yaml)
@@ -36,6 +44,8 @@ TAG_EVAL_FINGERPRINT = "shelfwise.eval_fingerprint"
 TAG_CODE_VERSION = "shelfwise.code_version"
 TAG_CONFIG_HASH = "shelfwise.config_hash"
 TAG_TRIGGER = "shelfwise.trigger"
+# the training split's target mean: the naive baseline (prevalence / mean) the gate compares with
+TAG_NAIVE_VALUE = "shelfwise.naive_value"
 
 # values of TAG_TASK: the task a version (or run) is for, which picks its gate's evaluator
 TASK_DELAY_RISK = "delay_risk"
@@ -151,17 +161,40 @@ def log_classifier(
 
     Self-contained like every version (registry/model_code.py): pinned requirements for what
     the pipeline references, and the Shelfwise code of any class of ours inside it as
-    ``code_paths`` (none today: encoders and XGBoost only; a custom transformer would also
-    need its type in ``skops_trusted_types``).
+    ``code_paths`` (none today: encoders, imputers and the estimators only; a custom
+    transformer would also need its type in ``skops_trusted_types``).
     """
-    signature: ModelSignature = infer_signature(X_example, proba_example)
+    return _log_sklearn(pipe, X_example, proba_example, "predict_proba", name, pip_requirements)
+
+
+def log_regressor(
+    pipe: Pipeline,
+    X_example: pd.DataFrame,
+    pred_example: Any,
+    name: str = "model",
+    pip_requirements: list[str] | None = None,
+) -> ModelInfo:
+    """Log a scikit-learn regressor whose pyfunc returns the predicted values (self-contained
+    like ``log_classifier``)."""
+    return _log_sklearn(pipe, X_example, pred_example, "predict", name, pip_requirements)
+
+
+def _log_sklearn(
+    pipe: Pipeline,
+    X_example: pd.DataFrame,
+    output_example: Any,
+    predict_fn: str,
+    name: str,
+    pip_requirements: list[str] | None,
+) -> ModelInfo:
+    signature: ModelSignature = infer_signature(X_example, output_example)
     with model_code([pipe], CLASSIFIER_PACKAGES) as code:
         return mlflow.sklearn.log_model(
             pipe,
             name=name,
             signature=signature,
             input_example=X_example.head(5),
-            pyfunc_predict_fn="predict_proba",
+            pyfunc_predict_fn=predict_fn,
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
             code_paths=code.code_paths,
             pip_requirements=pip_requirements or code.requirements,

@@ -162,20 +162,31 @@ def delay_config(tmp_path: Path):
     return make
 
 
+FAST_TRAINING = {"split": {"cv_folds": 3}, "random_forest": {"n_estimators": 120}}
+
+
 @pytest.fixture
 def task_file(tmp_path: Path):
-    """A shipped task's declaration, self-contained, with a unique registered model and
-    experiment and ``overrides`` (nested mappings) merged over it; returns its path."""
+    """``task_file(task="delay_risk", fast=True, **keys)`` -> the path of a shipped task's
+    declaration, self-contained (referenced sections read in), with a unique registered model +
+    experiment and ``keys`` deep-merged over it; ``fast`` (tabular kinds) uses 3 CV folds and a
+    smaller forest (the flow tests' budget on a shared 2-core machine)."""
 
-    def make(task: str = "delay_risk", **overrides) -> Path:
+    def make(task: str = "delay_risk", fast: bool = True, **overrides) -> Path:
         import yaml
 
-        from shelfwise.configs.tasks import load_task, materialise
+        from shelfwise.configs.tasks import TaskKind, load_task, materialise
 
+        declaration = load_task(task)
         name = f"{task}_{uuid.uuid4().hex[:8]}"
-        raw = materialise(load_task(task), {"model_name": name, "experiment": name}, overrides)
+        quick = fast and declaration.kind is not TaskKind.forecast
+        layers = [
+            {"model_name": name, "experiment": name},
+            {"training": FAST_TRAINING} if quick else {},
+        ]
+        raw = materialise(declaration, *layers, overrides)
         p = tmp_path / f"{name}.yaml"
-        p.write_text(yaml.safe_dump(raw))
+        p.write_text(yaml.safe_dump(raw, sort_keys=False))
         return p
 
     return make

@@ -13,7 +13,6 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-import yaml
 
 from shelfwise.registry import aliases as al
 from shelfwise.registry.history import HistoryStore
@@ -21,16 +20,6 @@ from shelfwise.registry.history import HistoryStore
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _fast_delay_config(tmp_path: Path) -> Path:
-    """configs/delay_risk.yaml with one XGBoost thread (parallelism comes from the workers)."""
-    raw = yaml.safe_load((REPO / "configs" / "delay_risk.yaml").read_text())
-    raw["xgboost"]["n_jobs"] = 1
-    raw["split"]["cv_folds"] = 3
-    path = tmp_path / "delay_risk.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def _env(tmp_path: Path, mlflow_server: str, store_url: str, name: str) -> dict[str, str]:
@@ -45,12 +34,13 @@ def _env(tmp_path: Path, mlflow_server: str, store_url: str, name: str) -> dict[
 
 
 def test_two_workers_share_a_postgres_study_then_refit_registers_and_gates(
-    mlflow_server, prefect_api, pg_database, tmp_path, monkeypatch, data_dir
+    mlflow_server, prefect_api, pg_database, tmp_path, monkeypatch, data_dir, task_file
 ):
     study = f"workers-{uuid.uuid4().hex[:8]}"
     model = f"delay_risk_{uuid.uuid4().hex[:8]}"
     store_url = f"sqlite:///{tmp_path / 'shelfwise.db'}"
-    config = _fast_delay_config(tmp_path)
+    # the shipped declaration, one XGBoost thread (parallelism comes from the workers)
+    task = task_file(training={"xgboost": {"n_jobs": 1}, "split": {"cv_folds": 3}})
     per_worker = 3
     # the study (and Optuna's schema) exists before the workers start, as after `tune --trials 0`
     optuna.create_study(study_name=study, storage=pg_database, direction="maximize")
@@ -126,13 +116,13 @@ def test_two_workers_share_a_postgres_study_then_refit_registers_and_gates(
         monkeypatch.setenv(k, v)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from shelfwise.flows.train import train_delay_risk
-    from shelfwise.flows.tune import tune_delay_risk
+    from shelfwise.flows.train import train_tabular
+    from shelfwise.flows.tune import tune_tabular
 
     with temporary_settings({PREFECT_API_URL: prefect_api}):
-        trained = train_delay_risk(config=str(config), model_name=model, trigger="schedule")
-        tuned = tune_delay_risk(
-            n_trials=0, storage=pg_database, study_name=study, model_name=model, config=str(config)
+        trained = train_tabular(task=str(task), model_name=model, trigger="schedule")
+        tuned = tune_tabular(
+            task=str(task), n_trials=0, storage=pg_database, study_name=study, model_name=model
         )
     assert trained["extra"]["gate"]["decision"] == "promoted"  # first version, passes floors
     assert tuned["worker_trials"] == 0 and tuned["study_trials"] == 2 * per_worker

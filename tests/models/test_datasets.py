@@ -70,6 +70,72 @@ def test_missing_value_and_bad_target(tmp_path: Path, shipping, spec) -> None:
         validate_tabular(read_table(p, "csv"), spec, p)
 
 
+def _policy(**kw):
+    from shelfwise.configs.tasks import DataPolicy
+
+    return DataPolicy(**kw)
+
+
+def test_missing_values_follow_the_task_policy(tmp_path: Path, shipping, spec) -> None:
+    bad = shipping.copy()
+    bad.loc[[20, 30], "Weight_in_gms"] = np.nan
+    bad.loc[5, "Gender"] = None
+    p = tmp_path / "gaps.csv"
+    bad.to_csv(p, index=False)
+    with pytest.raises(DatasetError, match=r"'Gender' has a missing value at row 6 .*'error'"):
+        validate_tabular(read_table(p, "csv"), spec, p, policy=_policy(missing="error"))
+    report: dict[str, int] = {}
+    kept = validate_tabular(read_table(p, "csv"), spec, p, policy=_policy(), report=report)
+    assert kept["Weight_in_gms"].isna().sum() == 2
+    assert kept.loc[5, "Gender"] == "__missing__"
+    assert report == {"missing:Gender": 1, "missing:Weight_in_gms": 2}
+
+
+def test_boolean_words_are_parsed_and_other_words_refused(tmp_path: Path) -> None:
+    from shelfwise.configs.datasets import TabularDatasetSpec
+
+    spec = TabularDatasetSpec(name="t", path="t.csv", target="bought", numeric=["visits", "member"])
+    df = pd.DataFrame(
+        {
+            "visits": [1, 2, 3, 4],
+            "member": ["Y", "n", "N", "y"],
+            "bought": ["TRUE", "false", "yes", "No"],
+        }
+    )
+    p = tmp_path / "t.csv"
+    report: dict[str, int] = {}
+    out = validate_tabular(df, spec, p, report=report)
+    assert out["bought"].tolist() == [1, 0, 1, 0] and out["member"].tolist() == [1, 0, 0, 1]
+    assert report == {"boolean_words:member": 4, "boolean_words:bought": 4}
+    df.loc[2, "bought"] = "maybe"
+    with pytest.raises(DatasetError, match=r"'bought' must be 0/1 .*row 3 has 'maybe'"):
+        validate_tabular(df, spec, p)
+    df.loc[2, "bought"] = "no"
+    df.loc[3, "member"] = "sometimes"
+    with pytest.raises(DatasetError, match=r"'member' must be numeric or booleans.*row 4"):
+        validate_tabular(df, spec, p)
+
+
+def test_regression_target_and_negative_policy(tmp_path: Path) -> None:
+    from shelfwise.configs.datasets import TabularDatasetSpec
+
+    spec = TabularDatasetSpec(name="t", path="t.csv", target="sales", numeric=["price"])
+    df = pd.DataFrame({"price": [1.0, 2.0, 3.0], "sales": [5.0, -2.0, 7.5]}, dtype=object)
+    p = tmp_path / "t.csv"
+    with pytest.raises(DatasetError, match=r"'sales' has a negative value at row 2"):
+        validate_tabular(df, spec, p, "regression", _policy(negative_target="error"))
+    report: dict[str, int] = {}
+    out = validate_tabular(df, spec, p, "regression", _policy(negative_target="clip"), report)
+    assert out["sales"].tolist() == [5.0, 0.0, 7.5] and report == {
+        "negative_target_clipped:sales": 1
+    }
+    kept = validate_tabular(df, spec, p, "regression", _policy())
+    assert kept["sales"].tolist() == [5.0, -2.0, 7.5]
+    df.loc[2, "sales"] = "lots"
+    with pytest.raises(DatasetError, match=r"'sales' must be numeric; row 3 has 'lots'"):
+        validate_tabular(df, spec, p, "regression", _policy())
+
+
 def test_empty_and_header_only_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("")

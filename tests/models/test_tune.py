@@ -9,13 +9,14 @@ from shelfwise.configs.datasets import load_tabular_spec
 from shelfwise.configs.delay import load_delay_config
 from shelfwise.configs.tuning import load_tuning_config
 from shelfwise.models.datasets import load_tabular, stratified_split
-from shelfwise.models.delay import build_xgb_pipeline, cross_validate_auc, features_and_target
+from shelfwise.models.tabular import build_xgb_pipeline, cross_validate, features_and_target
 from shelfwise.models.tune import (
     FOLD_SCORES_ATTR,
     completed_trials,
     make_objective,
     open_study,
     params_with,
+    study_direction,
     suggest_params,
 )
 
@@ -46,7 +47,7 @@ def test_tuned_cv_auc_is_not_below_default_params_on_the_same_folds(data_dir, tm
     X, y = features_and_target(train, spec)
     base = cfg.xgboost.model_copy(update={"n_jobs": 1})
     folds, seed = cfg.split.cv_folds, cfg.split.seed
-    default = cross_validate_auc(lambda: build_xgb_pipeline(spec, base, seed), X, y, folds, seed)
+    default = cross_validate(lambda: build_xgb_pipeline(spec, base, seed), X, y, folds, seed)
 
     assert not tcfg.enqueue_base_params  # the search must find it, not start from it
     study = open_study(tcfg, f"sqlite:///{tmp_path / 'optuna.db'}", "test-tuned-vs-default")
@@ -59,3 +60,34 @@ def test_tuned_cv_auc_is_not_below_default_params_on_the_same_folds(data_dir, tm
     states = {t.state for t in study.trials}
     assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
     assert len(completed_trials(study)) >= tcfg.pruner.n_startup_trials
+
+
+def test_a_lower_is_better_metric_is_minimised_and_pruned_on_falling_sums(tmp_path):
+    """RMSE: the study minimises; the reported cumulative values fall fold by fold, so the
+    median pruner (which takes a trial's smallest report) compares the latest one."""
+    import numpy as np
+    import pandas as pd
+
+    from shelfwise.configs.datasets import TabularDatasetSpec
+    from shelfwise.configs.delay import RidgeParams
+    from shelfwise.configs.tuning import TuningConfig
+
+    assert study_direction("rmse") == "minimize" and study_direction("roc_auc") == "maximize"
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    y = 3 * X["a"].to_numpy() + rng.normal(0, 0.5, 300)
+    spec = TabularDatasetSpec(name="t", path="t.csv", target="y", numeric=["a", "b"])
+    tcfg = TuningConfig(
+        family="ridge", space={"alpha": {"low": 0.001, "high": 1000.0, "log": True}}
+    )
+    study = open_study(tcfg, f"sqlite:///{tmp_path / 'o.db'}", "ridge", direction="minimize")
+    objective = make_objective(
+        X, y, spec, RidgeParams(), tcfg.space, 4, 0, "regression", "ridge", "rmse"
+    )
+    study.optimize(objective, n_trials=8)
+    best = study.best_trial
+    assert best.value < 0.6  # noise 0.5: a small alpha fits it
+    reports = list(best.intermediate_values.values())
+    assert all(b < a for a, b in zip(reports, reports[1:], strict=False))
+    with pytest.raises(ValueError, match="unknown ridge hyper-parameter"):
+        TuningConfig(family="ridge", space={"max_depth": {"type": "int", "low": 1, "high": 3}})

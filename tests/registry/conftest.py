@@ -26,27 +26,27 @@ class DelaySetup:
     prepared: object
     eval_set: object
     rule: object
+    task: object
 
 
 @pytest.fixture(scope="session")
 def delay_setup(data_dir, tmp_path_factory) -> DelaySetup:
-    from shelfwise.configs.datasets import load_tabular_spec
-    from shelfwise.configs.delay import load_delay_config
-    from shelfwise.configs.gate import load_gate_config
     from shelfwise.configs.platform import PlatformConfig
+    from shelfwise.configs.tasks import gate_rule, load_task, training_config
     from shelfwise.flows.train import prepare_data
-    from shelfwise.registry.gate import load_delay_eval_set
+    from shelfwise.registry.gate import load_tabular_eval_set
 
-    cfg = load_delay_config()
+    task = load_task("delay_risk")
+    cfg = training_config(task)
     cfg = cfg.model_copy(update={"xgboost": cfg.xgboost.model_copy(update={"n_jobs": 1})})
-    spec = load_tabular_spec(cfg.dataset)
+    spec = task.dataset_spec()
     platform = PlatformConfig(state_dir=tmp_path_factory.mktemp("gate-state"), data_dir=data_dir)
-    prepared = prepare_data.fn(spec, cfg, platform)
-    eval_set = load_delay_eval_set(spec, cfg, data_dir)
+    kind = task.kind.value
+    prepared = prepare_data.fn(spec, cfg, platform, None, kind, task.data)
+    eval_set = load_tabular_eval_set(spec, cfg, data_dir, None, kind, task.data)
     assert eval_set.fingerprint == prepared.eval_fingerprint
-    return DelaySetup(
-        spec, cfg, platform, prepared, eval_set, load_gate_config().rule_for("delay_risk")
-    )
+    assert eval_set.naive_value == pytest.approx(prepared.naive_value)
+    return DelaySetup(spec, cfg, platform, prepared, eval_set, gate_rule(task), task)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +55,7 @@ def source_versions(mlflow_server, delay_setup) -> dict:
     import mlflow
 
     from shelfwise.flows.train import fit_log_register
+    from shelfwise.models.tabular import CVResult
     from shelfwise.registry import log as rlog
 
     mlflow.set_tracking_uri(mlflow_server)
@@ -65,7 +66,16 @@ def source_versions(mlflow_server, delay_setup) -> dict:
     for kind, upd in (("weak", WEAK), ("default", {}), ("better", BETTER)):
         params = cfg.xgboost.model_copy(update=upd)
         _, version, metrics = fit_log_register(
-            s.spec, cfg, s.prepared, params, [], exp, "manual", s.platform, run_name=kind
+            s.task,
+            s.spec,
+            cfg,
+            s.prepared,
+            "xgboost",
+            params,
+            exp,
+            "manual",
+            cv=CVResult([]),  # no CV: the gate tests score the holdout only
+            run_name=kind,
         )
         out[kind] = mlflow.MlflowClient().get_model_version(cfg.registered_model_name, version)
     return out
@@ -103,9 +113,15 @@ def sqlite_store(tmp_path):
 @pytest.fixture
 def evaluator(delay_setup):
     """evaluator(client, model) -> Evaluate scoring on the fixed evaluation set."""
-    from shelfwise.flows.promote import delay_risk_evaluator
+    from shelfwise.flows.promote import tabular_evaluator
 
     def make(client, model_name: str):
-        return delay_risk_evaluator(client, model_name, delay_setup.eval_set, delay_setup.rule)
+        return tabular_evaluator(
+            client,
+            model_name,
+            delay_setup.eval_set,
+            delay_setup.rule,
+            delay_setup.task.naive_baseline,
+        )
 
     return make

@@ -136,3 +136,69 @@ def test_baseline_requirement_is_relative_and_never_defaults_to_yes():
     assert not useless.promote and "vs prevalence" in useless.reasons[0]
     missing = decide(rule, y, _noisy(y, 0.3, rng), None, "1", None, FP, FP, None)
     assert not missing.promote and "no naive baseline scored" in missing.reasons[0]
+
+
+def test_regression_kind_default_rule_needs_the_training_mean_beaten(tmp_path):
+    """The regression kind's default gate: RMSE primary, and a first version must beat the
+    naive 'mean' (the training split's mean on every row) - no absolute floor."""
+    import yaml
+
+    from shelfwise.configs.tasks import gate_rule, load_task
+    from shelfwise.registry.gate import EvalSet
+
+    path = tmp_path / "sales.yaml"
+    dataset = {"kind": "tabular", "name": "s", "path": "s.csv", "target": "y", "numeric": ["x"]}
+    path.write_text(yaml.safe_dump({"name": "sales", "kind": "regression", "dataset": dataset}))
+    task = load_task(path)
+    rule = gate_rule(task)
+    assert rule.primary.metric == "rmse" and rule.floors == {}
+    rng = np.random.default_rng(0)
+    y = rng.normal(50, 10, 600)
+    eval_set = EvalSet(X=None, y=y, fingerprint=FP, naive_value=51.0)
+    naive = {task.naive_baseline: eval_set.naive_predictions()}
+    good = decide(
+        rule,
+        y,
+        y + rng.normal(0, 3, 600),
+        None,
+        "1",
+        None,
+        FP,
+        FP,
+        None,
+        baselines=naive,
+        naive=task.naive_baseline,
+    )
+    assert good.promote, good.reasons
+    assert any(c.name == "baseline:mean:rmse" and c.passed for c in good.checks)
+    # a model no better than the training mean is refused, and says so
+    flat = decide(
+        rule,
+        y,
+        np.full(600, 50.5) + rng.normal(0, 5, 600),
+        None,
+        "1",
+        None,
+        FP,
+        FP,
+        None,
+        baselines=naive,
+        naive=task.naive_baseline,
+    )
+    assert not flat.promote
+    assert any("vs mean" in r for r in flat.reasons)
+    # r2 is scored by the gate too (higher is better)
+    r2 = decide(
+        rule.model_copy(update={"floors": {"r2": 0.5}}),
+        y,
+        y + rng.normal(0, 3, 600),
+        None,
+        "1",
+        None,
+        FP,
+        FP,
+        None,
+        baselines=naive,
+        naive="mean",
+    )
+    assert r2.challenger_metrics["r2"] > 0.8 and r2.promote

@@ -199,7 +199,7 @@ def delay_version(mlflow_server, data_dir, tmp_path_factory) -> Version:
     from shelfwise.configs.datasets import load_tabular_spec
     from shelfwise.configs.delay import XGBoostParams
     from shelfwise.models.datasets import load_tabular
-    from shelfwise.models.delay import build_xgb_pipeline, features_and_target
+    from shelfwise.models.tabular import build_xgb_pipeline, features_and_target
 
     spec = load_tabular_spec("ecommerce_shipping")
     X, y = features_and_target(load_tabular(spec, data_dir)[0], spec)

@@ -32,7 +32,7 @@ def shipping_frame(data_dir: Path) -> tuple[pd.DataFrame, object]:
 
 def fit_small_pipeline(df: pd.DataFrame, spec, n_estimators: int = 40, seed: int = 0):
     from shelfwise.configs.delay import XGBoostParams
-    from shelfwise.models.delay import build_xgb_pipeline, features_and_target
+    from shelfwise.models.tabular import build_xgb_pipeline, features_and_target
 
     X, y = features_and_target(df, spec)
     params = XGBoostParams(n_estimators=n_estimators, max_depth=3, n_jobs=1)
@@ -44,7 +44,7 @@ def register_delay(mlflow_server: str, shipping_frame) -> Callable[..., Register
     """``register(name, n_estimators, seed, alias)`` fits, logs and registers a version."""
     import mlflow
 
-    from shelfwise.models.delay import features_and_target
+    from shelfwise.models.tabular import features_and_target
     from shelfwise.registry import log as rlog
 
     df, spec = shipping_frame

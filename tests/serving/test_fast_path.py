@@ -49,13 +49,13 @@ def test_resolve_alias_and_missing_versions(mlflow_server: str, delay_v1) -> Non
 
 
 def test_unsupported_pipeline_falls_back_to_the_pipeline(shipping_frame) -> None:
-    from shelfwise.configs.delay import BaselineParams
-    from shelfwise.models.delay import build_baseline_pipeline, features_and_target
+    from shelfwise.configs.delay import LogisticParams
+    from shelfwise.models.tabular import build_pipeline, features_and_target
 
     df, spec = shipping_frame
     sample = df.sample(2000, random_state=1)
     X, y = features_and_target(sample, spec)
-    pipe = build_baseline_pipeline(spec, BaselineParams()).fit(X, y)
+    pipe = build_pipeline("logistic", spec, LogisticParams()).fit(X, y)
     with pytest.raises(UnsupportedPipeline):
         build_fast_predictor(pipe)
     loaded = prepare_delay_model(pipe, "m", "1", SeverityBands())

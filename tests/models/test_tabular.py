@@ -1,21 +1,27 @@
 import numpy as np
+import pandas as pd
 import pytest
 
-from shelfwise.configs.datasets import load_tabular_spec
-from shelfwise.configs.delay import SeverityBands, load_delay_config
+from shelfwise.configs.datasets import TabularDatasetSpec, load_tabular_spec
+from shelfwise.configs.delay import DelayRiskConfig, SeverityBands, load_delay_config
 from shelfwise.models.datasets import load_tabular, stratified_split
-from shelfwise.models.delay import (
-    build_baseline_pipeline,
-    build_xgb_pipeline,
-    cross_validate_auc,
-    features_and_target,
-    severities,
-    severity,
-)
 from shelfwise.models.metrics import (
+    HIGHER_IS_BETTER,
     business_cost,
     classification_metrics,
     expected_calibration_error,
+    regression_metrics,
+)
+from shelfwise.models.tabular import (
+    build_pipeline,
+    build_xgb_pipeline,
+    cross_validate,
+    cv_splitter,
+    features_and_target,
+    needs_imputation,
+    predict,
+    severities,
+    severity,
 )
 
 
@@ -52,6 +58,44 @@ def test_metrics_on_known_values() -> None:
     assert business_cost(y, np.array([0.9, 0.1, 0.2, 0.9]), 0.5, 10.0, 1.0) == 11 / 4
 
 
+def test_regression_metrics_on_known_values() -> None:
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    exact = regression_metrics(y, y)
+    assert exact == {"rmse": 0.0, "mae": 0.0, "r2": 1.0}
+    mean = regression_metrics(y, np.full(4, y.mean()))
+    assert mean["r2"] == 0.0 and mean["rmse"] == pytest.approx(np.std(y))
+    assert regression_metrics(y, y + 1.0)["mae"] == 1.0
+    assert "r2" in HIGHER_IS_BETTER and "rmse" not in HIGHER_IS_BETTER
+
+
+def test_missing_values_kept_for_xgboost_imputed_for_the_others() -> None:
+    assert not needs_imputation("xgboost", "keep")
+    assert needs_imputation("random_forest", "keep") and needs_imputation("logistic", "keep")
+    assert needs_imputation("xgboost", "impute")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"c": rng.choice(["a", "b"], 200), "x": rng.normal(size=200)})
+    y = (X["x"] + (X["c"] == "a") > 0.5).astype(int).to_numpy()
+    X.loc[::7, "x"] = np.nan
+    spec = TabularDatasetSpec(name="t", path="t.csv", target="y", categorical=["c"], numeric=["x"])
+    for family in ("logistic", "random_forest", "xgboost"):
+        pipe = build_pipeline(family, spec, DelayRiskConfig().params(family), 0).fit(X, y)
+        proba = predict(pipe, X)
+        assert np.isfinite(proba).all() and classification_metrics(y, proba)["roc_auc"] > 0.8
+    with pytest.raises(ValueError, match="not a regression family"):
+        build_pipeline("logistic", spec, DelayRiskConfig().logistic, 0, "regression")
+
+
+def test_every_family_gets_the_same_folds() -> None:
+    X = pd.DataFrame({"x": np.arange(100.0)})
+    y = np.r_[np.zeros(60), np.ones(40)].astype(int)
+    a = [va.tolist() for _, va in cv_splitter("classification", 5, 42).split(X, y)]
+    b = [va.tolist() for _, va in cv_splitter("classification", 5, 42).split(X, y)]
+    assert a == b
+    assert all(sum(y[v]) == 8 for v in a)  # stratified
+    r = [va.tolist() for _, va in cv_splitter("regression", 5, 42).split(X, y.astype(float))]
+    assert sorted(i for v in r for i in v) == list(range(100))
+
+
 @pytest.mark.slow
 def test_xgboost_beats_logistic_baseline_on_real_holdout(data_dir) -> None:
     cfg = load_delay_config()
@@ -61,7 +105,7 @@ def test_xgboost_beats_logistic_baseline_on_real_holdout(data_dir) -> None:
     X, y = features_and_target(train, spec)
     Xt, yt = features_and_target(test, spec)
     xgb = build_xgb_pipeline(spec, cfg.xgboost).fit(X, y)
-    base = build_baseline_pipeline(spec, cfg.baseline).fit(X, y)
+    base = build_pipeline("logistic", spec, cfg.logistic).fit(X, y)
     xgb_auc = classification_metrics(yt, xgb.predict_proba(Xt)[:, 1])["roc_auc"]
     base_auc = classification_metrics(yt, base.predict_proba(Xt)[:, 1])["roc_auc"]
     assert xgb_auc >= 0.73, xgb_auc
@@ -79,7 +123,7 @@ def test_cross_validation_is_stable(data_dir) -> None:
     df, _ = load_tabular(spec, data_dir)
     X, y = features_and_target(df, spec)
     seen: list[int] = []
-    res = cross_validate_auc(
+    res = cross_validate(
         lambda: build_xgb_pipeline(spec, cfg.xgboost),
         X,
         y,
@@ -89,3 +133,6 @@ def test_cross_validation_is_stable(data_dir) -> None:
     )
     assert seen == [0, 1, 2, 3, 4]
     assert 0.72 <= res.mean <= 0.78 and res.std < 0.03
+    summary = res.summary()
+    assert summary["cv_roc_auc_mean"] == pytest.approx(res.mean)
+    assert {"cv_brier_mean", "cv_ece_mean", "cv_log_loss_std"} <= set(summary)
