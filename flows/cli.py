@@ -98,14 +98,16 @@ def train(
 
 def print_train_result(result: dict) -> None:
     """The candidates side by side (the winner first), the run and version links, the gate."""
-    candidates: dict[str, dict[str, float]] = result.get("candidates") or {}
+    others: dict[str, dict[str, float]] = result.get("baseline_metrics") or {}
     winner = result.get("family") or "registered"
-    columns = {winner: result.get("metrics") or {}, **{k: v for k, v in candidates.items()}}
+    columns = {winner: result.get("metrics") or {}, **others}
     table = Table(title=f"{result['model_name']} v{result['version']} ({winner} won)")
     table.add_column("metric")
     for family in columns:
         table.add_column(family, justify="right")
-    names = dict.fromkeys(k for m in columns.values() for k in m)
+    names = dict.fromkeys(
+        k for m in columns.values() for k, v in m.items() if isinstance(v, int | float)
+    )
     for name in names:
         values = [m.get(name) for m in columns.values()]
         table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in values))
