@@ -27,7 +27,7 @@ from tests.flows.forecast_helpers import forecast_config
 from tests.flows.stack_helpers import (
     all_flow_runs,
     log_messages,
-    reduced_delay_config,
+    reduced_task,
     wait_for,
 )
 
@@ -94,14 +94,16 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def delay(cli) -> Trained:
-    """``shelfwise train delay-risk --json`` on a reduced config: v1, gated, @champion."""
+    """``shelfwise train <task YAML> --json`` on a reduced delay-risk declaration: v1, gated,
+    @champion."""
     name = f"delay_risk_{uuid.uuid4().hex[:8]}"
-    path = reduced_delay_config(cli.cwd / f"{name}.yaml")
-    raw = read_yaml(path)
-    raw.update(registered_model_name=name, experiment=name)
-    raw["xgboost"]["n_jobs"] = 1
-    path.write_text(yaml.safe_dump(raw))
-    result, stderr = cli.json("train", "delay-risk", "--config", str(path))
+    path = reduced_task(
+        cli.cwd / f"{name}.yaml",
+        model_name=name,
+        experiment=name,
+        training={"xgboost": {"n_jobs": 1}, "random_forest": {"n_estimators": 60}},
+    )
+    result, stderr = cli.json("train", str(path))
     return Trained(name, path, result, stderr)
 
 
@@ -121,6 +123,11 @@ def test_train_delay_risk_json(delay) -> None:
     r = delay.result
     assert r["model_name"] == delay.name and r["version"] == "1"
     assert r["metrics"]["roc_auc"] > 0.7 and "baseline_metrics" in r
+    assert r["family"] in r["candidates"] and set(r["candidates"]) == {
+        "logistic",
+        "random_forest",
+        "xgboost",
+    }
     assert r["extra"]["gate"]["promoted"] and r["extra"]["gate"]["champion_after"] == "1"
     # MLflow's run links and the flows' logs were written, to stderr
     assert "View run" in delay.stderr and "registered" in delay.stderr
@@ -132,7 +139,7 @@ def test_flow_run_log_has_registration_and_gate_lines(delay, cli) -> None:
     (train,) = [
         r
         for r in runs
-        if r["parameters"].get("config") == str(delay.config) and r["id"] != gate["id"]
+        if r["parameters"].get("task") == str(delay.config) and r["id"] != gate["id"]
     ]
     assert gate["parent_task_run_id"] is not None  # the gate ran as the train flow's subflow
     registered = f"registered {delay.name} version 1"
@@ -145,14 +152,14 @@ def test_flow_run_log_has_registration_and_gate_lines(delay, cli) -> None:
         return messages if registered in messages and have_decision else None
 
     messages = wait_for(arrived, 60, "the platform's lines in the flow-run logs")
-    assert f"gating {delay.name} v1 as a delay_risk model" in messages
+    assert f"gating {delay.name} v1 for task delay_risk (classification)" in messages
 
 
 def test_tune_then_gate_compare_history_json(delay, cli) -> None:
     study = f"cli-json-{uuid.uuid4().hex[:6]}"
     tuned, stderr = cli.json(
         "tune",
-        "delay-risk",
+        str(delay.config),
         "--trials",
         "2",
         "--cv-folds",
@@ -183,18 +190,7 @@ def test_tune_then_gate_compare_history_json(delay, cli) -> None:
 
 
 def test_monitor_json(delay, cli) -> None:
-    cfg = cli.cwd / f"monitoring-{delay.name}.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "model_name": delay.name,
-                "delay_config": str(delay.config),
-                "experiment": f"monitoring-{delay.name}",
-                "evidently_project": f"cli-json {delay.name}",
-            }
-        )
-    )
-    result, _ = cli.json("monitor", "--config", str(cfg), "--no-emit")
+    result, _ = cli.json("monitor", str(delay.config), "--no-emit")
     assert result["model_name"] == delay.name and result["window_rows"] == 0
     assert result["decision"]["retrain"] is False
 
