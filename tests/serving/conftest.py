@@ -184,7 +184,7 @@ CHURN_TASK = {
     "name": "basket_churn",
     "kind": "classification",
     "data": {"missing": "error"},
-    "serving": {"output": "churn_probability"},
+    "serving": {"output": "churn_probability", "id_field": "customer"},
 }
 VALUE_TASK = {"name": "basket_value", "kind": "regression"}
 
