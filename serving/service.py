@@ -282,7 +282,10 @@ class ShelfwiseService:
             return self._unavailable(follower)
         api = TABULAR[task]
         row = api.row(request)
-        value = model.predict_one(row)
+        try:
+            value = model.predict_one(row)
+        except ValueError as exc:
+            return _cannot_score(api, model, [row], exc)
         explained = None
         if getattr(request, "explain", False):
             explained = await asyncio.to_thread(_explain, api, model, row)
@@ -297,7 +300,10 @@ class ShelfwiseService:
             raise ServiceUnavailable(_not_loaded(follower))
         api = TABULAR[task]
         rows = [api.row(r) for r in requests]
-        values = model.predict_many(rows)
+        try:
+            values = model.predict_many(rows)
+        except ValueError as exc:
+            raise InvalidArgument(_cannot_score(api, model, rows, exc).body.decode()) from None
         now = datetime.now(UTC)
         responses, records = [], []
         for request, row, value in zip(requests, rows, values, strict=True):
@@ -450,6 +456,22 @@ def _load_tabular(
 
 def _explain(api: TabularApi, model: LoadedTabularModel, row: dict[str, Any]) -> Any:
     return explain_row(model.pipeline, model.frame([row]), model.kind)
+
+
+def _cannot_score(
+    api: TabularApi, model: LoadedTabularModel, rows: list[dict[str, Any]], exc: Exception
+) -> JSONResponse:
+    """422 when the model refuses valid input: missing values (null) that this version cannot
+    take (e.g. a linear pipeline without an imputer); other errors are the server's (5xx)."""
+    missing = sorted({api.field_of_column[c] for r in rows for c, v in r.items() if v is None})
+    if not missing:
+        raise exc
+    message = (
+        f"{model.registered_name} v{model.version} cannot score missing values "
+        f"({', '.join(missing)}): {exc}"
+    )
+    detail = [{"loc": [name], "msg": message} for name in missing]
+    return JSONResponse({"error": message, "detail": detail}, status_code=422)
 
 
 def _tabular_response(

@@ -142,11 +142,15 @@ class TabularApi:
         return out
 
 
+MAX_ABS_NUMBER = 1e15  # beyond this a float32 feature matrix (XGBoost) loses the value or overflows
+Number = Annotated[StrictFloat, Field(ge=-MAX_ABS_NUMBER, le=MAX_ABS_NUMBER)]
+
+
 def _numeric_type(series: pd.Series | None) -> Any:
     """A number (an integer is a number too); a boolean when the file stores booleans."""
     if series is not None and pd.api.types.is_bool_dtype(series):
         return StrictBool
-    return StrictFloat
+    return Number
 
 
 def _safe_attr(name: str, i: int, taken: set[str]) -> str:
@@ -204,7 +208,7 @@ def tabular_api(
         value = _json_value(first[col]) if first is not None and col in head.columns else default
         if value is not None:
             base = kind if not nullable else kind.__args__[0]
-            cast = {StrictBool: bool, StrictInt: int, StrictFloat: float}.get(base, str)
+            cast = {StrictBool: bool, Number: float}.get(base, str)
             value = cast(value)
         example[name] = value
     fields["explain"] = (

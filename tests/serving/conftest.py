@@ -193,8 +193,9 @@ VALUE_TASK = {"name": "basket_value", "kind": "regression"}
 def generated_tasks(mlflow_server: str, tmp_path_factory) -> GeneratedTasks:
     import mlflow
     from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import Ridge
-    from sklearn.pipeline import Pipeline
+    from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     from shelfwise.configs.datasets import TabularDatasetSpec
@@ -241,7 +242,7 @@ def generated_tasks(mlflow_server: str, tmp_path_factory) -> GeneratedTasks:
     encode = ColumnTransformer(
         [
             ("categorical", OneHotEncoder(handle_unknown="ignore"), ["channel"]),
-            ("numeric", StandardScaler(), vspec.numeric),
+            ("numeric", make_pipeline(SimpleImputer(), StandardScaler()), vspec.numeric),
         ],
         verbose_feature_names_out=False,
     )
