@@ -94,6 +94,7 @@ class LoadedTabularModel:
     fast_path_note: str
     input_columns: tuple[str, ...]
     bands: SeverityBands | None = None  # classification: severity bands
+    categorical: frozenset[str] = frozenset()  # input columns the pipeline encodes as categories
 
     @property
     def uses_fast_path(self) -> bool:
@@ -101,12 +102,11 @@ class LoadedTabularModel:
 
     def frame(self, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         frame = pd.DataFrame(list(rows), columns=list(self.input_columns))
-        for column in frame.columns[frame.isna().any()]:  # None -> NaN, numbers stay numbers
-            values = frame[column].dropna()
-            numeric = all(isinstance(v, int | float | np.number) for v in values)
-            frame[column] = (
-                pd.to_numeric(frame[column]) if numeric else frame[column].where(values.notna())
-            )
+        for column in frame.columns[frame.isna().any()]:  # None -> NaN of the column's kind
+            if column in self.categorical:
+                frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
+            else:
+                frame[column] = pd.to_numeric(frame[column])
         return frame
 
     def predict_one(self, row: Mapping[str, Any]) -> float:
@@ -127,6 +127,21 @@ class LoadedTabularModel:
 
     def severity(self, probability: float) -> str | None:
         return severity(probability, self.bands) if self.bands is not None else None
+
+
+def categorical_columns(pipeline: Any) -> frozenset[str]:
+    """Input columns that the pipeline's first ColumnTransformer sends to a category encoder
+    (one-hot / ordinal, also inside a nested Pipeline)."""
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    steps = getattr(pipeline, "steps", None) or []
+    encoder = steps[0][1] if steps else None
+    out: set[str] = set()
+    for _name, transformer, cols in getattr(encoder, "transformers_", []):
+        parts = [s for _, s in getattr(transformer, "steps", [])] or [transformer]
+        if any(isinstance(t, OneHotEncoder | OrdinalEncoder) for t in parts):
+            out.update([cols] if isinstance(cols, str) else [str(c) for c in cols])
+    return frozenset(out)
 
 
 def _has_missing(row: Mapping[str, Any]) -> bool:
@@ -179,6 +194,7 @@ def prepare_tabular_model(
         fast_path_note=note,
         input_columns=columns,
         bands=bands if kind == "classification" else None,
+        categorical=categorical_columns(pipeline),
     )
     _warm(loaded)
     if fast is None and kind == "classification":

@@ -249,7 +249,9 @@ def generated_tasks(mlflow_server: str, tmp_path_factory) -> GeneratedTasks:
     reg = Pipeline([("encode", encode), ("model", Ridge(alpha=1.0))]).fit(Xv, yv)
     reg_name = f"basket_value_{suffix}"
     with mlflow.start_run(experiment_id=rlog.get_or_create_experiment(f"serving-{reg_name}")):
-        info = mlflow.sklearn.log_model(reg, name="model", input_example=Xv.head(5))
+        info = mlflow.sklearn.log_model(
+            reg, name="model", input_example=Xv.head(5), skops_trusted_types=["numpy.dtype"]
+        )
         mv = rlog.register_version(info.model_uri, reg_name, {rlog.TAG_TASK: "basket_value"})
     mlflow.MlflowClient().set_registered_model_alias(reg_name, "champion", mv.version)
     regressor = Registered(reg_name, str(mv.version), reg)

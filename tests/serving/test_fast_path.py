@@ -85,6 +85,12 @@ def test_regression_pipeline_and_missing_values(shipping_frame) -> None:
     row = {**X.iloc[0].to_dict(), "Weight_in_gms": None}
     nan_row = X.head(1).assign(Weight_in_gms=np.nan)
     assert loaded.predict_one(row) == pytest.approx(pipe.predict_proba(nan_row)[0, 1], abs=1e-7)
+    # a missing category is an unknown one (all-zero one-hot); a column of nulls stays its kind
+    assert "Gender" in loaded.categorical and "Weight_in_gms" not in loaded.categorical
+    nulls = [
+        {**r, "Gender": None, "Cost_of_the_Product": None} for r in X.head(3).to_dict("records")
+    ]
+    assert np.isfinite(loaded.predict_many(nulls)).all()
 
     reg = build_xgb_pipeline(spec, XGBoostParams(n_estimators=5, max_depth=2, n_jobs=1))
     reg.steps[-1] = ("model", Ridge())
