@@ -56,24 +56,31 @@ DATA_DIR = Path(os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().pa
 def order_payloads(n: int = 256) -> tuple[list[dict], list[dict]]:
     """Real rows of the shipping data as service orders and as mlflow dataframe records."""
     from shelfwise.models.datasets import load_tabular
-    from shelfwise.serving.schemas import ORDER_TO_COLUMN
+    from shelfwise.serving.client import order_payload
 
     spec = load_tabular_spec("ecommerce_shipping")
     df, _ = load_tabular(spec, DATA_DIR)
     sample = df.sample(n, random_state=7)
     orders, records = [], []
     for i, row in enumerate(sample.to_dict("records")):
-        order: dict[str, Any] = {"order_id": f"bench-{i}"}
-        for field, column in ORDER_TO_COLUMN.items():
-            value = row[column]
-            if field in ("customer_care_calls", "customer_rating", "prior_purchases"):
-                value = int(value)
-            elif column in spec.numeric:
-                value = float(value)
-            order[field] = value
-        orders.append(order)
+        orders.append(order_payload(row, f"bench-{i}"))
         records.append({c: row[c] for c in spec.features})
     return orders, records
+
+
+def bench_tasks_dir(folder: Path, model_name: str) -> Path:
+    """The shipped declaration of the task behind the client's routes, pointed at the benchmark's
+    registered model (SHELFWISE_TASKS_DIR)."""
+    import yaml
+
+    from shelfwise.serving.client import _task_api
+
+    task = _task_api(None).task
+    raw = yaml.safe_load(Path(task.source).read_text())
+    raw["model_name"] = model_name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{task.name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return folder
 
 
 # -- load generation --------------------------------------------------------------------------
@@ -324,18 +331,20 @@ def run_inprocess(
 ) -> tuple[list[dict[str, Any]], str]:
     import uuid
 
-    from shelfwise.registry.load import load_delay_model
-    from shelfwise.serving.schemas import DelayOrder, DelayRiskResponse
+    from shelfwise.registry.load import load_tabular_model
+    from shelfwise.serving.client import _task_api
 
-    model = load_delay_model(tracking_uri, name, version, load_delay_config().severity)
+    api = _task_api(None)  # the task behind the client's routes: its generated models
+    model = load_tabular_model(tracking_uri, name, version, bands=load_delay_config().severity)
 
-    def call(i: int) -> DelayRiskResponse:
-        order = DelayOrder.model_validate(orders[i % len(orders)])
-        p = model.predict_one(order.model_row())
-        return DelayRiskResponse(
+    def call(i: int) -> Any:
+        order = api.request.model_validate(orders[i % len(orders)])
+        p = model.predict_one(api.row(order))
+        return api.response(
             prediction_id=uuid.uuid4().hex,
-            order_id=order.order_id,
-            delay_probability=p,
+            task=api.task.name,
+            row_id=api.request_id(order),
+            prediction=p,
             severity=model.severity(p),
             model_version=model.version,
         )
@@ -466,7 +475,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             order_bodies = [json.dumps(o).encode() for o in orders]
             mlflow_bodies = [json.dumps({"dataframe_records": [r]}).encode() for r in records]
             base_env = {
-                "SHELFWISE_DELAY_MODEL_NAME": name,
+                "SHELFWISE_TASKS_DIR": str(bench_tasks_dir(state / "tasks", name)),
                 "SHELFWISE_STORE_URL": f"sqlite:///{state / 'predictions.db'}",
                 "BENTOML_HOME": str(state / "bentoml"),
                 "SHELFWISE_POLL_INTERVAL_S": "10",

@@ -1,24 +1,38 @@
 """A trivial endpoint in the same BentoML configuration as the Shelfwise service: it parses the
-same order schema and answers a constant, so its numbers are the framework's own ceiling."""
+same (generated) request model as the served task's one-row route and answers a constant, so its
+numbers are the framework's own ceiling."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import bentoml
 
-from shelfwise.serving.schemas import DelayOrder, DelayRiskResponse
+from shelfwise.serving.client import _task_api
 from shelfwise.serving.service import service_options, serving_config
 
+API = _task_api(None)  # the task behind the client's routes
+ROUTE = API.task.serving.legacy_routes.predict or f"/v1/{API.task.url_path}/predict"
 
-@bentoml.service(name="shelfwise-echo", **service_options(serving_config()))
+
 class EchoService:
-    @bentoml.api(route="/v1/delay-risk")
-    async def delay_risk(self, order: DelayOrder, /) -> DelayRiskResponse:
-        return DelayRiskResponse(
-            prediction_id=uuid.uuid4().hex,
-            order_id=order.order_id,
-            delay_probability=0.5,
-            severity="warning",
-            model_version="echo",
-        )
+    pass
+
+
+async def predict(self: Any, request: Any, /) -> Any:
+    return API.response(
+        prediction_id=uuid.uuid4().hex,
+        task=API.task.name,
+        row_id=API.request_id(request),
+        prediction=0.5,
+        severity="warning",
+        model_version="echo",
+    )
+
+
+predict.__annotations__ = {"request": API.request, "return": API.response}
+EchoService.predict = bentoml.api(route=ROUTE)(predict)  # type: ignore[attr-defined]
+EchoService = bentoml.service(name="shelfwise-echo", **service_options(serving_config()))(  # type: ignore[misc]
+    EchoService
+)

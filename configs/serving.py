@@ -1,4 +1,8 @@
-"""Serving configuration: alias polling, batching, auth and prediction logging."""
+"""Serving configuration: alias polling, batching, auth and prediction logging.
+
+Which models are served is not configured here: the service serves every declared task
+(configs/tasks/<name>.yaml, ``serving.enabled``) at its ``serving.alias``; ``SHELFWISE_TASKS_DIR``
+points it at another folder of declarations."""
 
 from __future__ import annotations
 
@@ -17,19 +21,12 @@ ENV_OVERRIDES: dict[str, str] = {
     "auth.protect_predictions": "SHELFWISE_PROTECT_PREDICTIONS",
     "prediction_log.enabled": "SHELFWISE_PREDICTION_LOG",
     "prediction_log.writer": "SHELFWISE_PREDICTION_LOG_WRITER",
-    "delay_risk.registered_name": "SHELFWISE_DELAY_MODEL_NAME",
-    "demand_forecast.registered_name": "SHELFWISE_FORECAST_MODEL_NAME",
     "workers": "SHELFWISE_SERVING_WORKERS",
 }
 
 # BentoML's dispatcher answers 503 "process is overloaded" when max_latency_ms is close to the
 # cost of one batch (measured: 20 ms rejected 97-99% of requests at concurrency 8-32).
 MIN_BATCH_LATENCY_MS = 200
-
-
-class FollowedModel(StrictModel):
-    registered_name: str = Field(min_length=1)
-    alias: str = Field("champion", min_length=1)
 
 
 class BatchingConfig(StrictModel):
@@ -54,8 +51,6 @@ class PredictionLogConfig(StrictModel):
 
 class ServingSettings(StrictModel):
     poll_interval_s: float = Field(10.0, gt=0, le=3600)
-    delay_risk: FollowedModel = FollowedModel(registered_name="delay_risk")
-    demand_forecast: FollowedModel = FollowedModel(registered_name="demand_forecast")
     batching: BatchingConfig = BatchingConfig()
     auth: AuthConfig = AuthConfig()
     prediction_log: PredictionLogConfig = PredictionLogConfig()

@@ -136,6 +136,17 @@ class TaskServing(StrictModel):
         "(classification), prediction (regression)",
     )
     legacy_routes: TaskRoutes = TaskRoutes()
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="request field name of a dataset column (column -> field); default: the "
+        "column name itself",
+    )
+    id_field: str = Field(
+        "id", min_length=1, description="request field carrying the row's id (the id_column)"
+    )
+    batch_field: str = Field(
+        "rows", min_length=1, description="key of the list in a batch request body"
+    )
 
 
 class TaskSchedules(StrictModel):

@@ -1,10 +1,11 @@
 """Resolve a registry alias and load that version for serving (no global tracking URI is set).
 
 ``resolve_alias`` answers which version an alias points at (None when the model or alias does
-not exist yet). ``load_delay_model`` downloads one version, loads the scikit-learn pipeline,
-builds the fast path (models/fast_delay.py), checks it against the pipeline on probe rows and
-warms it; the result is an immutable object that serving swaps in with one assignment.
-``load_forecast_model`` does the same for the demand-forecast pyfunc: it precomputes the fitted
+not exist yet). ``load_tabular_model`` downloads one version of a classification or regression
+task, loads the scikit-learn pipeline, builds the fast path for classifiers (models/fast_delay.py),
+checks it against the pipeline on probe rows and warms it; the result is an immutable object
+that serving swaps in with one assignment.
+``load_forecast_model`` does the same for a forecast task's pyfunc: it precomputes the fitted
 window of every series (a request is then a lookup) and carries the version's gate metrics.
 """
 
@@ -73,53 +74,100 @@ def download_version(
     )
 
 
+TABULAR_KINDS = ("classification", "regression")
+
+
 @dataclass(frozen=True)
-class LoadedDelayModel:
-    """One registered delay-risk version, loaded, checked and warm. Never mutated after load."""
+class LoadedTabularModel:
+    """One registered version of a tabular task (a scikit-learn pipeline), loaded, checked and
+    warm. ``kind`` classification: predictions are the positive class's probability (through the
+    fast path when the pipeline allows it); regression: the pipeline's predictions. Never mutated
+    after load."""
 
     registered_name: str
     version: str
     run_id: str | None
     loaded_at: datetime
+    kind: str
     pipeline: Any
     fast: FastDelayPredictor | None
     fast_path_note: str
     input_columns: tuple[str, ...]
-    bands: SeverityBands
+    bands: SeverityBands | None = None  # classification: severity bands
+    categorical: frozenset[str] = frozenset()  # input columns the pipeline encodes as categories
 
     @property
     def uses_fast_path(self) -> bool:
         return self.fast is not None
 
+    def frame(self, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        frame = pd.DataFrame(list(rows), columns=list(self.input_columns))
+        for column in frame.columns[frame.isna().any()]:  # None -> NaN of the column's kind
+            if column in self.categorical:
+                frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
+            else:
+                frame[column] = pd.to_numeric(frame[column])
+        return frame
+
     def predict_one(self, row: Mapping[str, Any]) -> float:
-        if self.fast is not None:
+        if self.fast is not None and not _has_missing(row):
             return self.fast.predict_one(row)
         return float(self.predict_many([row])[0])
 
     def predict_many(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        if self.fast is not None:
+        if self.fast is not None and not any(_has_missing(r) for r in rows):
             return self.fast.predict_many(rows)
-        frame = pd.DataFrame(list(rows), columns=list(self.input_columns))
-        return np.asarray(self.pipeline.predict_proba(frame))[:, 1].astype(np.float64)
+        return self.predict_frame(self.frame(rows))
 
-    def severity(self, probability: float) -> str:
-        return severity(probability, self.bands)
+    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """Through the pipeline itself (explanations and rows with missing values)."""
+        if self.kind == "classification":
+            return np.asarray(self.pipeline.predict_proba(frame))[:, 1].astype(np.float64)
+        return np.asarray(self.pipeline.predict(frame), dtype=np.float64).reshape(len(frame))
+
+    def severity(self, probability: float) -> str | None:
+        return severity(probability, self.bands) if self.bands is not None else None
 
 
-def prepare_delay_model(
+def categorical_columns(pipeline: Any) -> frozenset[str]:
+    """Input columns that the pipeline's first ColumnTransformer sends to a category encoder
+    (one-hot / ordinal, also inside a nested Pipeline)."""
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    steps = getattr(pipeline, "steps", None) or []
+    encoder = steps[0][1] if steps else None
+    out: set[str] = set()
+    for _name, transformer, cols in getattr(encoder, "transformers_", []):
+        parts = [s for _, s in getattr(transformer, "steps", [])] or [transformer]
+        if any(isinstance(t, OneHotEncoder | OrdinalEncoder) for t in parts):
+            out.update([cols] if isinstance(cols, str) else [str(c) for c in cols])
+    return frozenset(out)
+
+
+def _has_missing(row: Mapping[str, Any]) -> bool:
+    return any(v is None for v in row.values())
+
+
+def prepare_tabular_model(
     pipeline: Any,
     registered_name: str,
     version: str,
-    bands: SeverityBands,
+    kind: str = "classification",
+    bands: SeverityBands | None = None,
     run_id: str | None = None,
-) -> LoadedDelayModel:
-    """Build and verify the fast path for a loaded pipeline; fall back to the pipeline if the fast
-    path is unsupported or disagrees with it beyond 1e-6 on probe rows."""
-    fast: FastDelayPredictor | None
-    try:
-        fast = build_fast_predictor(pipeline)
-    except UnsupportedPipeline as exc:
-        fast, note = None, f"pipeline path: {exc}"
+) -> LoadedTabularModel:
+    """Classification: build and verify the fast path for a loaded pipeline; fall back to the
+    pipeline if the fast path is unsupported or disagrees with it beyond 1e-6 on probe rows.
+    Regression: the pipeline answers (the fast path reproduces probabilities only)."""
+    if kind not in TABULAR_KINDS:
+        raise ModelLoadError(f"{registered_name} v{version}: kind {kind!r} is not tabular")
+    fast: FastDelayPredictor | None = None
+    note = "pipeline path: regression (the fast path reproduces probabilities only)"
+    if kind == "classification":
+        try:
+            fast = build_fast_predictor(pipeline)
+        except UnsupportedPipeline as exc:
+            fast, note = None, f"pipeline path: {exc}"
     if fast is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # probe rows include unknown categories on purpose
@@ -135,24 +183,26 @@ def prepare_delay_model(
         columns = tuple(str(c) for c in getattr(pipeline, "feature_names_in_", ()))
         if not columns:
             raise ModelLoadError(f"{registered_name} v{version}: pipeline has no input columns")
-    loaded = LoadedDelayModel(
+    loaded = LoadedTabularModel(
         registered_name=registered_name,
         version=str(version),
         run_id=run_id,
         loaded_at=datetime.now(UTC),
+        kind=kind,
         pipeline=pipeline,
         fast=fast,
         fast_path_note=note,
         input_columns=columns,
-        bands=bands,
+        bands=bands if kind == "classification" else None,
+        categorical=categorical_columns(pipeline),
     )
     _warm(loaded)
-    if fast is None:
+    if fast is None and kind == "classification":
         logger.warning("%s v%s served through the slow %s", registered_name, version, note)
     return loaded
 
 
-def _warm(model: LoadedDelayModel) -> None:
+def _warm(model: LoadedTabularModel) -> None:
     """First calls allocate and compile: pay for them before the model sees traffic."""
     if model.fast is not None:
         probe = probe_frame(model.fast, n=8).to_dict("records")
@@ -163,10 +213,15 @@ def _warm(model: LoadedDelayModel) -> None:
         model.predict_many(probe)
 
 
-def load_delay_model(
-    tracking_uri: str, registered_name: str, version: str, bands: SeverityBands
-) -> LoadedDelayModel:
-    """Download, load, verify and warm ``registered_name`` version ``version``."""
+def load_tabular_model(
+    tracking_uri: str,
+    registered_name: str,
+    version: str,
+    kind: str = "classification",
+    bands: SeverityBands | None = None,
+) -> LoadedTabularModel:
+    """Download, load, verify and warm ``registered_name`` version ``version`` (a scikit-learn
+    pipeline; classification needs ``predict_proba``)."""
     import mlflow.sklearn
 
     client = registry_client(tracking_uri)
@@ -179,13 +234,16 @@ def load_delay_model(
         raise ModelLoadError(
             f"cannot load {registered_name} version {version}: {type(exc).__name__}: {exc}"
         ) from exc
-    if not hasattr(pipeline, "predict_proba"):
+    needed = "predict_proba" if kind == "classification" else "predict"
+    if not hasattr(pipeline, needed):
         raise ModelLoadError(
             f"{registered_name} version {version} is a {type(pipeline).__name__} without "
-            "predict_proba"
+            f"{needed} (a {kind} task needs it)"
         )
     try:
-        return prepare_delay_model(pipeline, registered_name, str(version), bands, mv.run_id)
+        return prepare_tabular_model(
+            pipeline, registered_name, str(version), kind, bands, mv.run_id
+        )
     except ModelLoadError:
         raise
     except Exception as exc:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import httpx
 
-from shelfwise.serving.schemas import ORDER_TO_COLUMN, DelayOrder
-
-BATCH_ROUTE = "/v1/delay-risk/batch"
+BATCH_ROUTE = "/v1/delay-risk/batch"  # the routes today's callers use (a task's legacy routes)
 FEEDBACK_ROUTE = "/v1/feedback"
 VERSIONS_ROUTE = "/v1/versions"
 FORECAST_ROUTE = "/v1/forecast"
@@ -22,15 +21,27 @@ class ServiceError(RuntimeError):
     """The service answered with an error (status and message kept)."""
 
 
-def order_payload(row: dict[str, Any], order_id: str) -> dict[str, Any]:
-    """A dataset row (spec column names) as the service's order JSON (API field names)."""
-    out: dict[str, Any] = {"order_id": order_id}
-    for field, column in ORDER_TO_COLUMN.items():
-        value = row[column]
-        value = value.item() if hasattr(value, "item") else value
-        kind = DelayOrder.model_fields[field].annotation
-        out[field] = kind(value) if kind in (int, float) else value  # the schema is strict
-    return out
+@lru_cache(maxsize=32)
+def _task_api(task_name: str | None) -> Any:
+    """The generated request model of ``task_name``; None: the task that answers BATCH_ROUTE."""
+    from shelfwise.configs.tasks import TaskKind, load_task, load_tasks
+    from shelfwise.serving.task_api import tabular_api
+
+    if task_name is not None:
+        return tabular_api(load_task(task_name))
+    for task in load_tasks():
+        if task.kind is not TaskKind.forecast and BATCH_ROUTE in {
+            task.serving.legacy_routes.batch,
+            f"/v1/{task.url_path}/batch",
+        }:
+            return tabular_api(task)
+    raise ServiceError(f"no declared task answers {BATCH_ROUTE}")
+
+
+def order_payload(row: dict[str, Any], order_id: str, task: str | None = None) -> dict[str, Any]:
+    """A dataset row (spec column names) as the task's request JSON (its field names and types);
+    ``task`` None: the task whose batch route is ``BATCH_ROUTE``."""
+    return _task_api(task).payload(row, order_id)
 
 
 @dataclass

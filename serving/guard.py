@@ -1,6 +1,6 @@
-"""503 with the reason on the batched delay-risk route when no model is loaded.
+"""503 with the reason on the batched routes when their task's model is not loaded.
 
-The single-order endpoints answer their own 503 naming ``model@alias``, but a batchable BentoML
+The single-row endpoints answer their own 503 naming ``model@alias``, but a batchable BentoML
 API cannot return a custom response, and BentoML replaces the message of a raised 5xx with a
 generic one. This ASGI middleware answers before the request reaches the batching dispatcher.
 """
@@ -14,14 +14,14 @@ from shelfwise.serving.auth import send_error
 
 
 class UnavailableGuard:
-    """For ``routes``: when ``reason()`` returns a message, answer 503 with it (and
+    """For ``routes``: when ``reason(path)`` returns a message, answer 503 with it (and
     ``Retry-After``) instead of calling the app."""
 
     def __init__(
         self,
         app: Any,
         routes: Iterable[str],
-        reason: Callable[[], str | None],
+        reason: Callable[[str], str | None],
         retry_after_s: Callable[[], int],
     ) -> None:
         self.app = app
@@ -30,8 +30,9 @@ class UnavailableGuard:
         self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].rstrip("/") in self.routes:
-            why = self.reason()
+        path = scope["path"].rstrip("/") if scope["type"] == "http" else None
+        if path is not None and path in self.routes:
+            why = self.reason(path)
             if why is not None:
                 retry = [(b"retry-after", str(self.retry_after_s()).encode())]
                 await send_error(send, 503, why, retry)

@@ -1,6 +1,6 @@
 """Start and stop `bentoml serve` for the Shelfwise service as a local detached server
 (registry/server.py does the process handling; readiness is BentoML's /readyz, which answers
-once a delay-risk version is loaded)."""
+once the declared tasks with a champion are loaded)."""
 
 from __future__ import annotations
 

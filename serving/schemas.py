@@ -1,106 +1,21 @@
-"""Request and response schemas of the serving API (pydantic; BentoML turns them into OpenAPI).
+"""Request and response schemas of the serving API that every task shares (pydantic; BentoML
+turns them into OpenAPI): the forecast request/response (each forecast task subclasses them with
+its own example), feedback, served versions.
 
-A delay-risk request is the enriched order of the fulfilment design. ``ORDER_TO_COLUMN`` maps its
-fields onto the dataset spec's columns (configs/datasets/ecommerce_shipping.yaml), which is what
-the model sees and what the prediction log stores (so drift monitoring compares like with like).
-Extra fields are accepted, kept in the prediction log, and not used by the model.
+The tabular tasks' request and response models are generated from each task's dataset spec
+(serving/task_api.py).
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
-
-WAREHOUSE_BLOCKS = ("A", "B", "C", "D", "F")
-SHIPMENT_MODES = ("Flight", "Road", "Ship")
-PRODUCT_IMPORTANCE = ("low", "medium", "high")
-GENDERS = ("F", "M")
-
-ORDER_TO_COLUMN: dict[str, str] = {
-    "warehouse_block": "Warehouse_block",
-    "shipment_mode": "Mode_of_Shipment",
-    "customer_care_calls": "Customer_care_calls",
-    "customer_rating": "Customer_rating",
-    "cost": "Cost_of_the_Product",
-    "prior_purchases": "Prior_purchases",
-    "product_importance": "Product_importance",
-    "gender": "Gender",
-    "discount": "Discount_offered",
-    "weight": "Weight_in_gms",
-}
-
-Severity = Literal["critical", "warning", "info", "none"]
 
 # BentoML publishes OpenAPI 3.0, where exclusiveMinimum is a boolean beside minimum (pydantic
 # writes the JSON Schema 2020 number form, which 3.0 validators reject).
 _POSITIVE_3_0 = {"minimum": 0, "exclusiveMinimum": True}
-
-
-EXAMPLE_ORDER: dict[str, object] = {
-    "order_id": "SO-10001",
-    "warehouse_block": "F",
-    "shipment_mode": "Ship",
-    "carrier": "DHL",
-    "customer_care_calls": 4,
-    "customer_rating": 3,
-    "prior_purchases": 3,
-    "gender": "F",
-    "product_importance": "medium",
-    "cost": 214.0,
-    "discount": 10.0,
-    "weight": 1800.0,
-}
-
-
-class DelayOrder(BaseModel):
-    """One order to score. Unknown extra fields are kept (logged) but not used by the model."""
-
-    model_config = ConfigDict(
-        extra="allow",
-        allow_inf_nan=False,
-        json_schema_extra={"example": EXAMPLE_ORDER},
-    )
-
-    order_id: str = Field(min_length=1, max_length=128, description="the shop's order id")
-    warehouse_block: Literal["A", "B", "C", "D", "F"]
-    shipment_mode: Literal["Flight", "Road", "Ship"]
-    carrier: str | None = Field(None, max_length=128, description="kept, not used by the model")
-    customer_care_calls: int = Field(ge=0, le=1000, strict=True)
-    customer_rating: int = Field(ge=1, le=5, strict=True)
-    prior_purchases: int = Field(ge=0, le=100_000, strict=True)
-    gender: Literal["F", "M"]
-    product_importance: Literal["low", "medium", "high"]
-    cost: float = Field(
-        gt=0, le=1e9, strict=True, description="product cost", json_schema_extra=_POSITIVE_3_0
-    )
-    discount: float = Field(ge=0, le=1e9, strict=True, description="discount offered")
-    weight: float = Field(
-        gt=0, le=1e9, strict=True, description="weight in grams", json_schema_extra=_POSITIVE_3_0
-    )
-
-    def model_row(self) -> dict[str, Any]:
-        """The dataset spec's columns, as the model expects them."""
-        return {column: getattr(self, field) for field, column in ORDER_TO_COLUMN.items()}
-
-    def logged_inputs(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Model columns + carrier + any extra fields, for the prediction log."""
-        out = dict(row if row is not None else self.model_row())
-        if self.carrier is not None:
-            out["carrier"] = self.carrier
-        if self.model_extra:
-            for key, value in self.model_extra.items():
-                out.setdefault(key, value)
-        return out
-
-
-class DelayRiskResponse(BaseModel):
-    prediction_id: str
-    order_id: str
-    delay_probability: float = Field(ge=0, le=1)
-    severity: Severity
-    model_version: str
 
 
 # -- demand forecast ---------------------------------------------------------------------------
@@ -181,11 +96,12 @@ class InventoryAdvice(BaseModel):
 
 class ForecastResponse(BaseModel):
     prediction_id: str
+    task: str | None = None
     model_name: str
     model_version: str
     series: dict[str, int | str]
     horizon: int
-    frequency: str = Field(description="D (days) or W (weeks)")
+    frequency: str = Field(description="the series' frequency (D days, W weeks, ...)")
     interval_level: float | None = Field(None, description="nominal coverage of the intervals")
     forecast: list[ForecastPoint]
     gate_metrics: dict[str, float] = Field(
@@ -195,8 +111,9 @@ class ForecastResponse(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    """The actual outcome of a prediction, by ``prediction_id`` or by ``order_id`` (its latest
-    prediction). For delay risk, ``actual`` is 1 when the order was late, else 0."""
+    """The actual outcome of a prediction, by ``prediction_id`` or by ``order_id`` (the request's
+    id: its latest prediction). For a classification task, ``actual`` is 1 for the positive
+    class, else 0; for a regression task, the observed value."""
 
     model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
 
@@ -220,6 +137,8 @@ class FeedbackResponse(BaseModel):
 
 class ServedModel(BaseModel):
     task: str
+    kind: str | None = None
+    routes: list[str] = Field(default_factory=list, description="the task's HTTP routes")
     registered_name: str
     alias: str
     version: str | None = Field(None, description="version being served (None: nothing loaded)")

@@ -1,6 +1,22 @@
-"""The Shelfwise BentoML service: delay risk (one order, or a batch with adaptive batching),
-demand forecast (one series, with inventory advice), feedback, served versions and admin reload;
-follows ``models:/<name>@champion`` of each task and hot-swaps.
+"""The Shelfwise BentoML service: one service for every declared task (configs/tasks/*.yaml),
+each following ``models:/<registered model>@<alias>`` and hot-swapping; plus feedback, served
+versions and admin reload.
+
+Routes, per task with ``serving.enabled`` (``<path>`` is ``task.url_path``):
+
+- classification / regression: ``POST /v1/<path>/predict`` (one row) and ``/v1/<path>/batch``
+  (``{<serving.batch_field>: [...]}``, BentoML adaptive batching). Request and response models
+  are generated from the task's dataset spec (serving/task_api.py), so each route has typed
+  OpenAPI with an example and a 4xx naming the field; ``explain: true`` adds the top feature
+  contributions (serving/explain.py);
+- forecast: ``POST /v1/<path>/forecast`` with the inventory advice;
+- each task's ``serving.legacy_routes`` answer with the same handlers under older paths.
+
+The routes are made when this module is imported: BentoML reads a service's APIs off its class,
+so ``_task_apis()`` builds, for every route, a function whose annotations are the generated
+models, wraps it in ``bentoml.api(route=...)``, sets it on the class, and only then is
+``bentoml.service`` applied. The task declarations (``SHELFWISE_TASKS_DIR`` names another folder)
+and the first rows of each data file (the examples) are read then, like configs/serving.yaml.
 
 Run it with ``shelfwise serve`` or ``bentoml serve shelfwise.serving.service:ShelfwiseService``.
 Configuration: configs/platform.yaml (tracking URI, store URL, port, API key) and
@@ -8,32 +24,31 @@ configs/serving.yaml (polling, batching, auth, prediction log); environment vari
 (SHELFWISE_TRACKING_URI, SHELFWISE_STORE_URL, SHELFWISE_API_KEY, SHELFWISE_POLL_INTERVAL_S, ...).
 ``SHELFWISE_PLATFORM_CONFIG`` / ``SHELFWISE_SERVING_CONFIG`` name other YAML files.
 
-BentoML's own /healthz (/livez), /readyz (ready once a delay-risk version is loaded) and /metrics
-(Prometheus) are served as usual; OpenAPI docs at / and /docs.json. A task whose champion does not
-exist yet is not an error: the service starts, its endpoint answers 503 naming the model and
-alias, /v1/versions shows it as not loaded, and polling picks the champion up once it appears.
-
-Nothing is loaded at import: BentoML's decorators need the worker/batching numbers when the class
-is defined, so those few values are read from configs/serving.yaml here; models, store and threads
-are created in ``__init__`` of each worker.
+BentoML's own /healthz (/livez), /readyz and /metrics (Prometheus) are served as usual; OpenAPI
+docs at / and /docs.json. /readyz is ready once at least one model is loaded and every task whose
+alias exists is loaded. A task whose champion does not exist yet is not an error: the service
+starts, its endpoints answer 503 naming the model and alias, /v1/versions shows it as not loaded,
+and polling picks the champion up once it appears. Models, store and threads are created in
+``__init__`` of each worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from datetime import UTC, datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Any
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
-from pydantic import Field
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
-from shelfwise.configs.delay import load_delay_config
 from shelfwise.configs.platform import PlatformConfig, load_platform_config
 from shelfwise.configs.serving import ServingSettings, load_serving_config
+from shelfwise.configs.tasks import TaskDeclaration, TaskKind, load_tasks
 from shelfwise.monitoring.log_writer import ProcessBatchWriter
 from shelfwise.monitoring.store import (
     BufferedPredictionLogger,
@@ -43,14 +58,15 @@ from shelfwise.monitoring.store import (
     new_prediction_id,
 )
 from shelfwise.registry.load import (
-    LoadedDelayModel,
     LoadedForecastModel,
-    load_delay_model,
+    LoadedTabularModel,
     load_forecast_model,
+    load_tabular_model,
     registry_client,
     resolve_alias,
 )
 from shelfwise.serving.auth import ApiKeyMiddleware, protected_routes
+from shelfwise.serving.explain import explain_row
 from shelfwise.serving.follow import AliasFollower
 from shelfwise.serving.forecast import (
     ForecastInputError,
@@ -62,27 +78,29 @@ from shelfwise.serving.forecast import (
 from shelfwise.serving.guard import UnavailableGuard
 from shelfwise.serving.heap import settle_heap
 from shelfwise.serving.schemas import (
-    DelayOrder,
-    DelayRiskResponse,
     FeedbackRequest,
     FeedbackResponse,
-    ForecastRequest,
     ForecastResponse,
     PredictionLogStatus,
     ServedModel,
     VersionsResponse,
 )
+from shelfwise.serving.task_api import (
+    Contribution,
+    ExplanationInfo,
+    ForecastApi,
+    TabularApi,
+    forecast_api,
+    tabular_api,
+)
 
 logger = logging.getLogger(__name__)
 
-DELAY_ROUTE = "/v1/delay-risk"
-DELAY_BATCH_ROUTE = "/v1/delay-risk/batch"
-FORECAST_ROUTE = "/v1/forecast"
 FEEDBACK_ROUTE = "/v1/feedback"
 VERSIONS_ROUTE = "/v1/versions"
 RELOAD_ROUTE = "/v1/admin/reload"
-PREDICTION_ROUTES = (DELAY_ROUTE, DELAY_BATCH_ROUTE, FORECAST_ROUTE)
 ADMIN_ROUTES = (FEEDBACK_ROUTE, RELOAD_ROUTE)
+EXPLAIN_TOP_K = 5  # contributions in an answer (the largest by absolute value)
 
 
 def platform_config() -> PlatformConfig:
@@ -108,14 +126,51 @@ def service_options(settings: ServingSettings) -> dict[str, Any]:
     }
 
 
+def served_tasks() -> list[TaskDeclaration]:
+    """The declared tasks the service serves (``serving.enabled``), sorted by name."""
+    return [task for task in load_tasks() if task.serving.enabled]
+
+
+def task_routes(task: TaskDeclaration) -> dict[str, list[str]]:
+    """``{"predict": [...], "batch": [...]}`` (tabular) or ``{"forecast": [...]}``: the task's
+    own route first, then its legacy route if it declares one."""
+    base = f"/v1/{task.url_path}"
+    legacy = task.serving.legacy_routes
+    kinds = ("forecast",) if task.kind is TaskKind.forecast else ("predict", "batch")
+    out: dict[str, list[str]] = {}
+    for kind in kinds:
+        routes = [f"{base}/{kind}"]
+        if getattr(legacy, kind) and getattr(legacy, kind) not in routes:
+            routes.append(getattr(legacy, kind))
+        out[kind] = routes
+    return out
+
+
 _BOOT = serving_config()  # decorator arguments only (see module docstring)
-BatchOfOrders = Annotated[
-    list[DelayOrder], Field(min_length=1, max_length=_BOOT.batching.max_batch_size)
-]
+TASKS: dict[str, TaskDeclaration] = {task.name: task for task in served_tasks()}
+TABULAR: dict[str, TabularApi] = {
+    name: tabular_api(task, _BOOT.batching.max_batch_size)
+    for name, task in TASKS.items()
+    if task.kind is not TaskKind.forecast
+}
+FORECASTS: dict[str, ForecastApi] = {
+    name: forecast_api(task) for name, task in TASKS.items() if task.kind is TaskKind.forecast
+}
+ROUTES: dict[str, dict[str, list[str]]] = {name: task_routes(t) for name, t in TASKS.items()}
+PREDICTION_ROUTES = tuple(r for routes in ROUTES.values() for rs in routes.values() for r in rs)
+BATCH_ROUTES: dict[str, str] = {  # route -> task
+    r: name for name, routes in ROUTES.items() for r in routes.get("batch", [])
+}
+_ROUTE_TASKS: dict[str, str] = {
+    r: name for name, routes in ROUTES.items() for rs in routes.values() for r in rs
+}
+if len(_ROUTE_TASKS) != len(PREDICTION_ROUTES):
+    raise ValueError(f"two tasks declare the same route: {sorted(PREDICTION_ROUTES)}")
 
 
-@bentoml.service(name="shelfwise", **service_options(_BOOT))
 class ShelfwiseService:
+    """Every declared task's champion (the per-task routes are added below the class)."""
+
     def __init__(self) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         for name in ("serving", "registry", "monitoring"):  # swaps and flushes in the server log
@@ -124,7 +179,6 @@ class ShelfwiseService:
         self.settings = serving_config()
         self.platform = platform_config()
         self.tracking_uri = tracking_uri_for(self.platform)
-        bands = load_delay_config().severity
         log_cfg = self.settings.prediction_log
         self.store: PredictionStore | None = None
         self.prediction_log: BufferedPredictionLogger | None = None
@@ -141,30 +195,18 @@ class ShelfwiseService:
                 write=self.log_writer,
             )
         client = registry_client(self.tracking_uri)
-
-        def follower(task: str, cfg: Any, load: Any) -> AliasFollower[Any]:
-            """Follow ``cfg.registered_name@cfg.alias``; ``load(uri, name, version)``."""
-            return AliasFollower(
-                task=task,
-                registered_name=cfg.registered_name,
-                alias=cfg.alias,
-                resolve=partial(resolve_alias, client, cfg.registered_name, cfg.alias),
-                load=partial(load, self.tracking_uri, cfg.registered_name),
+        # one follower per served task; versions, reload and readiness cover all of them
+        self.followers: dict[str, AliasFollower[Any]] = {}
+        for task in TASKS.values():
+            name, alias = task.registered_model, task.serving.alias
+            self.followers[task.name] = AliasFollower(
+                task=task.name,
+                registered_name=name,
+                alias=alias,
+                resolve=partial(resolve_alias, client, name, alias),
+                load=partial(_loader(task), self.tracking_uri, name),
                 poll_interval_s=self.settings.poll_interval_s,
             )
-
-        self.delay: AliasFollower[LoadedDelayModel] = follower(
-            "delay_risk", self.settings.delay_risk, partial(load_delay_model, bands=bands)
-        )
-        self.forecaster: AliasFollower[LoadedForecastModel] = follower(
-            "demand_forecast", self.settings.demand_forecast, load_forecast_model
-        )
-        # The versions and reload endpoints cover every follower; readiness waits only for the
-        # delay-risk model (a missing forecast champion leaves /v1/forecast answering 503).
-        self.followers: dict[str, AliasFollower[Any]] = {
-            "delay_risk": self.delay,
-            "demand_forecast": self.forecaster,
-        }
         for follower in self.followers.values():
             follower.check()  # load the champion now; if it is absent, polling picks it up later
         settle_heap()  # the long-lived heap leaves the collector's way (serving/heap.py)
@@ -172,17 +214,24 @@ class ShelfwiseService:
             follower.on_swap = settle_heap  # later swaps settle it again (one settle at start-up)
             follower.start()
         logger.info(
-            "shelfwise service: tracking %s, store %s, delay-risk version %s, forecast version %s",
+            "shelfwise service: tracking %s, store %s, serving %s",
             self.tracking_uri,
             self.store,
-            self.delay.current.version if self.delay.current else "none yet",
-            self.forecaster.current.version if self.forecaster.current else "none yet",
+            ", ".join(
+                f"{t} v{f.current.version if f.current else ' none yet'}"
+                for t, f in self.followers.items()
+            )
+            or "no task (none declared)",
         )
 
     # -- BentoML hooks ------------------------------------------------------------------------
 
     def __is_ready__(self) -> bool:
-        return self.delay.current is not None
+        """At least one model is loaded, and every task whose alias exists is loaded."""
+        followers = list(self.followers.values())
+        loaded = [f.current is not None for f in followers]
+        pending = [f.current is None and f.alias_points_to is not None for f in followers]
+        return any(loaded) and not any(pending)
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
@@ -195,13 +244,7 @@ class ShelfwiseService:
         if self.store is not None:
             self.store.dispose()
 
-    # -- delay risk ---------------------------------------------------------------------------
-
-    def _model(self) -> LoadedDelayModel:
-        model = self.delay.current  # read once: this request keeps this version to the end
-        if model is None:
-            raise ServiceUnavailable(_not_loaded(self.delay))
-        return model
+    # -- shared helpers -----------------------------------------------------------------------
 
     def _unavailable(self, follower: AliasFollower[Any]) -> JSONResponse:
         """503 with the reason in the body (BentoML hides the message of a raised 5xx)."""
@@ -214,9 +257,13 @@ class ShelfwiseService:
     def retry_after_s(self) -> int:
         return max(1, round(self.settings.poll_interval_s))
 
-    def delay_unavailable(self) -> str | None:
-        """Why delay risk cannot be answered now (None: it can)."""
-        return None if self.delay.current is not None else _not_loaded(self.delay)
+    def unavailable_reason(self, route: str) -> str | None:
+        """Why the task behind ``route`` cannot be answered now (None: it can)."""
+        task = _ROUTE_TASKS.get(route)
+        follower = self.followers.get(task) if task else None
+        if follower is None or follower.current is not None:
+            return None
+        return _not_loaded(follower)
 
     def _log(self, records: list[PredictionRecord]) -> None:
         if self.prediction_log is None:
@@ -226,70 +273,64 @@ class ShelfwiseService:
         except RuntimeError:  # closed: only during shutdown, after in-flight requests drained
             logger.error("prediction log already closed: %s predictions not logged", len(records))
 
-    @bentoml.api(route=DELAY_ROUTE)
-    async def delay_risk(self, order: DelayOrder, /) -> DelayRiskResponse:
-        """Delay risk of one order: probability of late delivery, severity band, model version."""
-        model = self.delay.current  # read once: this request keeps this version to the end
+    # -- tabular tasks ------------------------------------------------------------------------
+
+    async def _predict(self, task: str, request: BaseModel) -> Any:
+        follower = self.followers[task]
+        model: LoadedTabularModel | None = follower.current  # read once: kept to the end
         if model is None:
-            return self._unavailable(self.delay)  # type: ignore[return-value]
-        row = order.model_row()
-        probability = model.predict_one(row)
-        response = DelayRiskResponse(
-            prediction_id=new_prediction_id(),
-            order_id=order.order_id,
-            delay_probability=probability,
-            severity=model.severity(probability),
-            model_version=model.version,
-        )
-        self._log([_record(model, order, row, response)])
+            return self._unavailable(follower)
+        api = TABULAR[task]
+        row = api.row(request)
+        try:
+            value = model.predict_one(row)
+        except ValueError as exc:
+            return _cannot_score(api, model, [row], exc)
+        explained = None
+        if getattr(request, "explain", False):
+            explained = await asyncio.to_thread(_explain, api, model, row)
+        response = _tabular_response(api, model, request, value, explained)
+        self._log([_record(api, model, request, row, response)])
         return response
 
-    @bentoml.api(
-        route=DELAY_BATCH_ROUTE,
-        batchable=True,
-        max_batch_size=_BOOT.batching.max_batch_size,
-        max_latency_ms=_BOOT.batching.max_latency_ms,
-    )
-    async def delay_risk_batch(self, orders: BatchOfOrders) -> list[DelayRiskResponse]:
-        """Delay risk of a list of orders, body ``{"orders": [...]}`` (BentoML's adaptive batching
-        merges concurrent requests into one model call)."""
-        model = self._model()
-        rows = [o.model_row() for o in orders]
-        probabilities = model.predict_many(rows)
+    async def _batch(self, task: str, requests: list[BaseModel]) -> list[Any]:
+        follower = self.followers[task]
+        model: LoadedTabularModel | None = follower.current
+        if model is None:  # the guard answers first; this is the race after a failed swap
+            raise ServiceUnavailable(_not_loaded(follower))
+        api = TABULAR[task]
+        rows = [api.row(r) for r in requests]
+        try:
+            values = model.predict_many(rows)
+        except ValueError as exc:
+            raise InvalidArgument(_cannot_score(api, model, rows, exc).body.decode()) from None
         now = datetime.now(UTC)
-        responses = []
-        records = []
-        for order, row, p in zip(orders, rows, probabilities, strict=True):
-            probability = float(p)
-            response = DelayRiskResponse(
-                prediction_id=new_prediction_id(),
-                order_id=order.order_id,
-                delay_probability=probability,
-                severity=model.severity(probability),
-                model_version=model.version,
-            )
+        responses, records = [], []
+        for request, row, value in zip(requests, rows, values, strict=True):
+            explained = None
+            if getattr(request, "explain", False):
+                explained = await asyncio.to_thread(_explain, api, model, row)
+            response = _tabular_response(api, model, request, float(value), explained)
             responses.append(response)
-            records.append(_record(model, order, row, response, now))
+            records.append(_record(api, model, request, row, response, now))
         self._log(records)
         return responses
 
-    # -- demand forecast ----------------------------------------------------------------------
+    # -- forecast tasks -----------------------------------------------------------------------
 
-    @bentoml.api(route=FORECAST_ROUTE)
-    def forecast(self, request: ForecastRequest, /) -> ForecastResponse:
-        """Demand forecast of one series for the next ``horizon`` periods: dates, point forecast,
-        interval, model version and its gate metrics; with ``lead_time`` and ``service_level``
-        also safety stock and reorder point, and with ``on_hand`` the stockout probability."""
-        model = self.forecaster.current  # read once: this request keeps this version
+    def _forecast(self, task: str, request: Any) -> Any:
+        follower = self.followers[task]
+        model: LoadedForecastModel | None = follower.current  # read once: kept to the end
         if model is None:
-            return self._unavailable(self.forecaster)  # type: ignore[return-value]
+            return self._unavailable(follower)
         try:
             keys = series_keys(model, request.series)
             periods = periods_needed(model, request)
         except ForecastInputError as exc:
-            return JSONResponse(exc.body(), status_code=exc.status)  # type: ignore[return-value]
+            return JSONResponse(exc.body(), status_code=exc.status)
         frame = model.forecast(keys, periods)
         response = forecast_response(model, request, keys, frame, new_prediction_id())
+        response = response.model_copy(update={"task": task})
         self._log([forecast_record(model, request, response, datetime.now(UTC))])
         return response
 
@@ -338,9 +379,12 @@ class ShelfwiseService:
         for follower in self.followers.values():
             status = follower.status()
             current = follower.current
+            task = TASKS[follower.task]
             models.append(
                 ServedModel(
                     **{k: getattr(status, k) for k in fields if hasattr(status, k)},
+                    kind=task.kind.value,
+                    routes=[r for rs in ROUTES[task.name].values() for r in rs],
                     run_id=getattr(current, "run_id", None),
                     path=getattr(current, "fast_path_note", None),
                 )
@@ -387,27 +431,184 @@ def _not_loaded(follower: AliasFollower[Any]) -> str:
     return f"no {follower.task} model is served: {why}; see {VERSIONS_ROUTE}"
 
 
+def _loader(task: TaskDeclaration) -> Any:
+    """``load(tracking_uri, registered_name, version)`` for the task's kind."""
+    if task.kind is TaskKind.forecast:
+        return load_forecast_model
+    bands = None
+    if task.kind is TaskKind.classification:
+        from shelfwise.configs.delay import SeverityBands
+        from shelfwise.configs.tasks import training_config
+
+        try:
+            bands = training_config(task).severity
+        except Exception as exc:  # the severity bands are a nicety next to the probability
+            logger.warning("task %s: default severity bands (%s)", task.name, exc)
+            bands = SeverityBands()
+    return partial(_load_tabular, kind=task.kind.value, bands=bands)
+
+
+def _load_tabular(
+    tracking_uri: str, registered_name: str, version: str, kind: str, bands: Any
+) -> LoadedTabularModel:
+    return load_tabular_model(tracking_uri, registered_name, version, kind=kind, bands=bands)
+
+
+def _explain(api: TabularApi, model: LoadedTabularModel, row: dict[str, Any]) -> Any:
+    return explain_row(model.pipeline, model.frame([row]), model.kind)
+
+
+def _cannot_score(
+    api: TabularApi, model: LoadedTabularModel, rows: list[dict[str, Any]], exc: Exception
+) -> JSONResponse:
+    """422 when the model refuses valid input: missing values (null) that this version cannot
+    take (e.g. a linear pipeline without an imputer); other errors are the server's (5xx)."""
+    missing = sorted({api.field_of_column[c] for r in rows for c, v in r.items() if v is None})
+    if not missing:
+        raise exc
+    message = (
+        f"{model.registered_name} v{model.version} cannot score missing values "
+        f"({', '.join(missing)}): {exc}"
+    )
+    detail = [{"loc": [name], "msg": message} for name in missing]
+    return JSONResponse({"error": message, "detail": detail}, status_code=422)
+
+
+def _tabular_response(
+    api: TabularApi,
+    model: LoadedTabularModel,
+    request: BaseModel,
+    value: float,
+    explained: Any = None,
+) -> Any:
+    out: dict[str, Any] = {
+        "prediction_id": new_prediction_id(),
+        "task": api.task.name,
+        "model_version": model.version,
+        "row_id": api.request_id(request),
+        "prediction": value,
+    }
+    if model.kind == "classification":
+        out["severity"] = model.severity(value)
+    if explained is not None:
+        out["contributions"] = [
+            Contribution(feature=api.field_of_column.get(col, col), contribution=c)
+            for col, c in explained.top(EXPLAIN_TOP_K)
+        ]
+        out["explanation"] = ExplanationInfo(
+            method=explained.method, units=explained.units, base_value=explained.base_value
+        )
+    return api.response(**out)
+
+
 def _record(
-    model: LoadedDelayModel,
-    order: DelayOrder,
+    api: TabularApi,
+    model: LoadedTabularModel,
+    request: BaseModel,
     row: dict[str, Any],
-    response: DelayRiskResponse,
+    response: Any,
     created_at: datetime | None = None,
 ) -> PredictionRecord:
+    outputs: dict[str, Any] = {api.task.prediction_field: response.prediction}
+    if getattr(response, "severity", None) is not None:
+        outputs["severity"] = response.severity
     return PredictionRecord(
         prediction_id=response.prediction_id,
         created_at=created_at or datetime.now(UTC),
         model_name=model.registered_name,
         model_version=model.version,
-        order_id=order.order_id,
-        inputs=order.logged_inputs(row),
-        outputs={"delay_probability": response.delay_probability, "severity": response.severity},
+        order_id=response.row_id,
+        inputs=dict(row),
+        outputs=outputs,
     )
 
 
 def _current() -> ShelfwiseService:
     return bentoml.get_current_service()  # type: ignore[return-value]
 
+
+# -- the per-task routes ----------------------------------------------------------------------
+
+
+def _api_name(task: str, kind: str, i: int) -> str:
+    return f"{task}_{kind}" if i == 0 else f"{task}_{kind}_legacy{i if i > 1 else ''}"
+
+
+def _predict_api(task: str, api: TabularApi, name: str, route: str) -> Any:
+    async def handler(self: ShelfwiseService, request: Any, /) -> Any:
+        return await self._predict(task, request)
+
+    handler.__annotations__ = {"request": api.request, "return": api.response}
+    handler.__doc__ = (
+        f"{api.task.kind.value.capitalize()} of one row for task {task}: "
+        f"{api.task.prediction_field}"
+        + (", severity" if api.task.kind is TaskKind.classification else "")
+        + ", model version; with explain: true the top feature contributions. "
+        + (api.task.description or "")
+    )
+    return _named(handler, name, route, bentoml.api(route=route))
+
+
+def _batch_api(task: str, api: TabularApi, name: str, route: str, settings: Any) -> Any:
+    async def handler(self: ShelfwiseService, rows: Any) -> Any:
+        return await self._batch(task, rows)
+
+    handler.__annotations__ = {"rows": list[api.request], "return": list[api.response]}
+    handler.__doc__ = (
+        f"Task {task} for a list of rows, body {{{api.batch_field!r}: [...]}} (BentoML's "
+        "adaptive batching merges concurrent requests into one model call)."
+    )
+    decorator = bentoml.api(
+        route=route,
+        input_spec=api.batch_input,
+        batchable=True,
+        max_batch_size=settings.batching.max_batch_size,
+        max_latency_ms=settings.batching.max_latency_ms,
+    )
+    return _named(handler, name, route, decorator)
+
+
+def _forecast_api(task: str, api: ForecastApi, name: str, route: str) -> Any:
+    def handler(self: ShelfwiseService, request: Any, /) -> Any:
+        return self._forecast(task, request)
+
+    handler.__annotations__ = {"request": api.request, "return": ForecastResponse}
+    handler.__doc__ = (
+        f"Forecast of one {task} series (keys {', '.join(api.spec.series_keys)}) for the next "
+        "``horizon`` periods: dates, point forecast, interval, model version and its gate "
+        "metrics; with ``lead_time`` and ``service_level`` also safety stock and reorder point, "
+        "and with ``on_hand`` the stockout probability."
+    )
+    return _named(handler, name, route, bentoml.api(route=route))
+
+
+def _named(handler: Any, name: str, route: str, decorator: Any) -> Any:
+    handler.__name__ = handler.__qualname__ = name
+    return decorator(handler)
+
+
+def _task_apis(settings: ServingSettings) -> dict[str, Any]:
+    """Attribute name -> ``bentoml.api`` method, for every route of every served task."""
+    apis: dict[str, Any] = {}
+    for task, routes in ROUTES.items():
+        for kind, paths in routes.items():
+            for i, route in enumerate(paths):
+                name = _api_name(task, kind, i)
+                if kind == "predict":
+                    apis[name] = _predict_api(task, TABULAR[task], name, route)
+                elif kind == "batch":
+                    apis[name] = _batch_api(task, TABULAR[task], name, route, settings)
+                else:
+                    apis[name] = _forecast_api(task, FORECASTS[task], name, route)
+    return apis
+
+
+for _name, _method in _task_apis(_BOOT).items():
+    if hasattr(ShelfwiseService, _name):
+        raise ValueError(f"task route name {_name!r} clashes with the service's own attribute")
+    setattr(ShelfwiseService, _name, _method)
+
+ShelfwiseService = bentoml.service(name="shelfwise", **service_options(_BOOT))(ShelfwiseService)  # type: ignore[misc]
 
 ShelfwiseService.add_asgi_middleware(
     ApiKeyMiddleware,
@@ -418,7 +619,7 @@ ShelfwiseService.add_asgi_middleware(
 # After the API-key check: Starlette runs the first registered middleware first.
 ShelfwiseService.add_asgi_middleware(
     UnavailableGuard,
-    routes=(DELAY_BATCH_ROUTE,),
-    reason=lambda: _current().delay_unavailable(),
+    routes=tuple(BATCH_ROUTES),
+    reason=lambda route: _current().unavailable_reason(route),
     retry_after_s=lambda: _current().retry_after_s(),
 )

@@ -16,7 +16,6 @@ from shelfwise.serving.client import (
     VERSIONS_ROUTE,
     order_payload,
 )
-from shelfwise.serving.schemas import DelayOrder
 
 LOW = "Discount_offered <= 10"
 
@@ -56,16 +55,19 @@ def test_scenario_errors_name_what_is_missing(shipping) -> None:
 
 
 def test_order_payload_round_trips_through_the_strict_schema(shipping) -> None:
+    from shelfwise.serving.client import _task_api
+
     spec, data, _ = shipping
+    api = _task_api(None)  # the task answering BATCH_ROUTE: its generated request model
     for row in data.sample(50, random_state=1).to_dict("records"):
-        order = DelayOrder.model_validate(order_payload(row, f"o-{row[spec.id_column]}"))
-        assert order.model_row() == {c: row[c] for c in spec.features}
+        order = api.request.model_validate(order_payload(row, f"o-{row[spec.id_column]}"))
+        assert api.row(order) == {c: row[c] for c in spec.features}
 
 
 def test_client_routes_are_the_service_routes() -> None:
     from shelfwise.serving import service
 
-    assert BATCH_ROUTE == service.DELAY_BATCH_ROUTE
+    assert BATCH_ROUTE in service.BATCH_ROUTES  # a declared task's (legacy) batch route
     assert FEEDBACK_ROUTE == service.FEEDBACK_ROUTE
     assert VERSIONS_ROUTE == service.VERSIONS_ROUTE
-    assert FORECAST_ROUTE == service.FORECAST_ROUTE
+    assert FORECAST_ROUTE in service.PREDICTION_ROUTES

@@ -121,3 +121,148 @@ def forecast_v1(mlflow_server: str, data_dir: Path) -> RegisteredForecast:
     mv = rlog.register_version(info.model_uri, name, tags)
     mlflow.MlflowClient().set_registered_model_alias(name, "champion", mv.version)
     return RegisteredForecast(name, str(mv.version), model, dict(FORECAST_METRICS))
+
+
+# -- task declarations for the service (SHELFWISE_TASKS_DIR) ----------------------------------
+
+
+def write_tasks_dir(folder: Path, model_names: dict[str, str], extra: dict | None = None) -> Path:
+    """A folder of task declarations: copies of the shipped ``model_names`` tasks pointed at the
+    tests' registered models (``task -> registered model``), plus ``extra`` (name -> mapping)."""
+    import yaml
+
+    from shelfwise.configs.loader import configs_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for task, model in model_names.items():
+        raw = yaml.safe_load((configs_dir() / "tasks" / f"{task}.yaml").read_text())
+        raw["model_name"] = model
+        (folder / f"{task}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    for task, raw in (extra or {}).items():
+        (folder / f"{task}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return folder
+
+
+@dataclass(frozen=True)
+class GeneratedTasks:
+    """Two tasks on a CSV no code names: a classification (XGBoost) and a regression (ridge)."""
+
+    folder: Path  # the task declarations (SHELFWISE_TASKS_DIR)
+    csv: Path
+    frame: pd.DataFrame
+    classifier: Registered  # task basket_churn
+    regressor: Registered  # task basket_value
+
+
+def generated_frame(n: int = 400, seed: int = 7) -> pd.DataFrame:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    channel = rng.choice(["web", "app", "store"], n)
+    region = rng.choice(["north", "south", "east"], n)
+    visits = rng.integers(0, 30, n)
+    spend = rng.gamma(2.0, 40.0, n).round(2)
+    tenure = rng.integers(1, 2000, n)
+    logit = -1.0 + 0.08 * visits - 0.01 * spend + (channel == "app") * 0.8
+    churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    value = 20 + 3.5 * visits + 0.01 * tenure + (channel == "store") * 15 + rng.normal(0, 4, n)
+    return pd.DataFrame(
+        {
+            "customer": [f"C{i:04d}" for i in range(n)],
+            "channel": channel,
+            "region": region,
+            "visits": visits,
+            "spend": spend,
+            "tenure_days": tenure,
+            "churned": churned,
+            "basket_value": value.round(2),
+        }
+    )
+
+
+CHURN_TASK = {
+    "name": "basket_churn",
+    "kind": "classification",
+    "data": {"missing": "error"},
+    "serving": {"output": "churn_probability", "id_field": "customer"},
+}
+VALUE_TASK = {"name": "basket_value", "kind": "regression"}
+
+
+@pytest.fixture(scope="session")
+def generated_tasks(mlflow_server: str, tmp_path_factory) -> GeneratedTasks:
+    import mlflow
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from shelfwise.configs.datasets import TabularDatasetSpec
+    from shelfwise.configs.delay import XGBoostParams
+    from shelfwise.models.delay import build_xgb_pipeline
+    from shelfwise.registry import log as rlog
+
+    folder = tmp_path_factory.mktemp("generated-tasks")
+    frame = generated_frame()
+    csv = folder / "baskets.csv"
+    frame.to_csv(csv, index=False)
+    suffix = uuid.uuid4().hex[:8]
+    churn_spec = {
+        "kind": "tabular",
+        "name": "baskets_churn",
+        "path": str(csv),
+        "target": "churned",
+        "id_column": "customer",
+        "categorical": ["channel", "region"],
+        "numeric": ["visits", "spend"],
+    }
+    value_spec = {
+        **churn_spec,
+        "name": "baskets_value",
+        "target": "basket_value",
+        "categorical": ["channel"],
+        "numeric": ["visits", "tenure_days"],
+    }
+    mlflow.set_tracking_uri(mlflow_server)
+
+    spec = TabularDatasetSpec.model_validate(churn_spec)
+    X, y = frame[spec.features], frame[spec.target]
+    params = XGBoostParams(n_estimators=30, max_depth=3, n_jobs=1)
+    clf = build_xgb_pipeline(spec, params, 0).fit(X, y)
+    clf_name = f"basket_churn_{suffix}"
+    with mlflow.start_run(experiment_id=rlog.get_or_create_experiment(f"serving-{clf_name}")):
+        info = rlog.log_classifier(clf, X.head(20), clf.predict_proba(X.head(20)))
+        mv = rlog.register_version(info.model_uri, clf_name, {rlog.TAG_TASK: "basket_churn"})
+    mlflow.MlflowClient().set_registered_model_alias(clf_name, "champion", mv.version)
+    classifier = Registered(clf_name, str(mv.version), clf)
+
+    vspec = TabularDatasetSpec.model_validate(value_spec)
+    Xv, yv = frame[vspec.features], frame[vspec.target]
+    encode = ColumnTransformer(
+        [
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), ["channel"]),
+            ("numeric", make_pipeline(SimpleImputer(), StandardScaler()), vspec.numeric),
+        ],
+        verbose_feature_names_out=False,
+    )
+    reg = Pipeline([("encode", encode), ("model", Ridge(alpha=1.0))]).fit(Xv, yv)
+    reg_name = f"basket_value_{suffix}"
+    with mlflow.start_run(experiment_id=rlog.get_or_create_experiment(f"serving-{reg_name}")):
+        info = mlflow.sklearn.log_model(
+            reg, name="model", input_example=Xv.head(5), skops_trusted_types=["numpy.dtype"]
+        )
+        mv = rlog.register_version(info.model_uri, reg_name, {rlog.TAG_TASK: "basket_value"})
+    mlflow.MlflowClient().set_registered_model_alias(reg_name, "champion", mv.version)
+    regressor = Registered(reg_name, str(mv.version), reg)
+
+    tasks = folder / "tasks"
+    write_tasks_dir(
+        tasks,
+        {},
+        {
+            "basket_churn": {**CHURN_TASK, "model_name": clf_name, "dataset": churn_spec},
+            "basket_value": {**VALUE_TASK, "model_name": reg_name, "dataset": value_spec},
+        },
+    )
+    return GeneratedTasks(tasks, csv, frame, classifier, regressor)

@@ -18,6 +18,7 @@ import yaml
 from shelfwise.configs.platform import PlatformConfig
 from shelfwise.registry.server import free_port
 from shelfwise.serving.run import start_serving, stop_serving
+from tests.serving.conftest import write_tasks_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +74,7 @@ def test_bento_builds_and_serves(
         cwd=wheel_venv.outside,
         env={
             "BENTOML_HOME": str(home),
-            "SHELFWISE_DELAY_MODEL_NAME": model,
+            "SHELFWISE_TASKS_DIR": str(write_tasks_dir(tmp_path / "tasks", {"delay_risk": model})),
             "SHELFWISE_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}",
             "PYTHONPATH": "",
         },

@@ -9,8 +9,8 @@ from shelfwise.configs.delay import SeverityBands
 from shelfwise.models.fast_delay import UnsupportedPipeline, build_fast_predictor
 from shelfwise.registry.load import (
     ModelLoadError,
-    load_delay_model,
-    prepare_delay_model,
+    load_tabular_model,
+    prepare_tabular_model,
     resolve_alias,
 )
 
@@ -22,7 +22,9 @@ def test_fast_path_equals_registered_pipeline_on_all_rows(
     import mlflow.sklearn
 
     df, spec = shipping_frame
-    loaded = load_delay_model(mlflow_server, delay_v1.name, delay_v1.version, SeverityBands())
+    loaded = load_tabular_model(
+        mlflow_server, delay_v1.name, delay_v1.version, bands=SeverityBands()
+    )
     assert loaded.uses_fast_path, loaded.fast_path_note
     assert loaded.fast.trees is not None  # single rows take the compiled trees
     mlflow.set_tracking_uri(mlflow_server)
@@ -45,7 +47,7 @@ def test_resolve_alias_and_missing_versions(mlflow_server: str, delay_v1) -> Non
     assert resolve_alias(client, delay_v1.name, "no-such-alias") is None
     assert resolve_alias(client, "no_such_model_xyz", "champion") is None
     with pytest.raises(ModelLoadError, match="version 999"):
-        load_delay_model(mlflow_server, delay_v1.name, "999", SeverityBands())
+        load_tabular_model(mlflow_server, delay_v1.name, "999", bands=SeverityBands())
 
 
 def test_unsupported_pipeline_falls_back_to_the_pipeline(shipping_frame) -> None:
@@ -58,8 +60,42 @@ def test_unsupported_pipeline_falls_back_to_the_pipeline(shipping_frame) -> None
     pipe = build_pipeline("logistic", spec, LogisticParams()).fit(X, y)
     with pytest.raises(UnsupportedPipeline):
         build_fast_predictor(pipe)
-    loaded = prepare_delay_model(pipe, "m", "1", SeverityBands())
+    loaded = prepare_tabular_model(pipe, "m", "1", bands=SeverityBands())
     assert not loaded.uses_fast_path and "pipeline path" in loaded.fast_path_note
     rows = X.head(50).to_dict("records")
     np.testing.assert_allclose(loaded.predict_many(rows), pipe.predict_proba(X.head(50))[:, 1])
     assert loaded.severity(0.71) == "critical" and loaded.severity(0.3) == "none"
+
+
+def test_regression_pipeline_and_missing_values(shipping_frame) -> None:
+    """A regression pipeline answers its predictions; a row with a missing value goes through
+    the pipeline (NaN), not the fast path."""
+    from sklearn.linear_model import Ridge
+
+    from shelfwise.configs.delay import XGBoostParams
+    from shelfwise.models.delay import build_xgb_pipeline, features_and_target
+
+    df, spec = shipping_frame
+    sample = df.sample(1500, random_state=2)
+    X, y = features_and_target(sample, spec)
+    pipe = build_xgb_pipeline(spec, XGBoostParams(n_estimators=20, max_depth=3, n_jobs=1))
+    pipe.fit(X, y)
+    loaded = prepare_tabular_model(pipe, "m", "1", bands=SeverityBands())
+    assert loaded.uses_fast_path
+    row = {**X.iloc[0].to_dict(), "Weight_in_gms": None}
+    nan_row = X.head(1).assign(Weight_in_gms=np.nan)
+    assert loaded.predict_one(row) == pytest.approx(pipe.predict_proba(nan_row)[0, 1], abs=1e-7)
+    # a missing category is an unknown one (all-zero one-hot); a column of nulls stays its kind
+    assert "Gender" in loaded.categorical and "Weight_in_gms" not in loaded.categorical
+    nulls = [
+        {**r, "Gender": None, "Cost_of_the_Product": None} for r in X.head(3).to_dict("records")
+    ]
+    assert np.isfinite(loaded.predict_many(nulls)).all()
+
+    reg = build_xgb_pipeline(spec, XGBoostParams(n_estimators=5, max_depth=2, n_jobs=1))
+    reg.steps[-1] = ("model", Ridge())
+    reg.fit(X, sample["Weight_in_gms"])
+    loaded = prepare_tabular_model(reg, "r", "1", kind="regression")
+    assert not loaded.uses_fast_path and loaded.severity(0.9) is None
+    rows = X.head(5).to_dict("records")
+    np.testing.assert_allclose(loaded.predict_many(rows), reg.predict(X.head(5)))

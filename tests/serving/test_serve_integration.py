@@ -20,6 +20,7 @@ from shelfwise.configs.platform import PlatformConfig
 from shelfwise.monitoring.store import PredictionStore
 from shelfwise.registry.server import free_port
 from shelfwise.serving.run import start_serving, stop_serving
+from tests.serving.conftest import write_tasks_dir
 
 pytestmark = pytest.mark.integration
 
@@ -115,8 +116,11 @@ def test_serve_follow_swap_feedback_and_graceful_stop(
         env={
             "SHELFWISE_STORE_URL": store_url,
             "SHELFWISE_API_KEY": KEY,
-            "SHELFWISE_DELAY_MODEL_NAME": name,
-            "SHELFWISE_FORECAST_MODEL_NAME": forecast_v1.name,
+            "SHELFWISE_TASKS_DIR": str(
+                write_tasks_dir(
+                    tmp_path / "tasks", {"delay_risk": name, "demand_forecast": forecast_v1.name}
+                )
+            ),
             "SHELFWISE_POLL_INTERVAL_S": str(POLL_S),
             "BENTOML_HOME": str(tmp_path / "bentoml"),
         },
@@ -124,7 +128,7 @@ def test_serve_follow_swap_feedback_and_graceful_stop(
     store = PredictionStore(store_url)
     try:
         http = httpx.Client(base_url=server.url, timeout=30)
-        r = http.post("/v1/delay-risk", json={**ORDER, "carrier": "UPS"})
+        r = http.post("/v1/delay-risk", json=ORDER)
         assert r.status_code == 200, r.text
         first = r.json()
         assert first["model_version"] == v1.version
@@ -143,7 +147,7 @@ def test_serve_follow_swap_feedback_and_graceful_stop(
         )
         assert fb.status_code == 200 and fb.json()["prediction_id"] == first["prediction_id"]
         row = store.predictions_frame(name).set_index("prediction_id").loc[first["prediction_id"]]
-        assert row["actual"] == 1.0 and row["carrier"] == "UPS" and row["Weight_in_gms"] == 4200
+        assert row["actual"] == 1.0 and row["Weight_in_gms"] == 4200
 
         fc = http.post(
             "/v1/forecast",

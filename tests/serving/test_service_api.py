@@ -1,10 +1,16 @@
-"""The BentoML service in process (its ASGI app): typed APIs, 4xx naming the field, auth,
-feedback joined to the logged prediction, the demand forecast (intervals, inventory advice, gate
-metrics, logged), 503 naming the model when a champion is missing, and a schemathesis fuzz of its
-OpenAPI (no 5xx)."""
+"""The BentoML service in process (its ASGI app) over a generated set of task declarations
+(SHELFWISE_TASKS_DIR): the shipped delay-risk and demand-forecast tasks pointed at the session's
+models, plus a classification and a regression task on a CSV no code names. Typed routes per task
+generated from each spec (OpenAPI with examples), 4xx naming the field, legacy routes, explain
+(TreeSHAP / linear contributions add up to the model's margin), auth, feedback joined to the
+logged prediction, the demand forecast (intervals, inventory advice, gate metrics, logged), 503
+naming the model when a champion is missing, and a schemathesis fuzz of the OpenAPI (no 5xx)."""
 
 from __future__ import annotations
 
+import importlib
+import math
+import sys
 import time
 
 import numpy as np
@@ -14,30 +20,51 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from shelfwise.monitoring.store import PredictionStore
-from shelfwise.serving.schemas import EXAMPLE_ORDER
+from tests.serving.conftest import write_tasks_dir
 
 pytestmark = pytest.mark.integration
 
 KEY = "test-key-123"
-ORDER = {**EXAMPLE_ORDER, "order_id": "SO-1", "cost": 214, "weight": 1800.0}
+ORDER = {
+    "order_id": "SO-1",
+    "warehouse_block": "F",
+    "shipment_mode": "Ship",
+    "customer_care_calls": 4,
+    "customer_rating": 3,
+    "prior_purchases": 3,
+    "gender": "F",
+    "product_importance": "medium",
+    "cost": 214,
+    "discount": 10.0,
+    "weight": 1800.0,
+}
+BASKET = {"customer": "C-1", "channel": "app", "region": "north", "visits": 12, "spend": 80.5}
+VALUE = {"id": "V-1", "channel": "store", "visits": 7, "tenure_days": 300}
 
 
 @pytest.fixture(scope="module")
-def served(mlflow_server: str, delay_v1, forecast_v1, tmp_path_factory):
+def served(mlflow_server: str, delay_v1, forecast_v1, generated_tasks, tmp_path_factory):
     """The service's ASGI app, started (lifespan run) against the real MLflow server."""
     from starlette.testclient import TestClient
 
-    from shelfwise.serving.service import ShelfwiseService
-
-    store_url = f"sqlite:///{tmp_path_factory.mktemp('serving-api') / 'store.db'}"
+    folder = tmp_path_factory.mktemp("serving-api")
+    tasks = write_tasks_dir(
+        folder / "tasks", {"delay_risk": delay_v1.name, "demand_forecast": forecast_v1.name}
+    )
+    for path in generated_tasks.folder.glob("*.yaml"):
+        (tasks / path.name).write_text(path.read_text())
+    store_url = f"sqlite:///{folder / 'store.db'}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SHELFWISE_TRACKING_URI", mlflow_server)
         mp.setenv("SHELFWISE_STORE_URL", store_url)
         mp.setenv("SHELFWISE_API_KEY", KEY)
-        mp.setenv("SHELFWISE_DELAY_MODEL_NAME", delay_v1.name)
-        mp.setenv("SHELFWISE_FORECAST_MODEL_NAME", forecast_v1.name)
+        mp.setenv("SHELFWISE_TASKS_DIR", str(tasks))
         mp.setenv("SHELFWISE_POLL_INTERVAL_S", "3600")
-        app = ShelfwiseService.to_asgi()
+        if "shelfwise.serving.service" in sys.modules:  # routes are made at import
+            service = importlib.reload(sys.modules["shelfwise.serving.service"])
+        else:
+            service = importlib.import_module("shelfwise.serving.service")
+        app = service.ShelfwiseService.to_asgi()
         with TestClient(app, raise_server_exceptions=False) as client:
             yield app, client, store_url
 
@@ -47,55 +74,143 @@ def client(served):
     return served[1]
 
 
-def test_predict_one_logs_and_takes_feedback(client, served, delay_v1, shipping_frame) -> None:
-    r = client.post("/v1/delay-risk", json={**ORDER, "gift_wrap": True})
+@pytest.fixture(scope="module")
+def docs(client) -> dict:
+    return client.get("/docs.json").json()
+
+
+def _request_schema(docs: dict, route: str) -> dict:
+    schema = docs["paths"][route]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = docs["components"]["schemas"][schema["$ref"].split("/")[-1]]
+    return schema
+
+
+def test_openapi_has_typed_routes_with_examples_per_task(docs, generated_tasks) -> None:
+    paths = set(docs["paths"])
+    assert {
+        "/v1/basket-churn/predict",
+        "/v1/basket-churn/batch",
+        "/v1/basket-value/predict",
+        "/v1/basket-value/batch",
+        "/v1/delay-risk/predict",
+        "/v1/delay-risk/batch",
+        "/v1/demand-forecast/forecast",
+        "/v1/delay-risk",  # legacy routes of the shipped declarations
+        "/v1/forecast",
+    } <= paths
+    churn = _request_schema(docs, "/v1/basket-churn/predict")
+    fields = {"customer", "channel", "region", "visits", "spend", "explain"}
+    assert set(churn["properties"]) == fields
+    assert set(churn["required"]) == {"channel", "region", "visits", "spend"}
+    assert churn["additionalProperties"] is False
+    first = generated_tasks.frame.iloc[0]
+    example = churn["example"]
+    assert example["customer"] == first["customer"] and example["channel"] == first["channel"]
+    assert example["spend"] == pytest.approx(first["spend"])
+    value = _request_schema(docs, "/v1/basket-value/predict")
+    assert set(value["properties"]) == {"id", "channel", "visits", "tenure_days", "explain"}
+    delay = _request_schema(docs, "/v1/delay-risk/predict")
+    assert {"order_id", "warehouse_block", "weight"} <= set(delay["properties"])
+    batch = _request_schema(docs, "/v1/delay-risk/batch")
+    assert batch["required"] == ["orders"]
+
+
+def test_classification_predicts_logs_and_takes_feedback(client, served, generated_tasks) -> None:
+    r = client.post("/v1/basket-churn/predict", json=BASKET)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model_version"] == delay_v1.version and body["order_id"] == "SO-1"
-    df, spec = shipping_frame
-    import pandas as pd
-
-    row = pd.DataFrame(
-        [
-            {
-                c: v
-                for c, v in zip(
-                    spec.features,
-                    ["F", "Ship", "medium", "F", 4, 3, 214.0, 3, 10.0, 1800.0],
-                    strict=True,
-                )
-            }
-        ]
-    )
-    expected = delay_v1.pipeline.predict_proba(row[spec.features])[0, 1]
-    assert abs(body["delay_probability"] - expected) < 1e-6
-    p = body["delay_probability"]
-    expected_severity = (
-        "critical" if p > 0.7 else "warning" if p > 0.5 else "info" if p > 0.3 else "none"
-    )
-    assert body["severity"] == expected_severity
-
-    # feedback right away: the row may still be queued, the service flushes it first
+    clf = generated_tasks.classifier
+    expected = clf.pipeline.predict_proba(pd.DataFrame([BASKET]).drop(columns="customer"))[0, 1]
+    assert body["churn_probability"] == pytest.approx(expected, abs=1e-6)
+    assert body["task"] == "basket_churn" and body["model_version"] == clf.version
+    assert body["customer"] == "C-1" and body["severity"] in {"critical", "warning", "info", "none"}
+    assert body["contributions"] is None  # only on request
     fb = client.post(
         "/v1/feedback",
         json={"prediction_id": body["prediction_id"], "actual": 1},
         headers={"X-API-Key": KEY},
     )
-    assert fb.status_code == 200, fb.text
-    assert fb.json()["status"] == "stored"
-    again = client.post(
-        "/v1/feedback",
-        json={"prediction_id": body["prediction_id"], "actual": 1},
-        headers={"Authorization": f"Bearer {KEY}"},
-    )
-    assert again.json()["status"] == "unchanged"
-
-    frame = PredictionStore(served[2]).predictions_frame(delay_v1.name)
+    assert fb.status_code == 200 and fb.json()["status"] == "stored", fb.text
+    frame = PredictionStore(served[2]).predictions_frame(clf.name)
     logged = frame.set_index("prediction_id").loc[body["prediction_id"]]
-    assert logged["actual"] == 1.0 and logged["gift_wrap"] == True  # noqa: E712
-    assert logged["Weight_in_gms"] == 1800.0 and logged["carrier"] == "DHL"
-    assert abs(logged["delay_probability"] - p) < 1e-12 and logged["severity"] == body["severity"]
-    assert logged["model_version"] == delay_v1.version and logged["order_id"] == "SO-1"
+    assert logged["actual"] == 1.0 and logged["order_id"] == "C-1"
+    assert logged["visits"] == 12 and logged["channel"] == "app"
+    assert logged["churn_probability"] == pytest.approx(body["churn_probability"])
+
+
+def test_regression_predicts_and_batches(client, generated_tasks) -> None:
+    reg = generated_tasks.regressor
+    r = client.post("/v1/basket-value/predict", json=VALUE)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    row = pd.DataFrame([VALUE]).drop(columns="id")
+    assert body["prediction"] == pytest.approx(reg.pipeline.predict(row)[0], rel=1e-9)
+    assert "severity" not in body or body["severity"] is None
+    rows = [{**VALUE, "id": f"V-{i}", "visits": i} for i in range(4)]
+    out = client.post("/v1/basket-value/batch", json={"rows": rows})
+    assert out.status_code == 200, out.text
+    expected = reg.pipeline.predict(pd.DataFrame(rows).drop(columns="id"))
+    assert [o["prediction"] for o in out.json()] == pytest.approx(list(expected), rel=1e-9)
+    assert [o["id"] for o in out.json()] == [f"V-{i}" for i in range(4)]
+    # missing values are allowed where the task keeps them (data.missing: keep)
+    nulls = client.post("/v1/basket-value/predict", json={**VALUE, "tenure_days": None})
+    assert nulls.status_code == 200, nulls.text
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        ("/v1/basket-churn/predict", {**BASKET, "visits": "many"}, "visits"),
+        ("/v1/basket-churn/predict", {**BASKET, "channel": 3}, "channel"),
+        ("/v1/basket-churn/predict", {k: v for k, v in BASKET.items() if k != "spend"}, "spend"),
+        ("/v1/basket-churn/predict", {**BASKET, "coupon": "X"}, "coupon"),
+        ("/v1/basket-churn/predict", {**BASKET, "spend": None}, "spend"),  # missing: error
+        ("/v1/basket-value/predict", {**VALUE, "tenure_days": "long"}, "tenure_days"),
+        ("/v1/basket-value/predict", {**VALUE, "region": "north"}, "region"),  # not its feature
+        ("/v1/delay-risk", {**ORDER, "customer_rating": "three"}, "customer_rating"),
+        ("/v1/delay-risk", {k: v for k, v in ORDER.items() if k != "cost"}, "cost"),
+        ("/v1/delay-risk", {**ORDER, "gift_wrap": True}, "gift_wrap"),
+        ("/v1/delay-risk/predict", {**ORDER, "weight": "heavy"}, "weight"),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(client, route: str, body: dict, field: str) -> None:
+    r = client.post(route, json=body)
+    assert r.status_code == 400, r.text
+    locs = [d["loc"] for d in r.json()["detail"]]
+    assert all(loc[-1] == field for loc in locs), locs
+    assert field in r.text
+
+
+def test_legacy_routes_answer_like_the_new_ones(client, delay_v1) -> None:
+    old = client.post("/v1/delay-risk", json=ORDER)
+    new = client.post("/v1/delay-risk/predict", json=ORDER)
+    assert old.status_code == new.status_code == 200, (old.text, new.text)
+    a, b = old.json(), new.json()
+    assert a["delay_probability"] == pytest.approx(b["delay_probability"], abs=1e-12)
+    assert a["order_id"] == "SO-1" and a["model_version"] == delay_v1.version
+    assert set(a) == set(b) and a["severity"] == b["severity"]
+    row = pd.DataFrame(
+        [
+            {
+                "Warehouse_block": "F",
+                "Mode_of_Shipment": "Ship",
+                "Product_importance": "medium",
+                "Gender": "F",
+                "Customer_care_calls": 4,
+                "Customer_rating": 3,
+                "Cost_of_the_Product": 214.0,
+                "Prior_purchases": 3,
+                "Discount_offered": 10.0,
+                "Weight_in_gms": 1800.0,
+            }
+        ]
+    )
+    expected = delay_v1.pipeline.predict_proba(row)[0, 1]
+    assert a["delay_probability"] == pytest.approx(expected, abs=1e-6)
+    p = a["delay_probability"]
+    band = "critical" if p > 0.7 else "warning" if p > 0.5 else "info" if p > 0.3 else "none"
+    assert a["severity"] == band
 
 
 def test_batch_endpoint_matches_single(client) -> None:
@@ -109,22 +224,29 @@ def test_batch_endpoint_matches_single(client) -> None:
     assert abs(single["delay_probability"] - out[3]["delay_probability"]) < 1e-9
 
 
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({**ORDER, "weight": -1.0}, "weight"),
-        ({**ORDER, "warehouse_block": "Z"}, "warehouse_block"),
-        ({**ORDER, "shipment_mode": "Rail"}, "shipment_mode"),
-        ({k: v for k, v in ORDER.items() if k != "cost"}, "cost"),
-        ({**ORDER, "customer_rating": "three"}, "customer_rating"),
-        ({**ORDER, "prior_purchases": 1.5}, "prior_purchases"),
-    ],
-)
-def test_bad_input_is_a_4xx_naming_the_field(client, body: dict, field: str) -> None:
-    r = client.post("/v1/delay-risk", json=body)
-    assert r.status_code == 400, r.text
-    locs = [d["loc"] for d in r.json()["detail"]]
-    assert locs == [[field]]
+def test_explain_xgboost_contributions_add_up_to_the_margin(client, generated_tasks) -> None:
+    r = client.post("/v1/basket-churn/predict", json={**BASKET, "explain": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    info = body["explanation"]
+    assert info["method"] == "xgboost_treeshap" and info["units"] == "log-odds"
+    features = {c["feature"] for c in body["contributions"]}
+    assert features <= {"channel", "region", "visits", "spend"} and len(features) == 4
+    total = info["base_value"] + sum(c["contribution"] for c in body["contributions"])
+    p = body["churn_probability"]
+    assert total == pytest.approx(math.log(p / (1 - p)), abs=1e-4)
+    sizes = [abs(c["contribution"]) for c in body["contributions"]]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_explain_linear_contributions_add_up_to_the_prediction(client) -> None:
+    r = client.post("/v1/basket-value/predict", json={**VALUE, "explain": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    info = body["explanation"]
+    assert info["method"] == "linear_coefficient_x_value"
+    total = info["base_value"] + sum(c["contribution"] for c in body["contributions"])
+    assert total == pytest.approx(body["prediction"], rel=1e-9)
 
 
 def test_malformed_bodies_are_4xx(client) -> None:
@@ -133,7 +255,7 @@ def test_malformed_bodies_are_4xx(client) -> None:
     assert r.status_code == 400
     r = client.post("/v1/delay-risk/batch", json={"orders": []})
     assert r.status_code == 400
-    r = client.post("/v1/delay-risk/batch", json={"orders": [{**ORDER, "gender": "Q"}]})
+    r = client.post("/v1/delay-risk/batch", json={"orders": [{**ORDER, "gender": 5}]})
     assert r.status_code == 400 and "gender" in r.text
     r = client.post("/v1/delay-risk/batch", content=b"\x00", headers=json_type)
     assert r.status_code == 400  # found by the negative fuzz: BentoML's list body gave 500
@@ -152,19 +274,24 @@ def test_auth_on_feedback_and_admin(client, delay_v1) -> None:
     assert unknown.status_code == 404 and "nope" in unknown.text
     r = client.post("/v1/admin/reload", headers={"X-API-Key": KEY})
     assert r.status_code == 200
-    model = r.json()["models"][0]
+    model = {m["task"]: m for m in r.json()["models"]}["delay_risk"]
     assert model["version"] == delay_v1.version and model["swaps"] == 2
 
 
-def test_versions_and_readiness(client, delay_v1) -> None:
+def test_versions_and_readiness(client, delay_v1, generated_tasks) -> None:
     r = client.post("/v1/versions")
     assert r.status_code == 200
     body = r.json()
-    model, forecast = body["models"]
+    models = {m["task"]: m for m in body["models"]}
+    assert set(models) == {"basket_churn", "basket_value", "delay_risk", "demand_forecast"}
+    model, forecast = models["delay_risk"], models["demand_forecast"]
     assert model["registered_name"] == delay_v1.name and model["version"] == delay_v1.version
     assert model["alias_points_to"] == delay_v1.version and model["last_error"] is None
     assert model["path"].startswith("fast path") and model["serving_since"]
-    assert forecast["task"] == "demand_forecast" and forecast["version"] is not None
+    assert model["routes"] == ["/v1/delay-risk/predict", "/v1/delay-risk", "/v1/delay-risk/batch"]
+    assert models["basket_value"]["kind"] == "regression"
+    assert models["basket_value"]["version"] == generated_tasks.regressor.version
+    assert forecast["version"] is not None
     assert forecast["path"].startswith("precomputed window: 3 series x 28 periods")
     assert body["prediction_log"]["enabled"] is True
     assert client.get("/readyz").status_code == 200
@@ -206,8 +333,8 @@ def _fuzz_operation(client, operation, seen: dict[str, set[int]]) -> None:
 
 
 def test_fuzz_openapi_no_5xx(served) -> None:
-    """Every operation of the service's own OpenAPI document, valid and invalid bodies (bounded
-    examples, valid API key): no 5xx."""
+    """Every operation of the service's own OpenAPI document (every task's routes), valid and
+    invalid bodies (bounded examples, valid API key): no 5xx."""
     client = served[1]
     schema = schemathesis.openapi.from_dict(client.get("/docs.json").json())
     seen: dict[str, set[int]] = {}
@@ -217,11 +344,14 @@ def test_fuzz_openapi_no_5xx(served) -> None:
         "/v1/delay-risk",
         "/v1/delay-risk/batch",
         "/v1/forecast",
+        "/v1/basket-churn/predict",
+        "/v1/basket-value/batch",
     }
     for operation in operations:
         _fuzz_operation(client, operation, seen)
     # the fuzz reached the model (2xx) and the validation (4xx), not only one of them
-    assert 200 in seen["POST /v1/delay-risk"] and 400 in seen["POST /v1/delay-risk"], seen
+    for route in ("/v1/delay-risk", "/v1/basket-churn/predict", "/v1/basket-value/predict"):
+        assert {200, 400} <= seen[f"POST {route}"], seen
     assert {400, 422} <= seen["POST /v1/forecast"], seen  # schema errors and model checks
 
 
@@ -339,9 +469,9 @@ def test_forecast_is_logged(client, served, forecast_v1) -> None:
 
 
 def test_no_champion_is_a_503_naming_the_model(client, mlflow_server: str, monkeypatch) -> None:
-    """Neither champion exists (the live service is pointed at two absent model names: a second
-    ASGI app in this process would register BentoML's Prometheus metrics twice): each prediction
-    endpoint answers 503 naming its model and alias, and /v1/versions reports both not loaded."""
+    """No champion exists (the live service is pointed at absent model names: a second ASGI app
+    in this process would register BentoML's Prometheus metrics twice): each prediction endpoint
+    answers 503 naming its model and alias, and /v1/versions reports them not loaded."""
     import bentoml
 
     from shelfwise.registry.load import registry_client, resolve_alias
@@ -350,7 +480,8 @@ def test_no_champion_is_a_503_naming_the_model(client, mlflow_server: str, monke
     service = bentoml.get_current_service()
     registry = registry_client(mlflow_server)
     absent = {}
-    for task, name in (("delay_risk", "no_such_delay_model"), ("demand_forecast", "no_such_fc")):
+    for task in service.followers:
+        name = f"no_such_{task}"
         follower = AliasFollower(
             task=task,
             registered_name=name,
@@ -361,22 +492,29 @@ def test_no_champion_is_a_503_naming_the_model(client, mlflow_server: str, monke
         )
         follower.check()
         absent[task] = follower
-    monkeypatch.setattr(service, "delay", absent["delay_risk"])
-    monkeypatch.setattr(service, "forecaster", absent["demand_forecast"])
     monkeypatch.setattr(service, "followers", absent)
 
     r = client.post("/v1/forecast", json=FORECAST)
-    assert r.status_code == 503 and "no_such_fc@champion does not exist" in r.text, r.text
+    assert r.status_code == 503 and "no_such_demand_forecast@champion does not exist" in r.text
     assert r.headers["retry-after"]
     r = client.post("/v1/delay-risk", json=ORDER)
-    assert r.status_code == 503 and "no_such_delay_model@champion" in r.text, r.text
+    assert r.status_code == 503 and "no_such_delay_risk@champion" in r.text, r.text
     r = client.post("/v1/delay-risk/batch", json={"orders": [ORDER]})
-    assert r.status_code == 503 and "no_such_delay_model@champion" in r.text, r.text
+    assert r.status_code == 503 and "no_such_delay_risk@champion" in r.text, r.text
     assert r.headers["retry-after"]
+    r = client.post("/v1/basket-value/batch", json={"rows": [VALUE]})
+    assert r.status_code == 503 and "no_such_basket_value@champion" in r.text, r.text
     models = client.post("/v1/versions").json()["models"]
-    assert [(m["task"], m["version"], m["last_error"]) for m in models] == [
-        ("delay_risk", None, None),
-        ("demand_forecast", None, None),
-    ]
+    assert {(m["task"], m["version"], m["last_error"]) for m in models} == {
+        (task, None, None) for task in absent
+    }
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
+
+
+def test_forecast_task_route_answers_like_the_legacy_route(client) -> None:
+    old = client.post("/v1/forecast", json=FORECAST)
+    new = client.post("/v1/demand-forecast/forecast", json=FORECAST)
+    assert old.status_code == new.status_code == 200, new.text
+    assert old.json()["forecast"] == new.json()["forecast"]
+    assert new.json()["task"] == "demand_forecast"
