@@ -55,15 +55,17 @@ DATA_DIR = Path(os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().pa
 
 def order_payloads(n: int = 256) -> tuple[list[dict], list[dict]]:
     """Real rows of the shipping data as service orders and as mlflow dataframe records."""
+    from shelfwise.configs.tasks import load_task
     from shelfwise.models.datasets import load_tabular
-    from shelfwise.serving.client import order_payload
+    from shelfwise.serving.client import row_payload
 
     spec = load_tabular_spec("ecommerce_shipping")
     df, _ = load_tabular(spec, DATA_DIR)
     sample = df.sample(n, random_state=7)
     orders, records = [], []
+    task = load_task("delay_risk")  # the benchmarked task (its legacy route below)
     for i, row in enumerate(sample.to_dict("records")):
-        orders.append(order_payload(row, f"bench-{i}"))
+        orders.append(row_payload(task, row, f"bench-{i}"))
         records.append({c: row[c] for c in spec.features})
     return orders, records
 

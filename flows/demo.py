@@ -549,7 +549,7 @@ def step_serve(ctx: DemoContext) -> str:
 
 def step_forecast(ctx: DemoContext) -> str:
     """A forecast with inventory advice through the service, as a store manager's tool asks."""
-    from shelfwise.serving.schemas import EXAMPLE_FORECAST
+    from shelfwise.serving.task_api import forecast_api
 
     if "forecast" not in ctx.values["paths"]:
         return "skipped (forecast.enabled: false)"
@@ -558,7 +558,8 @@ def step_forecast(ctx: DemoContext) -> str:
     client = service_client(ctx)
     try:
         client.wait_for_version(task.name, champion, ctx.demo.loop.serve_timeout_s)
-        answer = client.forecast(dict(EXAMPLE_FORECAST))
+        request = {**forecast_api(task).example, "horizon": 28}
+        answer = client.forecast(task, request)
     finally:
         client.close()
     inv = answer["inventory"]
@@ -602,8 +603,8 @@ def _replay(ctx: DemoContext, label: str) -> str:
         with progress:
             result = replay(
                 client,
+                task_of(ctx, "scenario"),
                 rows,
-                spec,
                 ctx.demo.loop.batch_size,
                 f"demo{ctx.values['seed']}-{label}",
                 advance,
@@ -667,7 +668,7 @@ def step_close_the_loop(ctx: DemoContext) -> str:
     """Monitoring deployment -> event -> Prefect's trigger -> retraining deployment -> gate ->
     promotion -> the service swaps. Stages are timed on the wall clock from the flow runs' own
     timestamps and the service's ``serving_since`` (one machine, one clock)."""
-    from shelfwise.serving.client import order_payload
+    from shelfwise.serving.client import row_payload
 
     loop = ctx.demo.loop
     uri = ctx.plan.tracking_uri
@@ -710,7 +711,7 @@ def step_close_the_loop(ctx: DemoContext) -> str:
         since = _parse(client.served(task.name)["serving_since"])
         traffic, _ = _traffic(ctx)
         row = traffic.shifted.iloc[0].to_dict()
-        answer = client.predict_batch([order_payload(row, "demo-after-swap")])[0]
+        answer = client.predict_batch(task, [row_payload(task, row, "demo-after-swap")])[0]
     finally:
         client.close()
     if since is not None and promoted_at is not None and _aware(since) < _aware(promoted_at):

@@ -17,8 +17,9 @@ import pandas as pd
 
 from shelfwise.configs.datasets import TabularDatasetSpec
 from shelfwise.configs.delay import DelayRiskConfig
+from shelfwise.configs.tasks import TaskDeclaration
 from shelfwise.models.datasets import stratified_split
-from shelfwise.serving.client import ServiceClient, order_payload
+from shelfwise.serving.client import ServiceClient, row_payload
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +82,14 @@ class ReplayResult:
 
 def replay(
     client: ServiceClient,
+    task: TaskDeclaration,
     rows: pd.DataFrame,
-    spec: TabularDatasetSpec,
     batch_size: int,
     id_prefix: str,
     on_batch: Callable[[int], None] | None = None,
 ) -> ReplayResult:
-    """Score ``rows`` through the batch endpoint, then send each outcome as feedback."""
+    """Score ``rows`` through the task's batch endpoint, then send each outcome as feedback."""
+    spec = task.dataset_spec()
     t0 = time.monotonic()
     result = ReplayResult()
     total_p = 0.0
@@ -99,13 +101,13 @@ def replay(
             for i, r in enumerate(chunk)
         ]
         answers = client.predict_batch(
-            [order_payload(r, oid) for r, oid in zip(chunk, ids, strict=True)]
+            task, [row_payload(task, r, oid) for r, oid in zip(chunk, ids, strict=True)]
         )
         for row, answer in zip(chunk, answers, strict=True):
             client.feedback(answer["prediction_id"], float(row[spec.target]))
             v = answer["model_version"]
             result.versions[v] = result.versions.get(v, 0) + 1
-            total_p += answer["delay_probability"]
+            total_p += answer[task.prediction_field]
         result.orders += len(chunk)
         result.feedback += len(chunk)
         if on_batch:

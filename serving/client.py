@@ -1,47 +1,48 @@
-"""A small HTTP client for the Shelfwise service, as a user's application would call it: batch
-delay-risk predictions, feedback, the served versions. Used by the demo's traffic replay and the
-loop benchmark; errors carry the service's own message."""
+"""A small HTTP client for the Shelfwise service, as a user's application would call it: a
+declared task's batch predictions and forecasts, feedback, the served versions. Used by the
+demo's traffic replay and the loop benchmark; errors carry the service's own message."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import httpx
 
-BATCH_ROUTE = "/v1/delay-risk/batch"  # the routes today's callers use (a task's legacy routes)
+from shelfwise.configs.tasks import TaskDeclaration
+
 FEEDBACK_ROUTE = "/v1/feedback"
 VERSIONS_ROUTE = "/v1/versions"
-FORECAST_ROUTE = "/v1/forecast"
 
 
 class ServiceError(RuntimeError):
     """The service answered with an error (status and message kept)."""
 
 
-@lru_cache(maxsize=32)
-def _task_api(task_name: str | None) -> Any:
-    """The generated request model of ``task_name``; None: the task that answers BATCH_ROUTE."""
-    from shelfwise.configs.tasks import TaskKind, load_task, load_tasks
+_APIS: dict[str, Any] = {}
+
+
+def _task_api(task: TaskDeclaration) -> Any:
+    """The task's generated request model (built once per declaration)."""
     from shelfwise.serving.task_api import tabular_api
 
-    if task_name is not None:
-        return tabular_api(load_task(task_name))
-    for task in load_tasks():
-        if task.kind is not TaskKind.forecast and BATCH_ROUTE in {
-            task.serving.legacy_routes.batch,
-            f"/v1/{task.url_path}/batch",
-        }:
-            return tabular_api(task)
-    raise ServiceError(f"no declared task answers {BATCH_ROUTE}")
+    key = task.model_dump_json()
+    if key not in _APIS:
+        _APIS[key] = tabular_api(task)
+    return _APIS[key]
 
 
-def order_payload(row: dict[str, Any], order_id: str, task: str | None = None) -> dict[str, Any]:
-    """A dataset row (spec column names) as the task's request JSON (its field names and types);
-    ``task`` None: the task whose batch route is ``BATCH_ROUTE``."""
-    return _task_api(task).payload(row, order_id)
+def row_payload(task: TaskDeclaration, row: dict[str, Any], row_id: str | None) -> dict[str, Any]:
+    """A dataset row (spec column names) as ``task``'s request JSON (its field names, types)."""
+    return _task_api(task).payload(row, row_id)
+
+
+def route(task: TaskDeclaration, kind: str) -> str:
+    """The task's own route for ``kind`` (``predict``, ``batch`` or ``forecast``)."""
+    from shelfwise.serving.task_api import task_routes
+
+    return task_routes(task)[kind][0]
 
 
 @dataclass
@@ -65,15 +66,18 @@ class ServiceClient:
             raise ServiceError(f"POST {route} -> {r.status_code}: {r.text[:300]}")
         return r.json()
 
-    def predict_batch(self, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self._post(BATCH_ROUTE, {"orders": orders})
+    def predict_batch(
+        self, task: TaskDeclaration, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """``rows`` (request JSON, see ``row_payload``) through the task's batch route."""
+        return self._post(route(task, "batch"), {task.serving.batch_field: rows})
 
     def feedback(self, prediction_id: str, actual: float) -> dict[str, Any]:
         return self._post(FEEDBACK_ROUTE, {"prediction_id": prediction_id, "actual": actual})
 
-    def forecast(self, request: dict[str, Any]) -> dict[str, Any]:
+    def forecast(self, task: TaskDeclaration, request: dict[str, Any]) -> dict[str, Any]:
         """``{"series": {...}, "horizon": n, "on_hand"?, "lead_time"?, "service_level"?}``"""
-        return self._post(FORECAST_ROUTE, request)
+        return self._post(route(task, "forecast"), request)
 
     def versions(self) -> dict[str, Any]:
         return self._post(VERSIONS_ROUTE, {})

@@ -92,6 +92,7 @@ from shelfwise.serving.task_api import (
     TabularApi,
     forecast_api,
     tabular_api,
+    task_routes,
 )
 
 logger = logging.getLogger(__name__)
@@ -129,21 +130,6 @@ def service_options(settings: ServingSettings) -> dict[str, Any]:
 def served_tasks() -> list[TaskDeclaration]:
     """The declared tasks the service serves (``serving.enabled``), sorted by name."""
     return [task for task in load_tasks() if task.serving.enabled]
-
-
-def task_routes(task: TaskDeclaration) -> dict[str, list[str]]:
-    """``{"predict": [...], "batch": [...]}`` (tabular) or ``{"forecast": [...]}``: the task's
-    own route first, then its legacy route if it declares one."""
-    base = f"/v1/{task.url_path}"
-    legacy = task.serving.legacy_routes
-    kinds = ("forecast",) if task.kind is TaskKind.forecast else ("predict", "batch")
-    out: dict[str, list[str]] = {}
-    for kind in kinds:
-        routes = [f"{base}/{kind}"]
-        if getattr(legacy, kind) and getattr(legacy, kind) not in routes:
-            routes.append(getattr(legacy, kind))
-        out[kind] = routes
-    return out
 
 
 _BOOT = serving_config()  # decorator arguments only (see module docstring)

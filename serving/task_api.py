@@ -315,3 +315,18 @@ def forecast_api(task: TaskDeclaration, head: pd.DataFrame | None = None) -> For
         _class_name(task, "ForecastResponse"), (ForecastResponse,), {"__module__": __name__}
     )
     return ForecastApi(task=task, spec=spec, request=request, response=response, example=example)
+
+
+def task_routes(task: TaskDeclaration) -> dict[str, list[str]]:
+    """``{"predict": [...], "batch": [...]}`` (tabular) or ``{"forecast": [...]}``: the task's
+    own route first, then its legacy route if it declares one."""
+    base = f"/v1/{task.url_path}"
+    legacy = task.serving.legacy_routes
+    kinds = ("forecast",) if task.kind is TaskKind.forecast else ("predict", "batch")
+    out: dict[str, list[str]] = {}
+    for kind in kinds:
+        routes = [f"{base}/{kind}"]
+        if getattr(legacy, kind) and getattr(legacy, kind) not in routes:
+            routes.append(getattr(legacy, kind))
+        out[kind] = routes
+    return out

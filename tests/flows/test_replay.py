@@ -7,15 +7,10 @@ import pytest
 
 from shelfwise.configs.datasets import load_tabular_spec
 from shelfwise.configs.delay import load_delay_config
+from shelfwise.configs.tasks import load_task, load_tasks
 from shelfwise.flows.replay import ScenarioError, shift_traffic
 from shelfwise.models.datasets import load_tabular, stratified_split
-from shelfwise.serving.client import (
-    BATCH_ROUTE,
-    FEEDBACK_ROUTE,
-    FORECAST_ROUTE,
-    VERSIONS_ROUTE,
-    order_payload,
-)
+from shelfwise.serving.client import FEEDBACK_ROUTE, VERSIONS_ROUTE, route, row_payload
 
 LOW = "Discount_offered <= 10"
 
@@ -58,16 +53,20 @@ def test_order_payload_round_trips_through_the_strict_schema(shipping) -> None:
     from shelfwise.serving.client import _task_api
 
     spec, data, _ = shipping
-    api = _task_api(None)  # the task answering BATCH_ROUTE: its generated request model
+    task = load_task("delay_risk")
+    api = _task_api(task)  # the task's generated request model
     for row in data.sample(50, random_state=1).to_dict("records"):
-        order = api.request.model_validate(order_payload(row, f"o-{row[spec.id_column]}"))
+        order = api.request.model_validate(row_payload(task, row, f"o-{row[spec.id_column]}"))
         assert api.row(order) == {c: row[c] for c in spec.features}
 
 
 def test_client_routes_are_the_service_routes() -> None:
     from shelfwise.serving import service
 
-    assert BATCH_ROUTE in service.BATCH_ROUTES  # a declared task's (legacy) batch route
+    for task in load_tasks():  # the client calls each declared task's own routes
+        kinds = ("forecast",) if task.kind.value == "forecast" else ("batch",)
+        for kind in kinds:
+            assert route(task, kind) in service.PREDICTION_ROUTES, (task.name, kind)
+    assert route(load_task("delay_risk"), "batch") == "/v1/delay-risk/batch"
     assert FEEDBACK_ROUTE == service.FEEDBACK_ROUTE
     assert VERSIONS_ROUTE == service.VERSIONS_ROUTE
-    assert FORECAST_ROUTE in service.PREDICTION_ROUTES
