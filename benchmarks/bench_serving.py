@@ -37,9 +37,9 @@ import aiohttp
 import numpy as np
 
 from shelfwise.configs.datasets import load_tabular_spec
-from shelfwise.configs.delay import load_delay_config
 from shelfwise.configs.platform import PlatformConfig, TrackingConfig
 from shelfwise.configs.serving import load_serving_config
+from shelfwise.configs.tasks import load_task, training_config
 from shelfwise.registry.server import LocalServer, free_port, start_server, stop_server
 
 logger = logging.getLogger("bench_serving")
@@ -223,7 +223,7 @@ def train_and_register(tracking_uri: str) -> tuple[str, str]:
     from shelfwise.models.tabular import build_xgb_pipeline, features_and_target
     from shelfwise.registry import log as rlog
 
-    cfg = load_delay_config()
+    cfg = training_config(load_task("delay_risk"))
     spec = load_tabular_spec(cfg.dataset)
     df, _ = load_tabular(spec, DATA_DIR)
     train, _test = stratified_split(df, spec.target, cfg.split.test_size, cfg.split.seed)
@@ -337,7 +337,9 @@ def run_inprocess(
     from shelfwise.serving.client import _task_api
 
     api = _task_api(None)  # the task behind the client's routes: its generated models
-    model = load_tabular_model(tracking_uri, name, version, bands=load_delay_config().severity)
+    model = load_tabular_model(
+        tracking_uri, name, version, bands=training_config(load_task("delay_risk")).severity
+    )
 
     def call(i: int) -> Any:
         order = api.request.model_validate(orders[i % len(orders)])
@@ -516,7 +518,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sum(r["ok"] for r in rows if r["target"] == "shelfwise (logging on)")
         + WARMUP * len(CONCURRENCY) * rounds
     )
-    n_trees = load_delay_config().xgboost.n_estimators
+    n_trees = training_config(load_task("delay_risk")).xgboost.n_estimators
     result = {
         "benchmark": "serving",
         "started_at": started,

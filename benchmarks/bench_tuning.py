@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 
 from shelfwise.configs.datasets import load_tabular_spec
-from shelfwise.configs.delay import load_delay_config
+from shelfwise.configs.tasks import load_task, training_config
 from shelfwise.configs.tuning import load_tuning_config
 from shelfwise.models.datasets import load_tabular, stratified_split
 from shelfwise.models.tabular import build_xgb_pipeline, cross_validate, features_and_target
@@ -36,7 +36,7 @@ def _data_dir() -> Path:
 
 def run(trials: int) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg, tcfg = load_delay_config(), load_tuning_config()
+    cfg, tcfg = training_config(load_task("delay_risk")), load_tuning_config("delay_risk")
     spec = load_tabular_spec(cfg.dataset)
     df, _ = load_tabular(spec, _data_dir())
     train, _ = stratified_split(df, spec.target, cfg.split.test_size, cfg.split.seed)

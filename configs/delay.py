@@ -3,13 +3,11 @@ the default hyper-parameters of every candidate family."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from shelfwise.configs.base import StrictModel
-from shelfwise.configs.loader import load_config, resolve_config_path
 
 
 class SplitConfig(StrictModel):
@@ -84,9 +82,12 @@ FAMILY_PARAMS: dict[str, type[StrictModel]] = {
 
 
 class DelayRiskConfig(StrictModel):
-    registered_model_name: str = "delay_risk"
-    experiment: str = "delay_risk"
-    dataset: str = "ecommerce_shipping"
+    """A tabular task's ``training`` section (configs/tasks.py ``training_config`` fills in the
+    model, experiment and dataset from the declaration)."""
+
+    registered_model_name: str = Field(min_length=1)
+    experiment: str = Field(min_length=1)
+    dataset: str = Field(min_length=1, description="the dataset spec's name")
     row_filter: str | None = Field(
         None, description="pandas query selecting the rows to learn from, e.g. a segment"
     )
@@ -103,7 +104,3 @@ class DelayRiskConfig(StrictModel):
         if family not in FAMILY_PARAMS:
             raise ValueError(f"unknown tabular family {family!r} (known: {sorted(FAMILY_PARAMS)})")
         return getattr(self, family)
-
-
-def load_delay_config(path: str | Path = "delay_risk") -> DelayRiskConfig:
-    return load_config(resolve_config_path(path), DelayRiskConfig)

@@ -315,7 +315,13 @@ def training_config(task: TaskDeclaration) -> Any:
     from shelfwise.configs.forecast import ForecastConfig
 
     model_cls = ForecastConfig if task.kind is TaskKind.forecast else DelayRiskConfig
-    cfg = _parse(model_cls, task, "training", {})
+    dataset = task.dataset if isinstance(task.dataset, str) else task.dataset.name
+    defaults = {
+        "registered_model_name": task.registered_model,
+        "experiment": task.experiment_name,
+        "dataset": dataset,
+    }
+    cfg = _parse(model_cls, task, "training", defaults)
     update: dict[str, Any] = {
         "registered_model_name": task.registered_model,
         "experiment": task.experiment_name,

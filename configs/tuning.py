@@ -48,7 +48,7 @@ class PrunerConfig(StrictModel):
 
 
 class TuningConfig(StrictModel):
-    study_name: str = "delay_risk-xgboost"
+    study_name: str = Field(min_length=1, description="default: <task>-<family>")
     family: str = Field(
         "xgboost", description="the candidate family searched (its parameters form the space)"
     )
@@ -108,7 +108,7 @@ class TuningFile(StrictModel):
         return self.tasks[task]
 
 
-def load_tuning_config(path: str | Path = "tuning", task: str = "delay_risk") -> TuningConfig:
+def load_tuning_config(task: str, path: str | Path = "tuning") -> TuningConfig:
     """Settings of one task; ``SHELFWISE_OPTUNA_STORAGE`` overrides its storage URL."""
     p = resolve_config_path(path)
     overrides = {f"tasks.{task}.{k}": v for k, v in ENV_OVERRIDES.items()}

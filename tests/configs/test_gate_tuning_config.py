@@ -35,14 +35,16 @@ def test_gate_rule_errors_name_file_and_key(tmp_path):
 
 def test_tuning_config_space_storage_and_env(tmp_path, monkeypatch):
     monkeypatch.delenv("SHELFWISE_OPTUNA_STORAGE", raising=False)
-    cfg = load_tuning_config()
+    cfg = load_tuning_config("delay_risk")
     assert {"max_depth", "learning_rate", "n_estimators", "gamma"} <= set(cfg.space)
     assert cfg.storage_url(tmp_path).startswith("sqlite:///") and "optuna.db" in cfg.storage_url(
         tmp_path
     )
     monkeypatch.setenv("SHELFWISE_OPTUNA_STORAGE", "postgresql://u@h/db")
-    assert load_tuning_config().storage_url(tmp_path) == "postgresql://u@h/db"
+    assert load_tuning_config("delay_risk").storage_url(tmp_path) == "postgresql://u@h/db"
     bad = tmp_path / "tuning.yaml"
-    bad.write_text("tasks:\n  delay_risk:\n    space:\n      depth: {type: int, low: 1, high: 3}\n")
+    bad.write_text(
+        "tasks:\n  delay_risk:\n    study_name: s\n    space:\n      depth: {type: int, low: 1, high: 3}\n"
+    )
     with pytest.raises(ConfigError, match="depth"):
-        load_tuning_config(bad)
+        load_tuning_config("delay_risk", bad)

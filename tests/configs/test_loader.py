@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from shelfwise.configs.delay import DelayRiskConfig, load_delay_config
+from shelfwise.configs.delay import DelayRiskConfig
 from shelfwise.configs.loader import ConfigError, configs_dir, expand_env, load_config
 from shelfwise.configs.platform import ENV_OVERRIDES, PlatformConfig, load_platform_config
+from shelfwise.configs.tasks import load_task, training_config
 
 
 def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
@@ -14,7 +15,7 @@ def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
 
 
 def test_shipped_configs_load() -> None:
-    cfg = load_delay_config()
+    cfg = training_config(load_task("delay_risk"))
     assert cfg.registered_model_name == "delay_risk"
     assert cfg.severity.critical == 0.7 and cfg.severity.warning == 0.5 and cfg.severity.info == 0.3
     assert (configs_dir() / "platform.yaml").is_file()

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 from shelfwise.configs.datasets import load_tabular_spec
-from shelfwise.configs.delay import load_delay_config
-from shelfwise.configs.tasks import load_task, load_tasks
+from shelfwise.configs.tasks import load_task, load_tasks, training_config
 from shelfwise.flows.replay import ScenarioError, shift_traffic
 from shelfwise.models.datasets import load_tabular, stratified_split
 from shelfwise.serving.client import FEEDBACK_ROUTE, VERSIONS_ROUTE, route, row_payload
@@ -19,7 +18,7 @@ LOW = "Discount_offered <= 10"
 def shipping(data_dir):
     spec = load_tabular_spec("ecommerce_shipping")
     data, _ = load_tabular(spec, data_dir)
-    cfg = load_delay_config("delay_risk").model_copy(update={"row_filter": LOW})
+    cfg = training_config(load_task("delay_risk")).model_copy(update={"row_filter": LOW})
     return spec, data, cfg
 
 

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from shelfwise.configs.datasets import TabularDatasetSpec, load_tabular_spec
-from shelfwise.configs.delay import DelayRiskConfig, SeverityBands, load_delay_config
+from shelfwise.configs.delay import DelayRiskConfig, SeverityBands
+from shelfwise.configs.tasks import load_task, training_config
 from shelfwise.models.datasets import load_tabular, stratified_split
 from shelfwise.models.metrics import (
     HIGHER_IS_BETTER,
@@ -98,7 +99,7 @@ def test_every_family_gets_the_same_folds() -> None:
 
 @pytest.mark.slow
 def test_xgboost_beats_logistic_baseline_on_real_holdout(data_dir) -> None:
-    cfg = load_delay_config()
+    cfg = training_config(load_task("delay_risk"))
     spec = load_tabular_spec(cfg.dataset)
     df, _ = load_tabular(spec, data_dir)
     train, test = stratified_split(df, spec.target, cfg.split.test_size, cfg.split.seed)
@@ -118,7 +119,7 @@ def test_xgboost_beats_logistic_baseline_on_real_holdout(data_dir) -> None:
 
 @pytest.mark.slow
 def test_cross_validation_is_stable(data_dir) -> None:
-    cfg = load_delay_config()
+    cfg = training_config(load_task("delay_risk"))
     spec = load_tabular_spec(cfg.dataset)
     df, _ = load_tabular(spec, data_dir)
     X, y = features_and_target(df, spec)

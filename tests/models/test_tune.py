@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from shelfwise.configs.datasets import load_tabular_spec
-from shelfwise.configs.delay import load_delay_config
+from shelfwise.configs.tasks import load_task, training_config
 from shelfwise.configs.tuning import load_tuning_config
 from shelfwise.models.datasets import load_tabular, stratified_split
 from shelfwise.models.tabular import build_xgb_pipeline, cross_validate, features_and_target
@@ -22,8 +22,8 @@ from shelfwise.models.tune import (
 
 
 def test_suggested_params_respect_the_space_and_validate():
-    tcfg = load_tuning_config()
-    base = load_delay_config().xgboost
+    tcfg = load_tuning_config("delay_risk")
+    base = training_config(load_task("delay_risk")).xgboost
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
         trial = study.ask()
@@ -39,8 +39,8 @@ def test_suggested_params_respect_the_space_and_validate():
 
 @pytest.mark.slow
 def test_tuned_cv_auc_is_not_below_default_params_on_the_same_folds(data_dir, tmp_path):
-    cfg = load_delay_config()
-    tcfg = load_tuning_config()
+    cfg = training_config(load_task("delay_risk"))
+    tcfg = load_tuning_config("delay_risk")
     spec = load_tabular_spec(cfg.dataset)
     df, _ = load_tabular(spec, data_dir)
     train, _ = stratified_split(df, spec.target, cfg.split.test_size, cfg.split.seed)
@@ -78,7 +78,9 @@ def test_a_lower_is_better_metric_is_minimised_and_pruned_on_falling_sums(tmp_pa
     y = 3 * X["a"].to_numpy() + rng.normal(0, 0.5, 300)
     spec = TabularDatasetSpec(name="t", path="t.csv", target="y", numeric=["a", "b"])
     tcfg = TuningConfig(
-        family="ridge", space={"alpha": {"low": 0.001, "high": 1000.0, "log": True}}
+        study_name="ridge-test",
+        family="ridge",
+        space={"alpha": {"low": 0.001, "high": 1000.0, "log": True}},
     )
     study = open_study(tcfg, f"sqlite:///{tmp_path / 'o.db'}", "ridge", direction="minimize")
     objective = make_objective(
@@ -90,4 +92,8 @@ def test_a_lower_is_better_metric_is_minimised_and_pruned_on_falling_sums(tmp_pa
     reports = list(best.intermediate_values.values())
     assert all(b < a for a, b in zip(reports, reports[1:], strict=False))
     with pytest.raises(ValueError, match="unknown ridge hyper-parameter"):
-        TuningConfig(family="ridge", space={"max_depth": {"type": "int", "low": 1, "high": 3}})
+        TuningConfig(
+            study_name="s",
+            family="ridge",
+            space={"max_depth": {"type": "int", "low": 1, "high": 3}},
+        )
