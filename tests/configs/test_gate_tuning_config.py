@@ -44,7 +44,8 @@ def test_tuning_config_space_storage_and_env(tmp_path, monkeypatch):
     assert load_tuning_config("delay_risk").storage_url(tmp_path) == "postgresql://u@h/db"
     bad = tmp_path / "tuning.yaml"
     bad.write_text(
-        "tasks:\n  delay_risk:\n    study_name: s\n    space:\n      depth: {type: int, low: 1, high: 3}\n"
+        "tasks:\n  delay_risk:\n    study_name: s\n"
+        "    space:\n      depth: {type: int, low: 1, high: 3}\n"
     )
     with pytest.raises(ConfigError, match="depth"):
         load_tuning_config("delay_risk", bad)
