@@ -137,9 +137,19 @@ class TabularApi:
         for col, name in self.field_of_column.items():
             value = _json_value(row[col])
             if value is not None and col in self.spec.numeric and not isinstance(value, bool):
-                value = float(value)
+                value = as_number(value)
             out[name] = value
         return out
+
+
+def as_number(value: Any) -> float:
+    """A numeric column's value as a number: booleans written as words (TRUE/FALSE, yes/no)
+    are 1/0, as training reads them (models/datasets.py)."""
+    from shelfwise.models.datasets import FALSE_WORDS, TRUE_WORDS
+
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return float(value.strip().lower() in TRUE_WORDS)
+    return float(value)
 
 
 MAX_ABS_NUMBER = 1e15  # beyond this a float32 feature matrix (XGBoost) loses the value or overflows
@@ -208,7 +218,7 @@ def tabular_api(
         value = _json_value(first[col]) if first is not None and col in head.columns else default
         if value is not None:
             base = kind if not nullable else kind.__args__[0]
-            cast = {StrictBool: bool, Number: float}.get(base, str)
+            cast = {StrictBool: bool, Number: as_number}.get(base, str)
             value = cast(value)
         example[name] = value
     fields["explain"] = (
