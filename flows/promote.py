@@ -10,11 +10,11 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from prefect import flow
 
-from shelfwise.configs.datasets import load_tabular_spec, load_timeseries_spec
+from shelfwise.configs.datasets import load_tabular_spec
 from shelfwise.configs.delay import load_delay_config
-from shelfwise.configs.forecast import load_forecast_config
 from shelfwise.configs.gate import GateRule, load_gate_config
 from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.configs.tasks import TaskDeclaration, load_task
 from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.registry import forecast_gate as fgate
 from shelfwise.registry import gate as rgate
@@ -72,12 +72,14 @@ def delay_risk_evaluator(
     return evaluate
 
 
-def demand_forecast_evaluator(
+def forecast_evaluator(
     client: mlflow.MlflowClient, model_name: str, key_columns: list[str], rule
 ) -> Evaluate:
-    """``evaluate(candidate, champion)`` for forecasters: the candidate's stored holdout (its
-    latest backtest fold) is the evaluation set; the champion's pyfunc forecasts the same rows
-    when it is comparable (registry/forecast_gate.py)."""
+    """``evaluate(candidate, champion)`` for forecasters of any family: the candidate's stored
+    holdout (its latest backtest fold, or the gate fold) is the evaluation set; the champion's
+    pyfunc forecasts the same rows when it is comparable (registry/forecast_gate.py). The
+    seasonal naive's backtest forecasts on those rows are the naive baseline every version,
+    the first one included, must beat; the other families' are reported beside."""
 
     def evaluate(candidate: str, champion: str | None) -> rgate.GateDecision:
         cand = client.get_model_version(model_name, candidate)
@@ -94,13 +96,25 @@ def demand_forecast_evaluator(
                 eval_set = rows
                 champion_pred = fgate.score_forecaster(f"models:/{model_name}/{champion}", eval_set)
                 fresher = cand.tags.get(fgate.TAG_DATA_END, "") > (champ_end or "")
+        baselines = {f: eval_set.forecasts(f) for f in eval_set.baseline_families}
+        if fgate.NAIVE_FAMILY not in baselines and eval_set.family == fgate.NAIVE_FAMILY:
+            baselines[fgate.NAIVE_FAMILY] = eval_set.forecasts(fgate.NAIVE_FAMILY)
         decision = fgate.decide_forecast(
-            rule, eval_set, champion_pred, candidate, champion, comparable, fresher
+            rule,
+            eval_set,
+            champion_pred,
+            candidate,
+            champion,
+            comparable,
+            fresher,
+            baselines=baselines,
+            naive=fgate.NAIVE_FAMILY,
         )
         logger.info(
-            "gate %s v%s vs @%s=%s on %s rows from origin %s: %s (%s)",
+            "gate %s v%s (%s) vs @%s=%s on %s rows from origin %s: %s (%s)",
             model_name,
             candidate,
+            eval_set.family,
             CHAMPION,
             champion,
             len(eval_set.frame),
@@ -193,11 +207,12 @@ def _delay_evaluator(
 
 
 def _forecast_evaluator(
-    client: mlflow.MlflowClient, model_name: str, config: str, rule: GateRule
+    client: mlflow.MlflowClient, model_name: str, task: TaskDeclaration | str, rule: GateRule
 ) -> Evaluate:
-    cfg = load_forecast_config(config)
-    spec = load_timeseries_spec(cfg.dataset)
-    return demand_forecast_evaluator(client, model_name, list(spec.series_keys), rule)
+    """The forecast kind's evaluator for ``task`` (a declaration, or its name or path)."""
+    declaration = task if isinstance(task, TaskDeclaration) else load_task(task)
+    spec = declaration.dataset_spec()
+    return forecast_evaluator(client, model_name, list(spec.series_keys), rule)
 
 
 def _gate_with(

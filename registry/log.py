@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 SKOPS_TRUSTED_TYPES = ["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
 
 # tag keys carried by every registered version
-TAG_TASK = "shelfwise.task"
+TAG_TASK = "shelfwise.task"  # the task's name (configs/tasks/<name>.yaml)
+TAG_TASK_SOURCE = "shelfwise.task_source"  # the declaration file it was trained from
 TAG_FAMILY = "shelfwise.model_family"
 TAG_DATA_FINGERPRINT = "shelfwise.data_fingerprint"
 TAG_EVAL_FINGERPRINT = "shelfwise.eval_fingerprint"

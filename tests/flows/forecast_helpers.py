@@ -62,3 +62,26 @@ def write_actuals(path: Path, rows: pd.DataFrame) -> Path:
     out["date"] = out["date"].dt.strftime("%Y-%m-%d")
     out.to_csv(path, index=False)
     return path
+
+
+def forecast_task(
+    tmp_path: Path,
+    name: str | None = None,
+    horizon: int = HORIZON,
+    candidates: list[str] | None = None,
+    task_over: dict | None = None,
+    **data,
+) -> Path:
+    """A task declaration copying configs/tasks/demand_forecast.yaml, with its training config
+    from ``forecast_config`` (own registered model and experiment, few series) and, optionally,
+    other candidates or keys."""
+    training = forecast_config(tmp_path, name, horizon, **data)
+    model = read_yaml(training)["registered_model_name"]
+    raw = read_yaml(configs_dir() / "tasks" / "demand_forecast.yaml")
+    raw.update(name=model, model_name=model, experiment=model, training=str(training))
+    if candidates is not None:
+        raw["candidates"] = candidates
+    raw.update(task_over or {})
+    path = tmp_path / f"task-{model}-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
