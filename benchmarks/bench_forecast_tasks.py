@@ -5,7 +5,7 @@ table per data set with the selected champion, its interval coverage (folds afte
 conformal intervals need earlier residuals) and, where published figures exist for the data set,
 the peers beside it.
 
-Run: python -m benchmarks.bench_forecast_tasks [--max-series N] [--task NAME ...]
+Run: python -m benchmarks.bench_forecast_tasks [--max-series [TASK=]N ...] [--task NAME ...]
 (writes benchmarks/results/forecast_tasks.json + .md)
 """
 
@@ -135,21 +135,25 @@ def to_markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--max-series", type=int, default=None)
+    ap.add_argument("--max-series", action="append", default=[], help="N (every task) or TASK=N")
     ap.add_argument("--task", action="append", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tasks = [t for t in load_tasks() if t.kind is TaskKind.forecast]
     if args.task:
         tasks = [t for t in tasks if t.name in args.task]
-    cmd = "python -m benchmarks.bench_forecast_tasks" + (
-        f" --max-series {args.max_series}" if args.max_series else ""
+    limits: dict[str | None, int] = {}
+    for item in args.max_series:
+        name, _, n = item.rpartition("=")
+        limits[name or None] = int(n)
+    cmd = "python -m benchmarks.bench_forecast_tasks" + "".join(
+        f" --max-series {m}" for m in args.max_series
     )
     res = {
         "command": cmd,
         "machine": f"{os.cpu_count()} cores, {pyplatform.python_version()}",
         "load_average_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-        "tasks": [run_task(t, args.max_series) for t in tasks],
+        "tasks": [run_task(t, limits.get(t.name, limits.get(None))) for t in tasks],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "forecast_tasks.json").write_text(json.dumps(res, indent=2, default=float))

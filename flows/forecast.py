@@ -182,6 +182,12 @@ def run_backtest(
     return result
 
 
+def stamp(ts: pd.Timestamp) -> str:
+    """A date tag: the day (``2017-06-30``) for daily and coarser data, else the timestamp."""
+    ts = pd.Timestamp(ts)
+    return str(ts.date()) if ts == ts.normalize() else ts.isoformat()
+
+
 def _tags(task: TaskDeclaration, cfg, spec, family: str, fp: str, trigger: str) -> dict[str, str]:
     return {
         rlog.TAG_TASK: task.name,
@@ -374,8 +380,8 @@ def fit_and_register(
         metric_tags = {f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if pd.notna(v)}
         data_end = panel.frame["ds"].max()
         window_tags = {
-            fgate.TAG_DATA_END: str(data_end.date()),
-            fgate.TAG_WINDOW_END: str((data_end + cfg.horizon * panel.step).date()),
+            fgate.TAG_DATA_END: stamp(data_end),
+            fgate.TAG_WINDOW_END: stamp(data_end + cfg.horizon * panel.step),
             fgate.TAG_HORIZON: str(cfg.horizon),
             rlog.TAG_EVAL_FINGERPRINT: fgate.eval_fingerprint(holdout, panel.key_columns),
             **({fgate.TAG_GATE_ORIGIN: str(result.gate.origin.date())} if result.gate else {}),
@@ -525,7 +531,7 @@ def train_forecast(
         n_series=panel.n_series,
         data_fingerprint=fp,
         train_seconds=secs,
-        data_end=str(panel.frame["ds"].max().date()),
+        data_end=stamp(panel.frame["ds"].max()),
         task=declaration.name,
         task_source=str(declaration.source or declaration.name),
         family=winner,
