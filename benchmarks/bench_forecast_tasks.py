@@ -6,7 +6,8 @@ conformal intervals need earlier residuals) and, where published figures exist f
 the peers beside it.
 
 Run: python -m benchmarks.bench_forecast_tasks [--max-series [TASK=]N ...] [--task NAME ...]
-(writes benchmarks/results/forecast_tasks.json + .md)
+[--candidates a,b] [--out NAME]   (writes benchmarks/results/<NAME, default forecast_tasks>.json
++ .md; ``--candidates`` overrides the tasks' own, e.g. to leave Prophet out on all 500 series)
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ PEERS: dict[str, list[dict]] = {
 TARGETS = {"store_item_demand": 12.25, "walmart_weekly": 3.85}
 
 
-def run_task(task, max_series: int | None) -> dict:
+def run_task(task, max_series: int | None, candidates: list[str] | None = None) -> dict:
     cfg = forecast_task_config(task)
+    if candidates:
+        cfg = cfg.model_copy(update={"candidates": candidates})
     if max_series:
         cfg = cfg.model_copy(
             update={"data": cfg.data.model_copy(update={"max_series": max_series})}
@@ -137,7 +140,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-series", action="append", default=[], help="N (every task) or TASK=N")
     ap.add_argument("--task", action="append", default=None)
+    ap.add_argument("--candidates", default=None, help="comma-separated families")
+    ap.add_argument("--out", default="forecast_tasks")
     args = ap.parse_args()
+    cands = args.candidates.split(",") if args.candidates else None
     logging.basicConfig(level=logging.WARNING)
     tasks = [t for t in load_tasks() if t.kind is TaskKind.forecast]
     if args.task:
@@ -149,15 +155,18 @@ def main() -> None:
     cmd = "python -m benchmarks.bench_forecast_tasks" + "".join(
         f" --max-series {m}" for m in args.max_series
     )
+    cmd += "".join(f" --task {t}" for t in args.task or [])
+    cmd += f" --candidates {args.candidates}" if args.candidates else ""
+    cmd += f" --out {args.out}" if args.out != "forecast_tasks" else ""
     res = {
         "command": cmd,
         "machine": f"{os.cpu_count()} cores, {pyplatform.python_version()}",
         "load_average_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-        "tasks": [run_task(t, limits.get(t.name, limits.get(None))) for t in tasks],
+        "tasks": [run_task(t, limits.get(t.name, limits.get(None)), cands) for t in tasks],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "forecast_tasks.json").write_text(json.dumps(res, indent=2, default=float))
-    (RESULTS / "forecast_tasks.md").write_text(to_markdown(res))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(res, indent=2, default=float))
+    (RESULTS / f"{args.out}.md").write_text(to_markdown(res))
     print(to_markdown(res))
 
 
