@@ -39,7 +39,25 @@ class TabularDatasetSpec(StrictModel):
         return [*self.categorical, *self.numeric]
 
 
+Frequency = Literal["H", "D", "W", "M"]
+
+# Season lengths per frequency, shortest first: the seasonal naive family uses the longest one
+# the history allows, MASE's in-sample scale the shortest (configs/forecast.py).
+SEASON_LENGTHS: dict[str, tuple[int, ...]] = {
+    "H": (24, 168),
+    "D": (7, 364),
+    "W": (52,),
+    "M": (12,),
+}
+
+
 class TimeSeriesDatasetSpec(StrictModel):
+    """A panel of series. ``layout: long`` (default): one row per (series keys, time) with the
+    target in one column. ``layout: wide``: one row per time, one column per series
+    (``value_columns``, default every column but the time column and the regressors); the
+    loader melts it into long form with the column name in ``series_column`` and the value in
+    ``target``."""
+
     kind: Literal["timeseries"] = "timeseries"
     name: str
     path: Path
@@ -47,13 +65,45 @@ class TimeSeriesDatasetSpec(StrictModel):
     encoding: str = "utf-8"
     time_column: str
     date_format: str | None = Field(None, description="strftime format, e.g. %d-%m-%Y; None = ISO")
-    series_keys: list[str] = Field(min_length=1)
-    target: str
-    frequency: Literal["D", "W"] = "D"
+    layout: Literal["long", "wide"] = "long"
+    value_columns: list[str] | None = Field(
+        None, description="wide layout: the series columns (None = all but time and regressors)"
+    )
+    series_column: str = Field("series", description="wide layout: the series key column made")
+    series_keys: list[str] = Field(
+        default_factory=list, description="long layout: required; wide: [series_column]"
+    )
+    target: str = Field("y", description="the value column (wide layout: the name it gets)")
+    frequency: Frequency = Field("D", description="H (hourly), D, W or M (monthly)")
     regressors: list[str] = Field(
         default_factory=list, description="exogenous columns known in advance"
     )
     holidays_country: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wide_key(cls, data):
+        if isinstance(data, dict) and data.get("layout") == "wide" and not data.get("series_keys"):
+            data = {**data, "series_keys": [data.get("series_column", "series")]}
+        return data
+
+    @model_validator(mode="after")
+    def _layout_keys(self) -> TimeSeriesDatasetSpec:
+        if self.layout == "wide":
+            if self.series_keys != [self.series_column]:
+                raise ValueError(
+                    f"layout wide makes one key column {self.series_column!r} "
+                    f"(series_column); series_keys {self.series_keys} cannot apply"
+                )
+        elif not self.series_keys:
+            raise ValueError("series_keys: a long-layout time series needs at least one key")
+        elif self.value_columns:
+            raise ValueError("value_columns is for layout: wide only")
+        return self
+
+    @property
+    def seasons(self) -> tuple[int, ...]:
+        return SEASON_LENGTHS[self.frequency]
 
 
 DatasetSpec = Annotated[TabularDatasetSpec | TimeSeriesDatasetSpec, Field(discriminator="kind")]

@@ -80,7 +80,9 @@ class FeatureConfig(StrictModel):
         365, ge=1, description="rolling mean (ending at min(lags)) that normalises the features"
     )
     calendar: list[
-        Literal["dayofweek", "dayofmonth", "dayofyear", "weekofyear", "month", "quarter", "year"]
+        Literal[
+            "hour", "dayofweek", "dayofmonth", "dayofyear", "weekofyear", "month", "quarter", "year"
+        ]
     ] = Field(default_factory=lambda: ["dayofweek", "month", "dayofyear", "year"])
     residual: Literal["ratio_trend", "ratio_yhat", "difference_yhat"] = Field(
         "ratio_trend",
@@ -95,14 +97,30 @@ class IntervalConfig(StrictModel):
     min_residuals_per_series: int = Field(
         10, ge=1, description="below this, a series uses the median scale of all series"
     )
+    horizon_buckets: int = Field(
+        4,
+        ge=1,
+        description="conformal quantiles of the scaled out-of-sample residuals per group of "
+        "horizon steps (1 = pooled over the horizon)",
+    )
 
 
 class DataHandling(StrictModel):
     gaps: Literal["error", "fill_zero", "interpolate"] = Field(
         "error", description="missing periods inside a series"
     )
-    short_series: Literal["error", "skip"] = Field(
-        "skip", description="series shorter than min_history periods: fail, or drop with a warning"
+    short_series: Literal["error", "skip", "fallback"] = Field(
+        "fallback",
+        description="series shorter than min_history periods: fail, drop with a warning, or "
+        "forecast them with the `fallback` forecaster (counted and reported)",
+    )
+    fallback: Literal["seasonal_naive", "level"] = Field(
+        "seasonal_naive",
+        description="forecaster of short series: the last season repeated (the longest season "
+        "the series covers, else its mean), or level (the mean of the last season)",
+    )
+    min_fallback_history: int = Field(
+        1, ge=1, description="series shorter than this are dropped even with short_series fallback"
     )
     min_history: int | None = Field(
         None, ge=1, description="None = max(lags) + level_window + 2 * horizon"
@@ -158,12 +176,26 @@ class ForecastConfig(StrictModel):
     xgboost: ResidualModelParams = ResidualModelParams()
     features: FeatureConfig = FeatureConfig()
     intervals: IntervalConfig = IntervalConfig()
+    candidates: list[str] | None = Field(
+        None, description="families that compete (set from the task; None = the kind's default)"
+    )
     data: DataHandling = DataHandling()
     seasonal_naive_periods: dict[str, int] = Field(
         default_factory=lambda: {"seasonal_naive_week": 7, "seasonal_naive_year": 364},
         description="baseline name -> season length in periods",
     )
-    mase_period: int = Field(7, ge=1, description="season of MASE's in-sample naive scale")
+    mase_period: int | None = Field(
+        None,
+        ge=1,
+        description="season of MASE's in-sample naive scale; None = the shortest "
+        "season of the frequency (H 24, D 7, W 52, M 12)",
+    )
+    season_length: int | None = Field(
+        None,
+        ge=1,
+        description="season of the seasonal_naive family; None = the longest season of the "
+        "frequency (H 168, D 364, W 52, M 12) that every series' history covers",
+    )
     workers: int = Field(2, ge=1, description="processes fitting Prophet models in parallel")
     batch_size: int = Field(
         50, ge=1, description="series per parallel batch: one Prefect task and progress log each"
@@ -184,6 +216,11 @@ class ForecastConfig(StrictModel):
     @property
     def min_lag(self) -> int:
         return min(self.features.lags)
+
+    def mase_period_for(self, frequency: str) -> int:
+        from shelfwise.configs.datasets import SEASON_LENGTHS
+
+        return self.mase_period or SEASON_LENGTHS[frequency][0]
 
     @property
     def min_history(self) -> int:

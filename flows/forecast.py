@@ -1,8 +1,12 @@
-"""Prefect flow ``train-demand-forecast``: load + validate, rolling-origin backtest of the hybrid
-and its baselines (one MLflow run per family, same metric names), plots and a per-series table,
-then fit the hybrid on all data, register a ``demand_forecast`` version and point
-``@challenger`` at it; then (``promote``) the promotion gate (registry/forecast_gate.py via
-flows/promote.py) decides about ``@champion``.
+"""Prefect flow ``train-forecast``, one for every forecast task (``configs/tasks/<name>.yaml``,
+kind ``forecast``): load + validate the task's data set (its negative-target policy, wide or long
+layout, H/D/W/M frequency), a rolling-origin backtest of every candidate family (one MLflow run
+per family, same metric names, tagged ``shelfwise.family``), then the winner on the task's
+selection metric (mean over the backtest folds) is fitted on all series, with the declared
+fallback forecaster for series too short for it, calibrated (conformal intervals from its
+backtest residuals), registered with its family and task tagged, and pointed at by
+``@challenger``; then (``promote``) the promotion gate (registry/forecast_gate.py via
+flows/promote.py) decides about ``@champion``. The hybrid is champion only where it wins.
 
 When ``@champion`` trained up to a date after the latest backtest origin (a frequent retrain),
 the backtest adds the gate fold at that date (models/backtest.py) and the gate's holdout comes
@@ -15,25 +19,41 @@ actuals from a file (``actuals``) when retraining on feedback."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from shelfwise.configs.datasets import TimeSeriesDatasetSpec, load_timeseries_spec
-from shelfwise.configs.forecast import ForecastConfig, load_forecast_config
+from shelfwise.configs.datasets import TimeSeriesDatasetSpec
+from shelfwise.configs.forecast import ForecastConfig
 from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.configs.tasks import TaskDeclaration, TaskKind, load_task, training_config
 from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.flows.fanout import batch_mapper
 from shelfwise.flows.train import connect_tracking
 from shelfwise.models import plots
-from shelfwise.models.backtest import HYBRID, BacktestResult, backtest, families, gate_origin
-from shelfwise.models.datasets import cut_and_extend, fingerprint, load_actuals, load_timeseries
-from shelfwise.models.forecast import HybridProphetXGBoost, Panel, prepare_panel
+from shelfwise.models.backtest import (
+    FALLBACK,
+    BacktestResult,
+    backtest,
+    calibrate_family,
+    candidate_families,
+    families,
+    gate_origin,
+)
+from shelfwise.models.datasets import (
+    NEGATIVE_COUNT_ATTR,
+    cut_and_extend,
+    fingerprint,
+    load_actuals,
+    load_timeseries,
+)
+from shelfwise.models.forecast import FallbackForecaster, Panel, fit_with_fallback, prepare_panel
 from shelfwise.models.forecast_metrics import FORECAST_METRICS
 from shelfwise.registry import forecast_gate as fgate
 from shelfwise.registry import log as rlog
@@ -51,12 +71,22 @@ class ForecastTrainResult:
     run_id: str
     experiment_id: str
     tracking_uri: str
-    metrics: dict[str, float]
-    baseline_metrics: dict[str, dict[str, float]]
+    metrics: dict[str, float]  # the registered family's, latest backtest fold
+    baseline_metrics: dict[str, dict[str, float]]  # every other family's, latest fold
     n_series: int
     data_fingerprint: str
     train_seconds: float
     data_end: str
+    task: str = ""
+    task_source: str = ""
+    family: str = ""  # the family that won and was registered
+    selection_metric: str = "smape"
+    candidates: list[dict] = field(default_factory=list)  # the candidates table
+    coverage: float = float("nan")  # the registered family's backtest interval coverage
+    n_fallback: int = 0  # series too short for the family: forecast by the fallback
+    fallback: str | None = None
+    n_skipped: int = 0
+    negative_target: dict = field(default_factory=dict)  # {"policy", "rows"}
     gate: dict | None = None
 
     def as_dict(self) -> dict:
@@ -69,20 +99,30 @@ def load_panel(
     cfg: ForecastConfig,
     platform: PlatformConfig,
     actuals: str | None = None,
-) -> tuple[Panel, str, str]:
-    df, path = load_timeseries(spec, platform.data_dir)
-    extra = load_actuals(spec, actuals) if actuals else None
+    negative_target: str = "error",
+) -> tuple[Panel, str, str, dict]:
+    """The validated panel, its source, fingerprint and the negative-target count."""
+    df, path = load_timeseries(spec, platform.data_dir, negative_target)
+    negatives = dict(df.attrs.get(NEGATIVE_COUNT_ATTR, {"policy": negative_target, "rows": 0}))
+    extra = load_actuals(spec, actuals, negative_target) if actuals else None
+    if extra is not None:
+        negatives["rows"] += int(extra.attrs.get(NEGATIVE_COUNT_ATTR, {}).get("rows", 0))
     train_end = pd.Timestamp(cfg.data.train_end) if cfg.data.train_end else None
     panel = prepare_panel(cut_and_extend(df, spec, train_end, extra), spec, cfg)
     log = get_run_logger()
     log.info(
-        "%s series ready up to %s (%s skipped as too short)",
+        "%s series ready up to %s (%s skipped as too short, %s short -> fallback %s; %s negative "
+        "target row(s), policy %s)",
         panel.n_series,
-        panel.frame["ds"].max().date(),
+        panel.frame["ds"].max(),
         len(panel.skipped),
+        len(panel.short),
+        cfg.data.fallback,
+        negatives["rows"],
+        negatives["policy"],
     )
     source = f"{path}+{actuals}" if actuals else str(path)
-    return panel, source, fingerprint(panel.frame)
+    return panel, source, fingerprint(panel.frame), negatives
 
 
 def _progress(prefix: str):
@@ -99,19 +139,20 @@ def find_gate_origin(panel: Panel, cfg: ForecastConfig) -> pd.Timestamp | None:
     """The champion's data end when the backtest needs a gate fold there (else None)."""
     client = mlflow.MlflowClient()
     champion_end = fgate.champion_data_end(client, cfg.registered_model_name)
-    origin = gate_origin(panel, cfg.horizon, cfg.backtest.folds, cfg.backtest.step, champion_end)
+    main = panel.main_part()
+    origin = gate_origin(main, cfg.horizon, cfg.backtest.folds, cfg.backtest.step, champion_end)
     if origin is not None:
         get_run_logger().info(
             "@champion trained up to %s, after the latest backtest origin: gate fold at %s "
             "(realised rows up to %s)",
             champion_end.date(),
             origin.date(),
-            panel.frame["ds"].max().date(),
+            main.frame["ds"].max().date(),
         )
     return origin
 
 
-@task(name="backtest-hybrid-and-baselines", cache_policy=NONE)
+@task(name="backtest-families", cache_policy=NONE)
 def run_backtest(
     panel: Panel, cfg: ForecastConfig, gate_at: pd.Timestamp | None = None
 ) -> BacktestResult:
@@ -141,10 +182,18 @@ def run_backtest(
     return result
 
 
-def _tags(cfg, spec, family: str, fp: str, trigger: str) -> dict[str, str]:
+def stamp(ts: pd.Timestamp) -> str:
+    """A date tag: the day (``2017-06-30``) for daily and coarser data, else the timestamp."""
+    ts = pd.Timestamp(ts)
+    return str(ts.date()) if ts == ts.normalize() else ts.isoformat()
+
+
+def _tags(task: TaskDeclaration, cfg, spec, family: str, fp: str, trigger: str) -> dict[str, str]:
     return {
-        rlog.TAG_TASK: rlog.TASK_DEMAND_FORECAST,
+        rlog.TAG_TASK: task.name,
+        rlog.TAG_TASK_SOURCE: str(task.source or task.name),
         rlog.TAG_FAMILY: family,
+        fgate.TAG_FORECAST_FAMILY: family,
         rlog.TAG_DATA_FINGERPRINT: fp,
         rlog.TAG_CODE_VERSION: rlog.code_version(),
         rlog.TAG_CONFIG_HASH: rlog.config_hash(cfg, spec),
@@ -171,8 +220,38 @@ def _log_backtest_metrics(result: BacktestResult, family: str) -> dict[str, floa
     return result.metrics(family)
 
 
-def _figures(panel: Panel, result: BacktestResult, n: int) -> dict:
-    f = result.forecasts[result.forecasts["fold"] == result.latest_fold]
+def candidates_table(result: BacktestResult, cfg: ForecastConfig, metric: str) -> pd.DataFrame:
+    """One row per backtested family: the mean over folds and the latest fold of each metric,
+    whether it competes (a task candidate) and which one was selected (the lowest mean
+    ``metric`` among the candidates)."""
+    fm = result.fold_metrics()
+    competing = candidate_families(cfg)
+    rows = []
+    for fam in families(cfg):
+        if fam == FALLBACK:
+            continue
+        g = fm[fm["family"] == fam]
+        latest = g[g["fold"] == result.latest_fold]
+        row: dict = {"family": fam, "candidate": fam in competing}
+        for k in FORECAST_METRICS:
+            vals = g[k].dropna()
+            row[f"{k}_mean_folds"] = float(vals.mean()) if len(vals) else float("nan")
+            row[k] = float(latest[k].iloc[0]) if len(latest) else float("nan")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    pool = table[table["candidate"]]
+    key = f"{metric}_mean_folds"
+    if pool[key].isna().all():
+        raise ValueError(f"no candidate family has a backtest {metric}")
+    winner = pool.loc[pool[key].idxmin(), "family"]
+    table["selected"] = table["family"] == winner
+    return table.sort_values(key).reset_index(drop=True)
+
+
+def _figures(panel: Panel, result: BacktestResult, family: str, n: int) -> dict:
+    f = result.forecasts[
+        (result.forecasts["fold"] == result.latest_fold) & (result.forecasts["family"] == family)
+    ]
     origin = f["origin"].iloc[0]
     figs = {}
     for sid in sorted(f["sid"].unique())[:n]:
@@ -180,87 +259,129 @@ def _figures(panel: Panel, result: BacktestResult, n: int) -> dict:
         label = ", ".join(f"{k}={hist[k].iloc[0]}" for k in panel.key_columns)
         g = f[f["sid"] == sid]
         figs[f"forecast_{sid:04d}.png"] = plots.forecast_figure(
-            hist, g, f"{label}: forecast vs actual from {pd.Timestamp(origin).date()}"
+            hist, g, f"{label}: {family} forecast vs actual from {pd.Timestamp(origin).date()}"
         )
     return figs
 
 
-@task(name="log-baseline-runs", cache_policy=NONE)
-def log_baselines(
+@task(name="log-family-runs", cache_policy=NONE)
+def log_family_runs(
     result: BacktestResult,
+    task: TaskDeclaration,
     cfg: ForecastConfig,
     spec: TimeSeriesDatasetSpec,
     experiment_id: str,
     fp: str,
-    source: str,
     trigger: str,
+    winner: str,
 ) -> dict[str, dict[str, float]]:
+    """One MLflow run per backtested family but the winner (whose run registers the model)."""
     out = {}
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    competing = candidate_families(cfg)
     for fam in families(cfg):
-        if fam == HYBRID:
+        if fam in (winner, FALLBACK):
             continue
         with rlog.tracked_run(experiment_id=experiment_id, run_name=f"{fam}-{stamp}"):
-            mlflow.set_tags(_tags(cfg, spec, fam, fp, trigger))
+            mlflow.set_tags(
+                {
+                    **_tags(task, cfg, spec, fam, fp, trigger),
+                    "shelfwise.candidate": str(fam in competing).lower(),
+                }
+            )
             mlflow.log_params({"family": fam, "horizon": cfg.horizon, "dataset": spec.name})
             out[fam] = _log_backtest_metrics(result, fam)
     return out
 
 
-@task(name="fit-log-register-hybrid", cache_policy=NONE)
+@task(name="fit-log-register-winner", cache_policy=NONE)
 def fit_and_register(
     panel: Panel,
     result: BacktestResult,
+    task: TaskDeclaration,
     cfg: ForecastConfig,
     spec: TimeSeriesDatasetSpec,
     experiment_id: str,
     fp: str,
     source: str,
     trigger: str,
+    winner: str,
+    table: pd.DataFrame,
     baselines: dict[str, dict[str, float]],
-) -> tuple[str, str, dict[str, float], float]:
+    negatives: dict,
+) -> tuple[str, str, dict[str, float], float, int]:
     log = get_run_logger()
-    tags = _tags(cfg, spec, HYBRID, fp, trigger)
+    tags = _tags(task, cfg, spec, winner, fp, trigger)
+    n_short = len(panel.short)
     with rlog.tracked_run(
-        experiment_id=experiment_id, run_name=f"hybrid-{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment_id=experiment_id, run_name=f"{winner}-{time.strftime('%Y%m%d-%H%M%S')}"
     ) as run:
-        mlflow.set_tags(tags)
-        mlflow.log_params(
+        mlflow.set_tags({**tags, "shelfwise.candidate": "true", "shelfwise.selected": "true"})
+        params = {
+            "family": winner,
+            "dataset": spec.name,
+            "horizon": cfg.horizon,
+            "frequency": spec.frequency,
+            "backtest.folds": cfg.backtest.folds,
+            "n_series": panel.n_series,
+            "selection_metric": task.metric,
+            "candidates": ",".join(candidate_families(cfg)),
+            "short_series": cfg.data.short_series,
+            "fallback": cfg.data.fallback,
+            "negative_target": negatives["policy"],
+        }
+        if winner in ("xgboost", "hybrid"):
+            params["lags"] = ",".join(map(str, cfg.features.lags))
+            params.update({f"xgboost.{k}": v for k, v in cfg.xgboost.model_dump().items()})
+        if winner in ("prophet", "hybrid"):
+            params.update({f"prophet.{k}": v for k, v in cfg.prophet.model_dump().items()})
+        if winner == "hybrid":
+            params["residual"] = cfg.features.residual
+        mlflow.log_params(params)
+        mlflow.log_dict(cfg.model_dump(mode="json"), f"config/{task.name}.json")
+        rlog.log_dataset(panel.frame, f"{spec.name}-train", source, "training", "y", fp)
+        metrics = _log_backtest_metrics(result, winner)
+        for fam, m in baselines.items():
+            if m.get("smape"):
+                mlflow.log_metric(f"smape_ratio_to_{fam}", metrics["smape"] / m["smape"])
+        mlflow.log_metrics(
             {
-                "family": HYBRID,
-                "dataset": spec.name,
-                "horizon": cfg.horizon,
-                "backtest.folds": cfg.backtest.folds,
                 "n_series": panel.n_series,
-                "residual": cfg.features.residual,
-                "lags": ",".join(map(str, cfg.features.lags)),
-                **{f"xgboost.{k}": v for k, v in cfg.xgboost.model_dump().items()},
-                **{f"prophet.{k}": v for k, v in cfg.prophet.model_dump().items()},
+                "n_fallback_series": n_short,
+                "n_skipped_series": len(panel.skipped),
+                "negative_target_rows": negatives["rows"],
             }
         )
-        mlflow.log_dict(cfg.model_dump(mode="json"), "config/demand_forecast.json")
-        rlog.log_dataset(panel.frame, f"{spec.name}-train", source, "training", "y", fp)
-        metrics = _log_backtest_metrics(result, HYBRID)
-        for fam, m in baselines.items():
-            mlflow.log_metric(f"smape_ratio_to_{fam}", metrics["smape"] / m["smape"])
-        table = result.series_metrics().merge(panel.keys, on="sid")
-        rlog.log_frame(table, "backtest/per_series_metrics.json")
-        holdout = fgate.holdout_frame(result, panel.key_columns)
+        rlog.log_frame(table, "backtest/candidates.csv")
+        per_series = result.series_metrics().merge(panel.keys, on="sid")
+        rlog.log_frame(per_series, "backtest/per_series_metrics.json")
+        holdout = fgate.holdout_frame(result, panel.key_columns, winner)
         rlog.log_frame(holdout, fgate.HOLDOUT_ARTIFACT)
-        rlog.log_figures(_figures(panel, result, cfg.plot_series))
-        log.info("fitting the hybrid on all %s series for registration", panel.n_series)
+        rlog.log_figures(_figures(panel, result, winner, cfg.plot_series))
+        log.info(
+            "fitting %s on all %s series for registration (%s short -> %s)",
+            winner,
+            panel.n_series - n_short,
+            n_short,
+            cfg.data.fallback,
+        )
         t0 = time.perf_counter()
         with batch_mapper(cfg) as map_batches:
-            model = HybridProphetXGBoost(cfg, _progress("final fit"), map_batches).fit(panel)
+            model = fit_with_fallback(winner, panel, cfg, _progress("final fit"), map_batches)
         train_seconds = time.perf_counter() - t0
-        model.calibrate(result.residuals(HYBRID))
+        main = model.main if isinstance(model, FallbackForecaster) else model
+        main.calibrate(result.residuals(winner))
+        if isinstance(model, FallbackForecaster):
+            fb = result.residuals(FALLBACK)
+            if len(fb):
+                model.fallback.calibration = calibrate_family(fb, cfg)
         mlflow.log_metric("train_seconds", train_seconds)
         info = log_forecast_model(model)
         metric_tags = {f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if pd.notna(v)}
         data_end = panel.frame["ds"].max()
         window_tags = {
-            fgate.TAG_DATA_END: str(data_end.date()),
-            fgate.TAG_WINDOW_END: str((data_end + cfg.horizon * panel.step).date()),
+            fgate.TAG_DATA_END: stamp(data_end),
+            fgate.TAG_WINDOW_END: stamp(data_end + cfg.horizon * panel.step),
             fgate.TAG_HORIZON: str(cfg.horizon),
             rlog.TAG_EVAL_FINGERPRINT: fgate.eval_fingerprint(holdout, panel.key_columns),
             **({fgate.TAG_GATE_ORIGIN: str(result.gate.origin.date())} if result.gate else {}),
@@ -271,13 +392,28 @@ def fit_and_register(
             for k, v in m.items()
             if pd.notna(v)
         }
+        data_tags = {
+            "shelfwise.n_fallback_series": str(n_short),
+            "shelfwise.fallback": cfg.data.fallback,
+            "shelfwise.negative_target": f"{negatives['policy']}:{negatives['rows']}",
+        }
+        mlflow.set_tags(data_tags)
         version = rlog.register_version(
             info.model_uri,
             cfg.registered_model_name,
-            {**tags, "run_id": run.info.run_id, **metric_tags, **baseline_tags, **window_tags},
+            {
+                **tags,
+                "run_id": run.info.run_id,
+                **metric_tags,
+                **baseline_tags,
+                **window_tags,
+                **data_tags,
+            },
             description=(
-                f"HybridProphetXGBoost on {panel.n_series} series; latest-fold SMAPE "
-                f"{metrics['smape']:.3f} (horizon {cfg.horizon})"
+                f"{winner} (won the {task.metric} backtest among "
+                f"{', '.join(candidate_families(cfg))}) on {panel.n_series} series "
+                f"({n_short} by the {cfg.data.fallback} fallback); latest-fold "
+                f"{task.metric} {metrics[task.metric]:.3f} (horizon {cfg.horizon})"
             ),
         )
         client = mlflow.MlflowClient()
@@ -290,46 +426,87 @@ def fit_and_register(
             raise
         mlflow.set_tag("shelfwise.registered_version", version.version)
     log.info(
-        "registered %s v%s as @%s (latest-fold SMAPE %.3f)",
+        "registered %s v%s (%s) as @%s (latest-fold %s %.3f)",
         cfg.registered_model_name,
         version.version,
+        winner,
         CHALLENGER,
-        metrics["smape"],
+        task.metric,
+        metrics[task.metric],
     )
-    return run.info.run_id, version.version, metrics, train_seconds
+    return run.info.run_id, version.version, metrics, train_seconds, n_short
 
 
-@flow(name="train-demand-forecast")
-def train_demand_forecast(
-    config: str = "demand_forecast",
+def forecast_task_config(task: TaskDeclaration, model_name: str | None = None) -> ForecastConfig:
+    """The task's ForecastConfig with its candidates (and ``model_name`` when given)."""
+    if task.kind is not TaskKind.forecast:
+        raise ValueError(
+            f"task {task.name!r} is a {task.kind.value} task, not a forecast: train it with "
+            "its kind's flow"
+        )
+    cfg = training_config(task)
+    update: dict = {"candidates": task.families}
+    if model_name:
+        update["registered_model_name"] = model_name
+    return cfg.model_copy(update=update)
+
+
+@flow(name="train-forecast", flow_run_name="train-forecast-{task}")
+def train_forecast(
+    task: str,
     platform_config: str = "platform",
     trigger: str = "manual",
-    max_series: int | None = None,
-    actuals: str | None = None,
+    extra_data: str | None = None,
     promote: bool = True,
-    gate_config: str = "gate",
+    model_name: str | None = None,
 ) -> dict:
-    """Backtest the hybrid and its baselines, log them, register the hybrid as @challenger,
-    then (``promote``) run the gate against ``@champion``. ``actuals``: a file of realised
-    actuals (the data set's columns) appended to the training data (retraining on feedback)."""
+    """Backtest every candidate family of the forecast ``task`` (a name or a declaration's
+    path), register the winner on the task's selection metric as @challenger, then
+    (``promote``) run the gate against ``@champion``. ``extra_data``: a file of realised
+    actuals (the data set's columns) appended to the training data (retraining on feedback);
+    ``model_name`` overrides the task's registered model."""
     capture_platform_logs()
     if promote:
         from shelfwise.registry.promotion import check_trigger
 
         check_trigger(trigger)  # fail before training, not after registering
-    cfg = load_forecast_config(config)
-    if max_series is not None:
-        cfg = cfg.model_copy(
-            update={"data": cfg.data.model_copy(update={"max_series": max_series})}
-        )
+    declaration = load_task(task)
+    cfg = forecast_task_config(declaration, model_name)
     platform = load_platform_config(platform_config)
-    spec = load_timeseries_spec(cfg.dataset)
-    panel, source, fp = load_panel(spec, cfg, platform, actuals)
+    spec = declaration.dataset_spec()
+    panel, source, fp, negatives = load_panel(
+        spec, cfg, platform, extra_data, declaration.data.negative_target
+    )
     tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
     result = run_backtest(panel, cfg, find_gate_origin(panel, cfg))
-    baselines = log_baselines(result, cfg, spec, experiment_id, fp, source, trigger)
-    run_id, version, metrics, secs = fit_and_register(
-        panel, result, cfg, spec, experiment_id, fp, source, trigger, baselines
+    table = candidates_table(result, cfg, declaration.metric)
+    winner = str(table.loc[table["selected"], "family"].iloc[0])
+    get_run_logger().info(
+        "candidates on %s (mean over %s folds): %s -> %s",
+        declaration.metric,
+        cfg.backtest.folds,
+        ", ".join(
+            f"{r.family} {getattr(r, declaration.metric + '_mean_folds'):.3f}"
+            for r in table.itertuples()
+            if r.candidate
+        ),
+        winner,
+    )
+    baselines = log_family_runs(result, declaration, cfg, spec, experiment_id, fp, trigger, winner)
+    run_id, version, metrics, secs, n_short = fit_and_register(
+        panel,
+        result,
+        declaration,
+        cfg,
+        spec,
+        experiment_id,
+        fp,
+        source,
+        trigger,
+        winner,
+        table,
+        baselines,
+        negatives,
     )
     gate = None
     if promote:
@@ -339,10 +516,10 @@ def train_demand_forecast(
             model_name=cfg.registered_model_name,
             candidate=version,
             trigger=trigger,
-            config=config,
-            gate_config=gate_config,
+            task=str(declaration.source or declaration.name),
             platform_config=platform_config,
         )
+    row = table[table["family"] == winner].iloc[0]
     return ForecastTrainResult(
         model_name=cfg.registered_model_name,
         version=version,
@@ -354,6 +531,16 @@ def train_demand_forecast(
         n_series=panel.n_series,
         data_fingerprint=fp,
         train_seconds=secs,
-        data_end=str(panel.frame["ds"].max().date()),
+        data_end=stamp(panel.frame["ds"].max()),
+        task=declaration.name,
+        task_source=str(declaration.source or declaration.name),
+        family=winner,
+        selection_metric=declaration.metric,
+        candidates=json.loads(table.to_json(orient="records")),
+        coverage=float(row["coverage_mean_folds"]),
+        n_fallback=n_short,
+        fallback=cfg.data.fallback if n_short else None,
+        n_skipped=len(panel.skipped),
+        negative_target=negatives,
         gate=gate,
     ).as_dict()

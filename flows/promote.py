@@ -84,12 +84,14 @@ def tabular_evaluator(
     return evaluate
 
 
-def demand_forecast_evaluator(
+def forecast_evaluator(
     client: mlflow.MlflowClient, model_name: str, key_columns: list[str], rule
 ) -> Evaluate:
-    """``evaluate(candidate, champion)`` for forecasters: the candidate's stored holdout (its
-    latest backtest fold) is the evaluation set; the champion's pyfunc forecasts the same rows
-    when it is comparable (registry/forecast_gate.py)."""
+    """``evaluate(candidate, champion)`` for forecasters of any family: the candidate's stored
+    holdout (its latest backtest fold, or the gate fold) is the evaluation set; the champion's
+    pyfunc forecasts the same rows when it is comparable (registry/forecast_gate.py). The
+    seasonal naive's backtest forecasts on those rows are the naive baseline every version,
+    the first one included, must beat; the other families' are reported beside."""
 
     def evaluate(candidate: str, champion: str | None) -> rgate.GateDecision:
         cand = client.get_model_version(model_name, candidate)
@@ -106,13 +108,25 @@ def demand_forecast_evaluator(
                 eval_set = rows
                 champion_pred = fgate.score_forecaster(f"models:/{model_name}/{champion}", eval_set)
                 fresher = cand.tags.get(fgate.TAG_DATA_END, "") > (champ_end or "")
+        baselines = {f: eval_set.forecasts(f) for f in eval_set.baseline_families}
+        if fgate.NAIVE_FAMILY not in baselines and eval_set.family == fgate.NAIVE_FAMILY:
+            baselines[fgate.NAIVE_FAMILY] = eval_set.forecasts(fgate.NAIVE_FAMILY)
         decision = fgate.decide_forecast(
-            rule, eval_set, champion_pred, candidate, champion, comparable, fresher
+            rule,
+            eval_set,
+            champion_pred,
+            candidate,
+            champion,
+            comparable,
+            fresher,
+            baselines=baselines,
+            naive=fgate.NAIVE_FAMILY,
         )
         logger.info(
-            "gate %s v%s vs @%s=%s on %s rows from origin %s: %s (%s)",
+            "gate %s v%s (%s) vs @%s=%s on %s rows from origin %s: %s (%s)",
             model_name,
             candidate,
+            eval_set.family,
             CHAMPION,
             champion,
             len(eval_set.frame),
@@ -214,10 +228,12 @@ def _tabular_evaluator(
 
 
 def _forecast_evaluator(
-    client: mlflow.MlflowClient, model_name: str, task: TaskDeclaration, rule: GateRule
+    client: mlflow.MlflowClient, model_name: str, task: TaskDeclaration | str, rule: GateRule
 ) -> Evaluate:
-    spec = task.dataset_spec()
-    return demand_forecast_evaluator(client, model_name, list(spec.series_keys), rule)
+    """The forecast kind's evaluator for ``task`` (a declaration, or its name or path)."""
+    declaration = task if isinstance(task, TaskDeclaration) else load_task(task)
+    spec = declaration.dataset_spec()
+    return forecast_evaluator(client, model_name, list(spec.series_keys), rule)
 
 
 def _gate_with(

@@ -33,6 +33,8 @@ from shelfwise.models.forecast import (
     HybridProphetXGBoost,
     Panel,
     calibrate_intervals,
+    make_forecaster,
+    periods_between,
     seasonal_naive,
     split_at,
 )
@@ -41,10 +43,25 @@ from shelfwise.models.forecast_metrics import mase_scales, metrics_by_series, ov
 logger = logging.getLogger(__name__)
 
 HYBRID, PROPHET, XGBOOST = "hybrid", "prophet", "xgboost"
+SEASONAL_NAIVE, LEVEL = "seasonal_naive", "level"
+FALLBACK = "fallback"  # the declared fallback forecaster, backtested for its intervals
+DEFAULT_CANDIDATES = [SEASONAL_NAIVE, PROPHET, XGBOOST, HYBRID]
+
+
+def candidate_families(cfg: ForecastConfig) -> list[str]:
+    """The families that compete for the registered version (the task's candidates)."""
+    return list(cfg.candidates or DEFAULT_CANDIDATES)
 
 
 def families(cfg: ForecastConfig) -> list[str]:
-    return [HYBRID, PROPHET, XGBOOST, *cfg.seasonal_naive_periods]
+    """Everything a backtest scores: the candidates, the seasonal naive (the gate's naive
+    baseline, scored even when it does not compete), the reference seasonal naives of
+    ``seasonal_naive_periods`` (reported, never selected) and, with ``data.short_series:
+    fallback``, the fallback forecaster (its residuals calibrate the short series' intervals)."""
+    out = [*candidate_families(cfg), SEASONAL_NAIVE, *cfg.seasonal_naive_periods]
+    if cfg.data.short_series == "fallback":
+        out.append(FALLBACK)
+    return list(dict.fromkeys(out))
 
 
 def rolling_origins(panel: Panel, horizon: int, folds: int, step: int | None) -> list[pd.Timestamp]:
@@ -130,15 +147,28 @@ class BacktestResult:
         return pd.concat(parts, axis=1).reset_index()
 
     def residuals(self, family: str, fold: int | None = None) -> pd.DataFrame:
-        fold = self.latest_fold if fold is None else fold
+        """Out-of-sample rows (sid, ds, y, yhat, step) of ``family`` on ``fold``; None: every
+        regular fold (what a registered version's intervals are calibrated on)."""
         f = self.forecasts
-        return f[(f["family"] == family) & (f["fold"] == fold)][["sid", "ds", "y", "yhat"]]
+        rows = (
+            f[f["family"] == family]
+            if fold is None
+            else f[(f["family"] == family) & (f["fold"] == fold)]
+        )
+        return rows[["sid", "ds", "y", "yhat", "step"]]
+
+    def mean_metric(self, family: str, metric: str) -> float:
+        """Mean over the regular folds of ``family``'s ``metric`` (NaN folds left out)."""
+        fm = self.fold_metrics()
+        vals = fm.loc[fm["family"] == family, metric].dropna()
+        return float(vals.mean()) if len(vals) else float("nan")
 
 
 def _with_truth(pred: pd.DataFrame, test: Panel, fold: int, origin, family: str) -> pd.DataFrame:
     truth = test.frame[["sid", *test.key_columns, "ds", "y"]]
     out = truth.merge(pred[["sid", "ds", "yhat", "yhat_lower", "yhat_upper"]], on=["sid", "ds"])
-    return out.assign(fold=fold, origin=origin, family=family)
+    step = periods_between(pd.Timestamp(origin), out["ds"].to_numpy(), test.frequency)
+    return out.assign(fold=fold, origin=origin, family=family, step=step)
 
 
 def run_fold(
@@ -175,6 +205,15 @@ def run_fold(
         secs[XGBOOST] = time.perf_counter() - t0
         pred = xgbm.predict(request, components=True)
         out.append(_with_truth(pred, test, fold, origin, XGBOOST))
+    simple = [(f, f) for f in (SEASONAL_NAIVE, LEVEL) if f in include]
+    if FALLBACK in include:
+        simple.append((FALLBACK, cfg.data.fallback))
+    for name, family in simple:
+        t0 = time.perf_counter()
+        model = make_forecaster(family, cfg).fit(train, future_regs)
+        secs[name] = time.perf_counter() - t0
+        pred = model.predict(request, components=True)
+        out.append(_with_truth(pred, test, fold, origin, name))
     for name, period in cfg.seasonal_naive_periods.items():
         if name in include:
             p = seasonal_naive(train, request, period).assign(yhat_lower=nan, yhat_upper=nan)
@@ -185,24 +224,35 @@ def run_fold(
 def _calibrate_from(
     target: pd.DataFrame, source: pd.DataFrame, fold: int, cfg: ForecastConfig
 ) -> pd.DataFrame:
-    """Intervals of every family in ``target`` from the same family's residuals on ``fold``
-    of ``source``."""
+    """Intervals of every family in ``target`` from the same family's out-of-sample residuals
+    on the regular folds ``<= fold`` of ``source`` (split conformal: the residuals were known
+    before ``target``'s origin)."""
     out = target.copy()
     for fam in out["family"].unique():
-        prev = source[(source["family"] == fam) & (source["fold"] == fold)]
-        cal = calibrate_intervals(
-            prev[["sid", "y", "yhat"]],
-            cfg.intervals.level,
-            cfg.intervals.min_residuals_per_series,
-        )
+        prev = source[(source["family"] == fam) & (source["fold"] <= fold)]
+        cal = calibrate_family(prev, cfg)
         m = out["family"] == fam
-        lo, hi = cal.bounds(out.loc[m, "sid"].to_numpy(), out.loc[m, "yhat"].to_numpy())
+        lo, hi = cal.bounds(
+            out.loc[m, "sid"].to_numpy(), out.loc[m, "yhat"].to_numpy(), out.loc[m, "step"]
+        )
         out.loc[m, "yhat_lower"], out.loc[m, "yhat_upper"] = lo, hi
     return out
 
 
+def calibrate_family(residuals: pd.DataFrame, cfg: ForecastConfig):
+    """Conformal calibration from out-of-sample rows (sid, y, yhat, step)."""
+    iv = cfg.intervals
+    return calibrate_intervals(
+        residuals[["sid", "y", "yhat", "step"]],
+        iv.level,
+        iv.min_residuals_per_series,
+        cfg.horizon,
+        iv.horizon_buckets,
+    )
+
+
 def _apply_calibration(forecasts: pd.DataFrame, cfg: ForecastConfig) -> pd.DataFrame:
-    """Intervals of fold k from the same family's residuals on fold k - 1."""
+    """Intervals of fold k from the same family's residuals on folds 0 .. k - 1."""
     parts = [forecasts[forecasts["fold"] == 0]]
     for fold in sorted(forecasts["fold"].unique())[1:]:
         fold_rows = forecasts[forecasts["fold"] == fold]
@@ -232,6 +282,7 @@ def backtest(
     """Rolling-origin backtest of ``include`` (default: the hybrid and every baseline);
     ``gate_at`` (from ``gate_origin``) adds the gate fold at that origin."""
     include = list(include or families(cfg))
+    panel = panel.main_part()  # short series have no history to backtest (the fallback's)
     origins = rolling_origins(panel, cfg.horizon, cfg.backtest.folds, cfg.backtest.step)
     parts, scales, seconds = [], {}, {}
     for i, origin in enumerate(origins):
@@ -239,7 +290,7 @@ def backtest(
         if on_fold:
             on_fold(i, len(origins), origin)
         train = panel.frame[panel.frame["ds"] <= origin]
-        scales[i] = mase_scales(train, cfg.mase_period)
+        scales[i] = mase_scales(train, cfg.mase_period_for(panel.frequency))
         fc, secs = run_fold(panel, origin, i, cfg, include, on_batch, map_batches)
         parts.append(fc)
         for k, v in secs.items():
@@ -252,7 +303,7 @@ def backtest(
         cal = _calibration_fold(forecasts, gate_at, cfg.horizon * panel.step)
         fc = _calibrate_from(fc, forecasts, cal, cfg) if cal is not None else fc
         train = panel.frame[panel.frame["ds"] <= gate_at]
-        gate = GateFold(gate_at, fc, mase_scales(train, cfg.mase_period))
+        gate = GateFold(gate_at, fc, mase_scales(train, cfg.mase_period_for(panel.frequency)))
         for k, v in secs.items():
             seconds[f"gate_fold.{k}"] = v
     return BacktestResult(forecasts, scales, seconds, gate)

@@ -242,8 +242,79 @@ def load_tabular(
     return validate_tabular(df, spec, path, kind, policy, report), path
 
 
-def validate_timeseries(df: pd.DataFrame, spec: TimeSeriesDatasetSpec, path: Path) -> pd.DataFrame:
-    """Check columns and parse dates and target; duplicates and negative targets are errors."""
+NEGATIVE_COUNT_ATTR = "shelfwise.negative_target"  # df.attrs key: {"policy", "rows"}
+
+
+def wide_to_long(df: pd.DataFrame, spec: TimeSeriesDatasetSpec, path: Path) -> pd.DataFrame:
+    """A wide file (one row per time, one column per series) -> the long layout: one row per
+    (series, time), the column name in ``spec.series_column``, the value in ``spec.target``.
+    A non-numeric value names its column and row (1-based data row of the file)."""
+    if spec.layout != "wide":
+        return df
+    _require_columns(df, [spec.time_column, *spec.regressors], path)
+    fixed = {spec.time_column, *spec.regressors}
+    values = list(spec.value_columns or [c for c in df.columns if c not in fixed])
+    _require_columns(df, values, path)
+    if not values:
+        raise DatasetError(
+            f"{path}: layout wide needs value columns besides {spec.time_column!r} and the "
+            f"regressors; columns present: {list(df.columns)}"
+        )
+    for col in values:
+        converted = pd.to_numeric(df[col], errors="coerce")
+        bad = converted.isna() & df[col].notna()
+        if bad.any():
+            row = _first_bad_row(bad)
+            raise DatasetError(
+                f"{path}: column {col!r} must be numeric; row {row} has {df[col].iloc[row - 1]!r}"
+            )
+    long = df.melt(
+        id_vars=[spec.time_column, *spec.regressors],
+        value_vars=values,
+        var_name=spec.series_column,
+        value_name=spec.target,
+    )
+    # a series starts at its first value: leading blanks of a product listed later are no gaps
+    long = long[long[spec.target].notna()].reset_index(drop=True)
+    long[spec.series_column] = long[spec.series_column].astype(str)
+    logger.info("%s: wide layout, %s value columns -> %s series", path, len(values), len(values))
+    return long
+
+
+def apply_negative_target(
+    df: pd.DataFrame, spec: TimeSeriesDatasetSpec, path: Path, policy: str
+) -> pd.DataFrame:
+    """Negative targets (returns) per ``policy``: ``error`` names the first row, ``clip`` sets
+    them to 0, ``keep`` leaves them; the count is logged and kept in ``df.attrs``."""
+    neg = df[spec.target] < 0
+    n = int(neg.sum())
+    out = df
+    if n and policy == "error":
+        row = _first_bad_row(neg)
+        raise DatasetError(
+            f"{path}: column {spec.target!r} has a negative value at row {row} "
+            f"({df[spec.target].iloc[row - 1]!r}; {n} negative row(s) in all); set the task's "
+            "data.negative_target to clip or keep to accept returns"
+        )
+    if n and policy == "clip":
+        out = df.copy()
+        out[spec.target] = out[spec.target].clip(lower=0.0)
+        logger.warning("%s: clipped %s negative %r value(s) to 0", path, n, spec.target)
+    elif n:
+        logger.warning("%s: kept %s negative %r value(s)", path, n, spec.target)
+    out.attrs[NEGATIVE_COUNT_ATTR] = {"policy": policy, "rows": n}
+    return out
+
+
+def validate_timeseries(
+    df: pd.DataFrame,
+    spec: TimeSeriesDatasetSpec,
+    path: Path,
+    negative_target: str = "error",
+) -> pd.DataFrame:
+    """Check columns and parse dates and target; duplicates are errors, negative targets are
+    handled per ``negative_target`` (error | clip | keep). A wide file is melted first."""
+    df = wide_to_long(df, spec, path)
     _require_columns(df, [spec.time_column, *spec.series_keys, spec.target, *spec.regressors], path)
     out = df.copy()
     parsed = pd.to_datetime(out[spec.time_column], format=spec.date_format, errors="coerce")
@@ -265,11 +336,7 @@ def validate_timeseries(df: pd.DataFrame, spec: TimeSeriesDatasetSpec, path: Pat
                 f"{path}: column {col!r} must be numeric; row {row} has {out[col].iloc[row - 1]!r}"
             )
         out[col] = converted.astype(float)
-    neg = out[spec.target] < 0
-    if neg.any():
-        raise DatasetError(
-            f"{path}: column {spec.target!r} has a negative value at row {_first_bad_row(neg)}"
-        )
+    out = apply_negative_target(out, spec, path, negative_target)
     dup = out.duplicated([*spec.series_keys, spec.time_column], keep="first")
     if dup.any():
         raise DatasetError(
@@ -279,11 +346,13 @@ def validate_timeseries(df: pd.DataFrame, spec: TimeSeriesDatasetSpec, path: Pat
     return out
 
 
-def load_timeseries(spec: TimeSeriesDatasetSpec, data_dir: Path) -> tuple[pd.DataFrame, Path]:
+def load_timeseries(
+    spec: TimeSeriesDatasetSpec, data_dir: Path, negative_target: str = "error"
+) -> tuple[pd.DataFrame, Path]:
     path = resolve_data_path(spec.path, data_dir)
     df = read_table(path, spec.format, spec.encoding)
     logger.info("read %s rows from %s", len(df), path)
-    return validate_timeseries(df, spec, path), path
+    return validate_timeseries(df, spec, path, negative_target), path
 
 
 def stratified_split(
@@ -383,14 +452,16 @@ def split_with_extra(
     return TrainEvalSplit(train, test, source)
 
 
-def load_actuals(spec: TimeSeriesDatasetSpec, path: str | Path) -> pd.DataFrame:
+def load_actuals(
+    spec: TimeSeriesDatasetSpec, path: str | Path, negative_target: str = "error"
+) -> pd.DataFrame:
     """Realised actuals dropped by the user: a CSV/Parquet in the data set's own columns
     (time column, series keys, target, regressors), validated like the data set."""
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"actuals file {p} not found")
     df = read_table(p, p.suffix.lstrip(".").lower() or spec.format, spec.encoding)
-    return validate_timeseries(df, spec, p)
+    return validate_timeseries(df, spec, p, negative_target)
 
 
 def cut_and_extend(

@@ -28,7 +28,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from shelfwise.configs.datasets import TimeSeriesDatasetSpec
+from shelfwise.configs.datasets import SEASON_LENGTHS, TimeSeriesDatasetSpec
 from shelfwise.configs.forecast import ForecastConfig, ProphetSettings
 from shelfwise.models.datasets import DatasetError
 
@@ -54,8 +54,31 @@ class Panel:
     frame: pd.DataFrame
     key_columns: list[str]
     regressors: list[str]
-    frequency: str  # "D" or "W"
+    frequency: str  # "H", "D", "W" or "M" (monthly dates are month starts)
     skipped: list[dict] = field(default_factory=list)
+    short: list[int] = field(default_factory=list)  # sids too short for the main model
+
+    @property
+    def seasons(self) -> tuple[int, ...]:
+        return SEASON_LENGTHS[self.frequency]
+
+    def main_part(self) -> Panel:
+        """The series long enough for the main model (all unless ``data.short_series`` is
+        ``fallback`` and some are short)."""
+        if not self.short:
+            return self
+        return self.subset(~self.frame["sid"].isin(self.short)).with_short([])
+
+    def short_part(self) -> Panel | None:
+        """The short series (forecast by the fallback), or None."""
+        if not self.short:
+            return None
+        return self.subset(self.frame["sid"].isin(self.short))
+
+    def with_short(self, short: list[int]) -> Panel:
+        return Panel(
+            self.frame, self.key_columns, self.regressors, self.frequency, self.skipped, short
+        )
 
     @property
     def step(self) -> pd.Timedelta:
@@ -81,14 +104,56 @@ class Panel:
             self.regressors,
             self.frequency,
             self.skipped,
+            self.short,
         )
 
     def with_frame(self, frame: pd.DataFrame) -> Panel:
-        return Panel(frame, self.key_columns, self.regressors, self.frequency, self.skipped)
+        return Panel(
+            frame, self.key_columns, self.regressors, self.frequency, self.skipped, self.short
+        )
 
 
-def period_step(frequency: str) -> pd.Timedelta:
-    return pd.Timedelta(days=7 if frequency == "W" else 1)
+def period_step(frequency: str) -> pd.Timedelta | pd.DateOffset:
+    """One period: an hour, a day, a week (7 days, any weekday), or a month (month starts)."""
+    if frequency == "M":
+        return pd.offsets.MonthBegin(1)
+    return {"H": pd.Timedelta(hours=1), "D": pd.Timedelta(days=1), "W": pd.Timedelta(days=7)}[
+        frequency
+    ]
+
+
+def periods_between(start, end, frequency: str) -> np.ndarray:
+    """Whole periods from ``start`` to ``end`` (arrays or scalars of timestamps on the grid)."""
+    a, b = pd.DatetimeIndex(np.atleast_1d(start)), pd.DatetimeIndex(np.atleast_1d(end))
+    if len(a) == 1 and len(b) != 1:
+        a = pd.DatetimeIndex(np.repeat(a.to_numpy(), len(b)))
+    if frequency == "M":
+        return np.asarray((b.year - a.year) * 12 + (b.month - a.month), dtype=int)
+    step = period_step(frequency)
+    return np.asarray(np.round((b - a) / step), dtype=int)
+
+
+def shift_periods(ds, n, frequency: str) -> np.ndarray:
+    """``ds`` moved by ``n`` periods (both arrays, or broadcastable)."""
+    d = pd.DatetimeIndex(np.atleast_1d(ds))
+    n = np.asarray(n, dtype=int)
+    if frequency == "M":
+        months = d.year.to_numpy() * 12 + d.month.to_numpy() - 1 + n
+        return pd.to_datetime(
+            pd.DataFrame({"year": months // 12, "month": months % 12 + 1, "day": 1})
+        ).to_numpy()
+    return (
+        d + pd.to_timedelta(n * (period_step(frequency) / pd.Timedelta(1, "ns")), "ns")
+    ).to_numpy()
+
+
+def future_dates(last: pd.Timestamp, periods: int, frequency: str) -> pd.DatetimeIndex:
+    step = period_step(frequency)
+    return pd.date_range(pd.Timestamp(last) + step, periods=periods, freq=step)
+
+
+def _step_label(frequency: str) -> str:
+    return {"H": "1 hour", "D": "1 day", "W": "7 days", "M": "1 month (month starts)"}[frequency]
 
 
 def _key_label(row: pd.Series | dict, key_columns: Sequence[str]) -> str:
@@ -106,6 +171,8 @@ def prepare_panel(df: pd.DataFrame, spec: TimeSeriesDatasetSpec, cfg: ForecastCo
     out = df[[*keys, spec.time_column, spec.target, *spec.regressors]].rename(
         columns={spec.time_column: "ds", spec.target: "y"}
     )
+    if spec.frequency == "M":  # any day of the month -> its month start
+        out["ds"] = pd.DatetimeIndex(out["ds"]).to_period("M").to_timestamp()
     out = out.sort_values([*keys, "ds"]).reset_index(drop=True)
     key_table = out[keys].drop_duplicates().reset_index(drop=True)
     if cfg.data.max_series is not None and len(key_table) > cfg.data.max_series:
@@ -117,6 +184,8 @@ def prepare_panel(df: pd.DataFrame, spec: TimeSeriesDatasetSpec, cfg: ForecastCo
     step = period_step(spec.frequency)
     parts: list[pd.DataFrame] = []
     skipped: list[dict] = []
+    short_old: set[int] = set()
+    policy = cfg.data.short_series
     for _, g in out.groupby("sid", sort=True):
         g = g.reset_index(drop=True)
         label = _key_label(g.iloc[0], keys)
@@ -126,42 +195,52 @@ def prepare_panel(df: pd.DataFrame, spec: TimeSeriesDatasetSpec, cfg: ForecastCo
                 f"series ({label}) has {len(g)} periods; at least {cfg.min_history} are needed "
                 f"(max lag + level window + 2 x horizon {cfg.horizon}, or data.min_history)"
             )
-            if cfg.data.short_series == "error":
+            if policy == "error":
                 raise DatasetError(msg)
+            if policy == "fallback" and len(g) >= cfg.data.min_fallback_history:
+                logger.warning("%s: forecast by the fallback (%s)", msg, cfg.data.fallback)
+                short_old.add(int(g["sid"].iloc[0]))
+                parts.append(g)
+                continue
             skipped.append({**{k: g.iloc[0][k] for k in keys}, "periods": len(g)})
             logger.warning("skipping %s", msg)
             continue
         parts.append(g)
-    if not parts:
+    if len(parts) == len(short_old):
         raise DatasetError(
             f"no series left with at least {cfg.min_history} periods "
-            f"({len(skipped)} skipped as too short)"
+            f"({len(skipped)} skipped, {len(short_old)} short)"
         )
     frame = pd.concat(parts, ignore_index=True)
     # dense ids after skipping, in key order
+    is_short = frame["sid"].isin(short_old).to_numpy()
     frame["sid"] = frame.groupby("sid", sort=True).ngroup()
+    short = sorted(int(i) for i in np.unique(frame.loc[is_short, "sid"]))
     frame = frame[["sid", *keys, "ds", "y", *spec.regressors]]
     logger.info(
-        "panel: %s series, %s rows, %s .. %s (%s skipped)",
+        "panel: %s series, %s rows, %s .. %s (%s skipped, %s short -> fallback)",
         frame["sid"].nunique(),
         len(frame),
-        frame["ds"].min().date(),
-        frame["ds"].max().date(),
+        frame["ds"].min(),
+        frame["ds"].max(),
         len(skipped),
+        len(short),
     )
-    return Panel(frame, keys, list(spec.regressors), spec.frequency, skipped)
+    return Panel(frame, keys, list(spec.regressors), spec.frequency, skipped, short)
 
 
 def _regularise(
-    g: pd.DataFrame, step: pd.Timedelta, frequency: str, gaps: str, label: str, keys: list[str]
+    g: pd.DataFrame, step, frequency: str, gaps: str, label: str, keys: list[str]
 ) -> pd.DataFrame:
-    diffs = g["ds"].diff().dropna()
-    if (diffs % step != pd.Timedelta(0)).any():
-        bad = g["ds"].iloc[int(np.flatnonzero((diffs % step != pd.Timedelta(0)).to_numpy())[0]) + 1]
-        raise DatasetError(
-            f"series ({label}): date {bad.date()} is off the {frequency} grid "
-            f"(periods must be {step.days} day(s) apart)"
-        )
+    if frequency != "M":  # monthly dates were moved to month starts: always on the grid
+        diffs = g["ds"].diff().dropna()
+        off = (diffs % step != pd.Timedelta(0)).to_numpy()
+        if off.any():
+            bad = g["ds"].iloc[int(np.flatnonzero(off)[0]) + 1]
+            raise DatasetError(
+                f"series ({label}): date {bad} is off the {frequency} grid "
+                f"(periods must be {_step_label(frequency)} apart)"
+            )
     grid = pd.date_range(g["ds"].iloc[0], g["ds"].iloc[-1], freq=step)
     if len(grid) == len(g):
         return g
@@ -327,6 +406,7 @@ def prophet_components_panel(
 def calendar_features(ds: pd.Series, names: Sequence[str]) -> pd.DataFrame:
     d = pd.DatetimeIndex(ds)
     makers = {
+        "hour": lambda: d.hour,
         "dayofweek": lambda: d.dayofweek,
         "dayofmonth": lambda: d.day,
         "dayofyear": lambda: d.dayofyear,
@@ -369,24 +449,63 @@ def lag_features(frame: pd.DataFrame, cfg: ForecastConfig) -> pd.DataFrame:
 
 @dataclass
 class IntervalCalibration:
-    """Out-of-sample residual scale per series and pooled quantiles of scaled residuals."""
+    """Split-conformal intervals from out-of-sample residuals: each series' residual scale
+    (mean absolute out-of-sample error) times quantiles of the scaled residuals, one pair of
+    quantiles per group of horizon steps (errors grow with the lead time)."""
 
     level: float
     scale: dict[int, float]
     default_scale: float
-    q_low: float
+    q_low: float  # pooled over every step (reported; the bucket quantiles decide)
     q_high: float
     n_residuals: int
+    horizon: int = 1
+    bucket_low: list[float] = field(default_factory=list)
+    bucket_high: list[float] = field(default_factory=list)
 
-    def bounds(self, sid: np.ndarray, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _buckets(self, step: np.ndarray | None, n: int) -> np.ndarray:
+        k = len(self.bucket_low)
+        if not k or step is None:
+            return np.full(n, -1)
+        return horizon_bucket(np.asarray(step), self.horizon, k)
+
+    def bounds(
+        self, sid: np.ndarray, yhat: np.ndarray, step: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         s = np.array([self.scale.get(int(i), self.default_scale) for i in sid], dtype=float)
-        return np.maximum(yhat + self.q_low * s, 0.0), np.maximum(yhat + self.q_high * s, 0.0)
+        b = self._buckets(step, len(s))
+        lo_q = np.where(b >= 0, np.asarray([*self.bucket_low, 0.0])[b], self.q_low)
+        hi_q = np.where(b >= 0, np.asarray([*self.bucket_high, 0.0])[b], self.q_high)
+        return np.maximum(yhat + lo_q * s, 0.0), np.maximum(yhat + hi_q * s, 0.0)
+
+
+def horizon_bucket(step: np.ndarray, horizon: int, buckets: int) -> np.ndarray:
+    """Group of a 1-based horizon step: ``buckets`` equal groups of 1..horizon."""
+    k = max(1, min(buckets, horizon))
+    return np.clip(((np.asarray(step) - 1) * k) // max(horizon, 1), 0, k - 1).astype(int)
+
+
+def _conformal_quantile(z: np.ndarray, q: float) -> float:
+    """Finite-sample conformal quantile: the ceil((n + 1) q)-th smallest (clipped to n)."""
+    n = len(z)
+    if n == 0:
+        return float("nan")
+    if q >= 0.5:
+        k = min(int(np.ceil((n + 1) * q)), n)
+        return float(np.sort(z)[k - 1])
+    k = max(int(np.floor((n + 1) * q)), 1)
+    return float(np.sort(z)[k - 1])
 
 
 def calibrate_intervals(
-    residuals: pd.DataFrame, level: float, min_per_series: int
+    residuals: pd.DataFrame,
+    level: float,
+    min_per_series: int,
+    horizon: int | None = None,
+    buckets: int = 1,
 ) -> IntervalCalibration:
-    """``residuals``: sid, y, yhat from out-of-sample forecasts (a backtest fold)."""
+    """``residuals``: sid, y, yhat (and ``step``, the 1-based horizon step, for per-step
+    quantiles) from out-of-sample forecasts (backtest folds)."""
     r = residuals.dropna(subset=["y", "yhat"])
     if r.empty:
         raise ValueError("no out-of-sample residuals to calibrate prediction intervals")
@@ -402,52 +521,76 @@ def calibrate_intervals(
     s = np.array([scale.get(int(i), default) for i in r["sid"]], dtype=float)
     z = err / s
     alpha = 1.0 - level
-    return IntervalCalibration(
+    lo_q, hi_q = alpha / 2, 1 - alpha / 2
+    cal = IntervalCalibration(
         level=level,
         scale=scale,
         default_scale=default,
-        q_low=float(np.quantile(z, alpha / 2)),
-        q_high=float(np.quantile(z, 1 - alpha / 2)),
+        q_low=_conformal_quantile(z, lo_q),
+        q_high=_conformal_quantile(z, hi_q),
         n_residuals=len(z),
     )
+    if "step" in r.columns and horizon and buckets > 1:
+        k = max(1, min(buckets, horizon))
+        b = horizon_bucket(r["step"].to_numpy(), horizon, k)
+        low, high = [], []
+        for i in range(k):
+            zi = z[b == i]
+            if len(zi) < 20:  # too few: the pooled quantiles
+                low.append(cal.q_low)
+                high.append(cal.q_high)
+            else:
+                low.append(_conformal_quantile(zi, lo_q))
+                high.append(_conformal_quantile(zi, hi_q))
+        cal.horizon, cal.bucket_low, cal.bucket_high = int(horizon), low, high
+    return cal
 
 
-class _GlobalForecaster:
-    """Shared machinery of the hybrid and of XGBoost alone: one global XGBoost over all series,
-    a stored tail of each series for lag features, and precomputed future rows."""
+def with_steps(rows: pd.DataFrame, last: pd.Series | dict, frequency: str) -> pd.DataFrame:
+    """``rows`` (sid, ds) with ``step``: periods after each series' ``last`` date."""
+    last_s = pd.Series(last) if isinstance(last, dict) else last
+    ref = pd.DatetimeIndex(last_s.reindex(rows["sid"].to_numpy()).to_numpy())
+    return rows.assign(step=periods_between(ref, rows["ds"].to_numpy(), frequency))
 
-    family = "global"
+
+class _Forecaster:
+    """What every registered forecaster shares: the series keys, the future rows it answers
+    (``horizon`` periods after each series' last date), request resolution, a cached forecast
+    table and conformal intervals. Subclasses fit and fill ``_future_forecast``."""
+
+    family = "base"
     uses_prophet = False
 
     def __init__(self, cfg: ForecastConfig):
         self.cfg = cfg
-        self.booster = None
-        self.feature_names: list[str] = []
         self.key_columns: list[str] = []
         self.regressors: list[str] = []
         self.frequency = "D"
         self.keys: pd.DataFrame | None = None
         self.series_mean: dict[int, float] = {}
-        self.tail: pd.DataFrame | None = None  # last periods of history needed for lags
         self.future: pd.DataFrame | None = None  # sid, ds, regressors (+ p_* for the hybrid)
         self.last_date: dict[int, pd.Timestamp] = {}
         self.calibration: IntervalCalibration | None = None
         self.fit_seconds: dict[str, float] = {}
 
-    # -- shared pieces
-    @property
-    def tail_periods(self) -> int:
-        f = self.cfg.features
-        return max(max(f.lags), self.cfg.min_lag + max(f.level_window, *f.rolling_windows)) + 1
+    def _start_fit(self, panel: Panel) -> pd.DataFrame:
+        self.key_columns = list(panel.key_columns)
+        self.regressors = list(panel.regressors)
+        self.frequency = panel.frequency
+        self.keys = panel.keys
+        frame = panel.frame.sort_values(["sid", "ds"]).reset_index(drop=True)
+        self.series_mean = frame.groupby("sid")["y"].mean().astype(float).to_dict()
+        self.last_date = frame.groupby("sid")["ds"].max().to_dict()
+        return frame
 
     def _future_rows(self, panel: Panel, future_regressors: pd.DataFrame | None) -> pd.DataFrame:
-        h, step = self.cfg.horizon, panel.step
+        h = self.cfg.horizon
         last = panel.frame.groupby("sid")["ds"].max()
         rows = pd.DataFrame(
             {
                 "sid": np.repeat(last.index.to_numpy(), h),
                 "ds": np.concatenate(
-                    [pd.date_range(d + step, periods=h, freq=step).to_numpy() for d in last]
+                    [future_dates(d, h, panel.frequency).to_numpy() for d in last]
                 ),
             }
         )
@@ -474,102 +617,6 @@ class _GlobalForecaster:
             fill = last_vals.loc[rows["sid"]].reset_index(drop=True)
             rows[regs] = rows[regs].fillna(fill)
         return rows
-
-    def _key_codes(self, sid: pd.Series) -> pd.DataFrame:
-        assert self.keys is not None
-        codes = {}
-        for k in self.key_columns:
-            cats = pd.Index(sorted(self.keys[k].unique()))
-            vals = self.keys.set_index("sid")[k].reindex(sid.to_numpy()).to_numpy()
-            codes[f"key_{k}"] = cats.get_indexer(vals).astype(float)
-        return pd.DataFrame(codes, index=sid.index)
-
-    def _design(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Features for every row of ``frame`` (sid, ds, y, regressors[, p_*]), sorted."""
-        lags = lag_features(frame, self.cfg)
-        parts = [
-            self._key_codes(frame["sid"]),
-            calendar_features(frame["ds"], self.cfg.features.calendar).set_index(frame.index),
-            lags,
-        ]
-        if self.regressors:
-            parts.append(frame[self.regressors].add_prefix("reg_"))
-        X = pd.concat(parts, axis=1)
-        floor = self._floor(frame["sid"])
-        X["_floor"] = floor
-        if self.uses_prophet:
-            trend = np.maximum(frame["p_trend"].to_numpy(), floor)
-            X["p_trend_to_level"] = trend / np.maximum(lags["level"].to_numpy(), floor)
-            X["p_yhat_to_trend"] = frame["p_yhat"].to_numpy() / trend
-            for c in PROPHET_COMPONENTS:
-                X[f"p_{c}_to_trend"] = frame[f"p_{c}"].to_numpy() / trend
-            X["_trend"] = trend
-            X["_p_yhat"] = frame["p_yhat"].to_numpy()
-        return X
-
-    def _floor(self, sid: pd.Series) -> np.ndarray:
-        means = pd.Series(self.series_mean)
-        return np.maximum(0.05 * means.reindex(sid.to_numpy()).to_numpy(), 1e-3)
-
-    def _base(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(multiplier, offset): y = offset + multiplier * model output."""
-        level = np.maximum(X["level"].to_numpy(), X["_floor"].to_numpy())
-        return level, np.zeros(len(X))
-
-    def _features_only(self, X: pd.DataFrame) -> pd.DataFrame:
-        return X[self.feature_names]
-
-    # -- fit / predict
-    def fit(self, panel: Panel, future_regressors: pd.DataFrame | None = None):
-        t0 = time.perf_counter()
-        self.key_columns = list(panel.key_columns)
-        self.regressors = list(panel.regressors)
-        self.frequency = panel.frequency
-        self.keys = panel.keys
-        frame = panel.frame.sort_values(["sid", "ds"]).reset_index(drop=True)
-        self.series_mean = frame.groupby("sid")["y"].mean().astype(float).to_dict()
-        self.last_date = frame.groupby("sid")["ds"].max().to_dict()
-        future = self._future_rows(panel, future_regressors)
-        frame, future = self._add_components(frame, future, panel)
-        self.fit_seconds["components"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        X = self._design(frame)
-        mult, off = self._base(X)
-        target = (frame["y"].to_numpy() - off) / mult
-        ok = X["level"].notna().to_numpy() & np.isfinite(target)
-        if self.cfg.xgboost.max_train_periods is not None:
-            rank = frame.groupby("sid").cumcount(ascending=False).to_numpy()
-            ok &= rank < self.cfg.xgboost.max_train_periods
-        self.feature_names = [c for c in X.columns if not c.startswith("_")]
-        import xgboost as xgb
-
-        model = xgb.XGBRegressor(**self.cfg.xgboost.as_kwargs(), tree_method="hist")
-        logger.info(
-            "%s: fitting global XGBoost on %s rows x %s features",
-            self.family,
-            int(ok.sum()),
-            len(self.feature_names),
-        )
-        model.fit(X.loc[ok, self.feature_names], target[ok])
-        self.booster = model
-        self.fit_seconds["xgboost"] = time.perf_counter() - t1
-        keep = frame.groupby("sid").cumcount(ascending=False) < self.tail_periods
-        self.tail = frame.loc[keep, ["sid", "ds", "y", *self.regressors]].reset_index(drop=True)
-        self.future = future
-        self._drop_caches()
-        logger.info(
-            "%s: fitted %s series in %.1fs (%s)",
-            self.family,
-            panel.n_series,
-            time.perf_counter() - t0,
-            ", ".join(f"{k} {v:.1f}s" for k, v in self.fit_seconds.items()),
-        )
-        return self
-
-    def _add_components(
-        self, frame: pd.DataFrame, future: pd.DataFrame, panel: Panel
-    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        return frame, future
 
     def _resolve(self, request: pd.DataFrame) -> pd.DataFrame:
         """request: key columns + ds -> sid, ds (errors name the offending key/date)."""
@@ -625,6 +672,170 @@ class _GlobalForecaster:
             self._window_cache = window
         return window
 
+    def precompute(self) -> pd.DataFrame:
+        """Forecast the whole window of every series once; ``predict`` then only looks rows up
+        (serving: a one-series request costs a lookup instead of a feature build + booster call).
+        Returns the table (sid, ds, yhat[, p_yhat])."""
+        table = self.__dict__.get("_forecast_cache")
+        if table is None:
+            table = self._future_forecast()
+            self._forecast_cache = table
+        return table
+
+    def predict(self, request: pd.DataFrame, components: bool = False) -> pd.DataFrame:
+        """request: key columns + ds. Returns key columns, ds, yhat, yhat_lower, yhat_upper
+        (NaN bounds when uncalibrated) in request order; with ``components`` also p_yhat.
+        Uses the ``precompute`` table when it exists (same values)."""
+        req = self._resolve(request)
+        out = self.__dict__.get("_forecast_cache")
+        if out is None:
+            out = self._future_forecast(np.unique(req["sid"].to_numpy()))
+        result = req[["sid", *self.key_columns, "ds"]].merge(out, on=["sid", "ds"], how="left")
+        if self.calibration is not None:
+            steps = with_steps(result[["sid", "ds"]], self.last_date, self.frequency)["step"]
+            lo, hi = self.calibration.bounds(
+                result["sid"].to_numpy(), result["yhat"].to_numpy(), steps.to_numpy()
+            )
+        else:
+            lo = hi = np.full(len(result), np.nan)
+        result["yhat_lower"], result["yhat_upper"] = lo, hi
+        cols = [*self.key_columns, "ds", "yhat", "yhat_lower", "yhat_upper"]
+        if components and self.uses_prophet:
+            cols.append("p_yhat")
+        return result[["sid", *cols]] if components else result[cols]
+
+    def future_request(self, horizon: int | None = None) -> pd.DataFrame:
+        """Every series x the first ``horizon`` future periods (default: the whole window)."""
+        assert self.future is not None and self.keys is not None
+        h = horizon or self.cfg.horizon
+        fut = self.future[self.future.groupby("sid").cumcount() < h][["sid", "ds"]]
+        return fut.merge(self.keys, on="sid")[[*self.key_columns, "ds"]]
+
+    def calibrate(self, residuals: pd.DataFrame) -> IntervalCalibration:
+        iv = self.cfg.intervals
+        self.calibration = calibrate_intervals(
+            residuals, iv.level, iv.min_residuals_per_series, self.cfg.horizon, iv.horizon_buckets
+        )
+        logger.info(
+            "%s: %.0f%% intervals from %s out-of-sample residuals (scaled quantiles %.2f, %.2f)",
+            self.family,
+            100 * self.calibration.level,
+            self.calibration.n_residuals,
+            self.calibration.q_low,
+            self.calibration.q_high,
+        )
+        return self.calibration
+
+
+class _GlobalForecaster(_Forecaster):
+    """Shared machinery of the hybrid and of XGBoost alone: one global XGBoost over all series,
+    a stored tail of each series for lag features, and precomputed future rows."""
+
+    family = "global"
+
+    def __init__(self, cfg: ForecastConfig):
+        super().__init__(cfg)
+        self.booster = None
+        self.feature_names: list[str] = []
+        self.tail: pd.DataFrame | None = None  # last periods of history needed for lags
+
+    # -- shared pieces
+    @property
+    def tail_periods(self) -> int:
+        f = self.cfg.features
+        return max(max(f.lags), self.cfg.min_lag + max(f.level_window, *f.rolling_windows)) + 1
+
+    def _key_codes(self, sid: pd.Series) -> pd.DataFrame:
+        assert self.keys is not None
+        codes = {}
+        for k in self.key_columns:
+            cats = pd.Index(sorted(self.keys[k].unique()))
+            vals = self.keys.set_index("sid")[k].reindex(sid.to_numpy()).to_numpy()
+            codes[f"key_{k}"] = cats.get_indexer(vals).astype(float)
+        return pd.DataFrame(codes, index=sid.index)
+
+    def _design(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Features for every row of ``frame`` (sid, ds, y, regressors[, p_*]), sorted."""
+        lags = lag_features(frame, self.cfg)
+        parts = [
+            self._key_codes(frame["sid"]),
+            calendar_features(frame["ds"], self.cfg.features.calendar).set_index(frame.index),
+            lags,
+        ]
+        if self.regressors:
+            parts.append(frame[self.regressors].add_prefix("reg_"))
+        X = pd.concat(parts, axis=1)
+        floor = self._floor(frame["sid"])
+        X["_floor"] = floor
+        if self.uses_prophet:
+            trend = np.maximum(frame["p_trend"].to_numpy(), floor)
+            X["p_trend_to_level"] = trend / np.maximum(lags["level"].to_numpy(), floor)
+            X["p_yhat_to_trend"] = frame["p_yhat"].to_numpy() / trend
+            for c in PROPHET_COMPONENTS:
+                X[f"p_{c}_to_trend"] = frame[f"p_{c}"].to_numpy() / trend
+            X["_trend"] = trend
+            X["_p_yhat"] = frame["p_yhat"].to_numpy()
+        return X
+
+    def _floor(self, sid: pd.Series) -> np.ndarray:
+        means = pd.Series(self.series_mean)
+        return np.maximum(0.05 * means.reindex(sid.to_numpy()).to_numpy(), 1e-3)
+
+    def _base(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(multiplier, offset): y = offset + multiplier * model output."""
+        level = np.maximum(X["level"].to_numpy(), X["_floor"].to_numpy())
+        return level, np.zeros(len(X))
+
+    def _features_only(self, X: pd.DataFrame) -> pd.DataFrame:
+        return X[self.feature_names]
+
+    # -- fit / predict
+
+    def fit(self, panel: Panel, future_regressors: pd.DataFrame | None = None):
+        t0 = time.perf_counter()
+        frame = self._start_fit(panel)
+        future = self._future_rows(panel, future_regressors)
+        frame, future = self._add_components(frame, future, panel)
+        self.fit_seconds["components"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        X = self._design(frame)
+        mult, off = self._base(X)
+        target = (frame["y"].to_numpy() - off) / mult
+        ok = X["level"].notna().to_numpy() & np.isfinite(target)
+        if self.cfg.xgboost.max_train_periods is not None:
+            rank = frame.groupby("sid").cumcount(ascending=False).to_numpy()
+            ok &= rank < self.cfg.xgboost.max_train_periods
+        self.feature_names = [c for c in X.columns if not c.startswith("_")]
+        import xgboost as xgb
+
+        model = xgb.XGBRegressor(**self.cfg.xgboost.as_kwargs(), tree_method="hist")
+        logger.info(
+            "%s: fitting global XGBoost on %s rows x %s features",
+            self.family,
+            int(ok.sum()),
+            len(self.feature_names),
+        )
+        model.fit(X.loc[ok, self.feature_names], target[ok])
+        self.booster = model
+        self.fit_seconds["xgboost"] = time.perf_counter() - t1
+        keep = frame.groupby("sid").cumcount(ascending=False) < self.tail_periods
+        self.tail = frame.loc[keep, ["sid", "ds", "y", *self.regressors]].reset_index(drop=True)
+        self.future = future
+        self._drop_caches()
+        logger.info(
+            "%s: fitted %s series in %.1fs (%s)",
+            self.family,
+            panel.n_series,
+            time.perf_counter() - t0,
+            ", ".join(f"{k} {v:.1f}s" for k, v in self.fit_seconds.items()),
+        )
+        return self
+
+    def _add_components(
+        self, frame: pd.DataFrame, future: pd.DataFrame, panel: Panel
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return frame, future
+
     def _future_forecast(self, sids: np.ndarray | None = None) -> pd.DataFrame:
         """sid, ds, yhat (+ p_yhat for the hybrid) for every future row of ``sids`` (None: all).
 
@@ -647,56 +858,6 @@ class _GlobalForecaster:
         if self.uses_prophet:
             out["p_yhat"] = np.maximum(frame["p_yhat"].to_numpy(), 0.0)
         return out.reset_index(drop=True)
-
-    def precompute(self) -> pd.DataFrame:
-        """Forecast the whole window of every series once; ``predict`` then only looks rows up
-        (serving: a one-series request costs a lookup instead of a feature build + booster call).
-        Returns the table (sid, ds, yhat[, p_yhat])."""
-        table = self.__dict__.get("_forecast_cache")
-        if table is None:
-            table = self._future_forecast()
-            self._forecast_cache = table
-        return table
-
-    def predict(self, request: pd.DataFrame, components: bool = False) -> pd.DataFrame:
-        """request: key columns + ds. Returns key columns, ds, yhat, yhat_lower, yhat_upper
-        (NaN bounds when uncalibrated) in request order; with ``components`` also p_yhat.
-        Uses the ``precompute`` table when it exists (same values)."""
-        req = self._resolve(request)
-        out = self.__dict__.get("_forecast_cache")
-        if out is None:
-            out = self._future_forecast(np.unique(req["sid"].to_numpy()))
-        result = req[["sid", *self.key_columns, "ds"]].merge(out, on=["sid", "ds"], how="left")
-        if self.calibration is not None:
-            lo, hi = self.calibration.bounds(result["sid"].to_numpy(), result["yhat"].to_numpy())
-        else:
-            lo = hi = np.full(len(result), np.nan)
-        result["yhat_lower"], result["yhat_upper"] = lo, hi
-        cols = [*self.key_columns, "ds", "yhat", "yhat_lower", "yhat_upper"]
-        if components and self.uses_prophet:
-            cols.append("p_yhat")
-        return result[["sid", *cols]] if components else result[cols]
-
-    def future_request(self, horizon: int | None = None) -> pd.DataFrame:
-        """Every series x the first ``horizon`` future periods (default: the whole window)."""
-        assert self.future is not None and self.keys is not None
-        h = horizon or self.cfg.horizon
-        fut = self.future[self.future.groupby("sid").cumcount() < h][["sid", "ds"]]
-        return fut.merge(self.keys, on="sid")[[*self.key_columns, "ds"]]
-
-    def calibrate(self, residuals: pd.DataFrame) -> IntervalCalibration:
-        self.calibration = calibrate_intervals(
-            residuals, self.cfg.intervals.level, self.cfg.intervals.min_residuals_per_series
-        )
-        logger.info(
-            "%s: %.0f%% intervals from %s out-of-sample residuals (scaled quantiles %.2f, %.2f)",
-            self.family,
-            100 * self.calibration.level,
-            self.calibration.n_residuals,
-            self.calibration.q_low,
-            self.calibration.q_high,
-        )
-        return self.calibration
 
 
 class GlobalXGBoost(_GlobalForecaster):
@@ -771,12 +932,236 @@ def seasonal_naive(history: Panel, request: pd.DataFrame, period: int) -> pd.Dat
     t - period * ceil((t - last) / period). request: sid, ds -> adds yhat."""
     frame = history.frame
     last = frame.groupby("sid")["ds"].max()
-    step = history.step
     req = request[["sid", "ds"]].copy()
-    k = ((req["ds"] - last.reindex(req["sid"]).to_numpy()) / step).round().astype(int)
+    k = periods_between(
+        last.reindex(req["sid"]).to_numpy(), req["ds"].to_numpy(), history.frequency
+    )
     back = period * np.ceil(k / period).astype(int)
-    src = req["ds"] - back * step
+    src = shift_periods(req["ds"].to_numpy(), -back, history.frequency)
     lookup = frame.set_index(["sid", "ds"])["y"]
-    idx = pd.MultiIndex.from_arrays([req["sid"], src])
+    idx = pd.MultiIndex.from_arrays([req["sid"], pd.DatetimeIndex(src)])
     req["yhat"] = lookup.reindex(idx).to_numpy()
     return req
+
+
+# --------------------------------------------------------------------------- simple families
+
+
+def season_for(n_periods: int, seasons: Sequence[int], fixed: int | None = None) -> int | None:
+    """The season a series of ``n_periods`` uses: ``fixed`` when it fits, else the longest of
+    the frequency's ``seasons`` it covers, else None (not even one season of history)."""
+    if fixed is not None and fixed <= n_periods:
+        return fixed
+    fits = [p for p in seasons if p <= n_periods]
+    return max(fits) if fits else None
+
+
+class _TableForecaster(_Forecaster):
+    """A forecaster whose whole future is computed at fit time (a table sid, ds, yhat)."""
+
+    def __init__(self, cfg: ForecastConfig):
+        super().__init__(cfg)
+        self.table: pd.DataFrame | None = None
+
+    def fit(self, panel: Panel, future_regressors: pd.DataFrame | None = None):
+        t0 = time.perf_counter()
+        frame = self._start_fit(panel)
+        self.future = self._future_rows(panel, future_regressors)
+        self.table = self._forecast_table(frame, self.future, panel)
+        self._drop_caches()
+        self.fit_seconds["fit"] = time.perf_counter() - t0
+        return self
+
+    def _forecast_table(
+        self, frame: pd.DataFrame, future: pd.DataFrame, panel: Panel
+    ) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def _future_forecast(self, sids: np.ndarray | None = None) -> pd.DataFrame:
+        assert self.table is not None
+        t = self.table if sids is None else self.table[self.table["sid"].isin(sids)]
+        return t.reset_index(drop=True)
+
+
+class SeasonalNaiveForecaster(_TableForecaster):
+    """The last season repeated (``season_length``, else per series the longest season of the
+    frequency its history covers); a series shorter than every season gets its mean."""
+
+    family = "seasonal_naive"
+
+    def __init__(self, cfg: ForecastConfig):
+        super().__init__(cfg)
+        self.seasons: dict[int, int | None] = {}
+
+    def _forecast_table(self, frame, future, panel):
+        parts = []
+        for sid, g in frame.groupby("sid", sort=True):
+            period = season_for(len(g), panel.seasons, self.cfg.season_length)
+            self.seasons[int(sid)] = period
+            at = future.loc[future["sid"] == sid, ["sid", "ds"]]
+            if period is None:
+                parts.append(at.assign(yhat=float(g["y"].mean())))
+                continue
+            one = panel.subset(panel.frame["sid"] == sid)
+            parts.append(seasonal_naive(one, at, period))
+        return pd.concat(parts, ignore_index=True)
+
+
+class LevelForecaster(_TableForecaster):
+    """A flat forecast: the mean of the last season (the longest the history covers, else all
+    of it)."""
+
+    family = "level"
+
+    def _forecast_table(self, frame, future, panel):
+        levels = {}
+        for sid, g in frame.groupby("sid", sort=True):
+            period = season_for(len(g), panel.seasons, self.cfg.season_length) or len(g)
+            levels[sid] = float(g["y"].tail(period).mean())
+        at = future[["sid", "ds"]]
+        return at.assign(yhat=at["sid"].map(levels).to_numpy(dtype=float))
+
+
+class ProphetForecaster(_TableForecaster):
+    """Prophet alone, one per series (the hybrid's Prophet: same settings, same fits)."""
+
+    family = "prophet"
+    uses_prophet = True
+
+    def __init__(
+        self,
+        cfg: ForecastConfig,
+        on_batch: ProgressFn | None = None,
+        map_batches: BatchMapper | None = None,
+    ):
+        super().__init__(cfg)
+        self.on_batch = on_batch
+        self.map_batches = map_batches
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["on_batch"] = state["map_batches"] = None
+        return state
+
+    def _forecast_table(self, frame, future, panel):
+        comps = prophet_components_panel(
+            frame,
+            future[["sid", "ds", *self.regressors]],
+            self.cfg.prophet,
+            self.regressors,
+            self.cfg.workers,
+            self.cfg.batch_size,
+            self.on_batch,
+            self.map_batches,
+        )
+        yhat = np.maximum(comps["p_yhat"].to_numpy(), 0.0)
+        return comps[["sid", "ds"]].assign(yhat=yhat, p_yhat=yhat)
+
+
+class FallbackForecaster:
+    """The main family on the series long enough for it and the declared fallback on the
+    short ones, behind one interface (keys, future, predict, precompute, calibration): the
+    registered pyfunc answers for every series alike."""
+
+    def __init__(self, main: _Forecaster, fallback: _Forecaster):
+        self.main, self.fallback = main, fallback
+        self.cfg = main.cfg
+        self.family = main.family
+        self.uses_prophet = main.uses_prophet
+        self.key_columns = main.key_columns
+        self.regressors = main.regressors
+        self.frequency = main.frequency
+        assert main.keys is not None and fallback.keys is not None
+        self.keys = pd.concat([main.keys, fallback.keys]).sort_values("sid").reset_index(drop=True)
+        assert main.future is not None and fallback.future is not None
+        self.future = (
+            pd.concat([main.future[["sid", "ds"]], fallback.future[["sid", "ds"]]])
+            .sort_values(["sid", "ds"])
+            .reset_index(drop=True)
+        )
+        self.last_date = {**main.last_date, **fallback.last_date}
+
+    @property
+    def calibration(self) -> IntervalCalibration | None:
+        return self.main.calibration
+
+    @property
+    def fallback_sids(self) -> list[int]:
+        assert self.fallback.keys is not None
+        return sorted(int(i) for i in self.fallback.keys["sid"])
+
+    @property
+    def n_fallback(self) -> int:
+        return len(self.fallback_sids)
+
+    def precompute(self) -> pd.DataFrame:
+        return pd.concat(
+            [self.main.precompute(), self.fallback.precompute()], ignore_index=True
+        ).sort_values(["sid", "ds"])
+
+    def predict(self, request: pd.DataFrame, components: bool = False) -> pd.DataFrame:
+        req = request.reset_index(drop=True)
+        keys = req[self.key_columns].copy()
+        for k in self.key_columns:
+            keys[k] = keys[k].astype(self.keys[k].dtype)
+        sid = keys.merge(self.keys, on=self.key_columns, how="left")["sid"]
+        short = sid.isin(self.fallback_sids).to_numpy()
+        parts = []
+        for part, mask in ((self.main, ~short), (self.fallback, short)):
+            if mask.any():
+                out = part.predict(req[mask], components=components)
+                parts.append(out.set_axis(np.flatnonzero(mask)))
+        result = pd.concat(parts).sort_index()
+        return result.reset_index(drop=True)
+
+    def future_request(self, horizon: int | None = None) -> pd.DataFrame:
+        return pd.concat(
+            [self.main.future_request(horizon), self.fallback.future_request(horizon)],
+            ignore_index=True,
+        )
+
+
+FORECASTER_FAMILIES = ("seasonal_naive", "level", "prophet", "xgboost", "hybrid")
+
+
+def make_forecaster(
+    family: str,
+    cfg: ForecastConfig,
+    on_batch: ProgressFn | None = None,
+    map_batches: BatchMapper | None = None,
+) -> _Forecaster:
+    """An unfitted forecaster of ``family`` (one of FORECASTER_FAMILIES)."""
+    if family == "hybrid":
+        return HybridProphetXGBoost(cfg, on_batch, map_batches)
+    if family == "prophet":
+        return ProphetForecaster(cfg, on_batch, map_batches)
+    if family == "xgboost":
+        return GlobalXGBoost(cfg)
+    if family == "seasonal_naive":
+        return SeasonalNaiveForecaster(cfg)
+    if family == "level":
+        return LevelForecaster(cfg)
+    raise ValueError(f"unknown forecast family {family!r} (known: {FORECASTER_FAMILIES})")
+
+
+def fit_with_fallback(
+    family: str,
+    panel: Panel,
+    cfg: ForecastConfig,
+    on_batch: ProgressFn | None = None,
+    map_batches: BatchMapper | None = None,
+    future_regressors: pd.DataFrame | None = None,
+) -> _Forecaster | FallbackForecaster:
+    """``family`` fitted on the panel's main series; with short series (``data.short_series:
+    fallback``), the declared fallback fitted on them, both behind one FallbackForecaster."""
+    main = make_forecaster(family, cfg, on_batch, map_batches).fit(
+        panel.main_part(), future_regressors
+    )
+    short = panel.short_part()
+    if short is None:
+        return main
+    fb = make_forecaster(cfg.data.fallback, cfg).fit(short, future_regressors)
+    logger.info(
+        "%s series too short for %s: forecast by %s", short.n_series, family, cfg.data.fallback
+    )
+    return FallbackForecaster(main, fb)

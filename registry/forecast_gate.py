@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from shelfwise.configs.gate import GateRule
-from shelfwise.models.backtest import HYBRID, BacktestResult
+from shelfwise.models.backtest import HYBRID, SEASONAL_NAIVE, BacktestResult
 from shelfwise.models.datasets import fingerprint
 from shelfwise.registry.aliases import CHAMPION, alias_version, resolve_version
 from shelfwise.registry.gate import Check, GateDecision, GateError, decide
@@ -48,17 +48,21 @@ TAG_DATA_END = "shelfwise.data_end"  # last date of the version's training data
 TAG_WINDOW_END = "shelfwise.forecast_window_end"  # last date its pyfunc can forecast
 TAG_HORIZON = "shelfwise.horizon"
 TAG_GATE_ORIGIN = "shelfwise.gate_origin"  # the gate fold's origin (set only when there is one)
+TAG_FORECAST_FAMILY = "shelfwise.family"  # the family that won the backtest and was registered
+CHALLENGER_COLUMN = "challenger_family"  # holdout column: whose forecasts ``yhat`` are
+NAIVE_FAMILY = SEASONAL_NAIVE  # a forecast task's first version must beat it
 
 
 @dataclass(frozen=True)
 class ForecastEvalSet:
     """Holdout rows (key columns, ``ds``, ``y``, ``sid``) with the challenger's and the
-    baselines' forecasts as columns ``yhat.<family>``."""
+    baselines' forecasts as columns ``yhat.<family>``; ``family`` is the challenger's."""
 
     frame: pd.DataFrame
     key_columns: list[str]
     origin: pd.Timestamp
     fingerprint: str
+    family: str = HYBRID
 
     @property
     def y(self) -> np.ndarray:
@@ -74,7 +78,7 @@ class ForecastEvalSet:
     @property
     def baseline_families(self) -> list[str]:
         fams = [c.removeprefix("yhat.") for c in self.frame.columns if c.startswith("yhat.")]
-        return [f for f in fams if f != HYBRID]
+        return [f for f in fams if f != self.family]
 
 
 def champion_data_end(client: mlflow.MlflowClient, model_name: str) -> pd.Timestamp | None:
@@ -87,14 +91,17 @@ def champion_data_end(client: mlflow.MlflowClient, model_name: str) -> pd.Timest
     return pd.Timestamp(end) if end else None
 
 
-def holdout_frame(result: BacktestResult, key_columns: list[str]) -> pd.DataFrame:
+def holdout_frame(
+    result: BacktestResult, key_columns: list[str], family: str = HYBRID
+) -> pd.DataFrame:
     """The gate's rows (the gate fold's when there is one, else the latest fold's), one per
-    (series, date), forecasts of each family as columns."""
+    (series, date), forecasts of each family as columns; ``family`` is the challenger's."""
     f = result.gate_forecasts()
     wide = f.pivot_table(index=["sid", "ds"], columns="family", values="yhat", dropna=False)
     wide.columns = [f"yhat.{c}" for c in wide.columns]
-    truth = f[f["family"] == HYBRID][["sid", *key_columns, "ds", "y", "origin"]]
+    truth = f[f["family"] == family][["sid", *key_columns, "ds", "y", "origin"]]
     out = truth.merge(wide.reset_index(), on=["sid", "ds"], how="left")
+    out[CHALLENGER_COLUMN] = family
     return out.sort_values(["sid", "ds"]).reset_index(drop=True)
 
 
@@ -108,7 +115,8 @@ def eval_set_from_frame(frame: pd.DataFrame, key_columns: list[str]) -> Forecast
     frame = frame.copy()
     frame["ds"] = pd.to_datetime(frame["ds"])
     origin = pd.Timestamp(pd.to_datetime(frame["origin"]).iloc[0])
-    return ForecastEvalSet(frame, key_columns, origin, eval_fingerprint(frame, key_columns))
+    family = str(frame[CHALLENGER_COLUMN].iloc[0]) if CHALLENGER_COLUMN in frame else HYBRID
+    return ForecastEvalSet(frame, key_columns, origin, eval_fingerprint(frame, key_columns), family)
 
 
 def load_eval_set(client: mlflow.MlflowClient, run_id: str, key_columns: list[str]):
@@ -118,7 +126,7 @@ def load_eval_set(client: mlflow.MlflowClient, run_id: str, key_columns: list[st
             path = client.download_artifacts(run_id, HOLDOUT_ARTIFACT, tmp)
         except Exception as exc:
             raise GateError(
-                f"run {run_id} has no {HOLDOUT_ARTIFACT}: not trained by train-demand-forecast "
+                f"run {run_id} has no {HOLDOUT_ARTIFACT}: not trained by train-forecast "
                 f"with gate support ({exc})"
             ) from exc
         return eval_set_from_frame(pd.read_csv(path), key_columns)
@@ -158,7 +166,11 @@ def comparable_rows(
         ), None
     rows = eval_set.frame[eval_set.frame["ds"] <= wend].reset_index(drop=True)
     restricted = ForecastEvalSet(
-        rows, eval_set.key_columns, eval_set.origin, eval_fingerprint(rows, eval_set.key_columns)
+        rows,
+        eval_set.key_columns,
+        eval_set.origin,
+        eval_fingerprint(rows, eval_set.key_columns),
+        eval_set.family,
     )
     return Check(
         name,
@@ -208,19 +220,23 @@ def decide_forecast(
     champion_version: str | None,
     comparable: Check | None,
     fresher: bool = False,
+    baselines: dict[str, np.ndarray] | None = None,
+    naive: str | None = None,
 ) -> GateDecision:
     """Apply the rule: challenger = its backtest fold forecasts, champion = its pyfunc on the
     same rows (None when there is no champion, or it is not comparable: then ``comparable``
     fails and nothing is promoted). ``fresher``: the challenger trained on later data than
     the champion (the rule's non-inferiority margin then applies). A comparison with a champion
-    also needs ``rule.min_eval_periods`` dates in the evaluation set."""
+    also needs ``rule.min_eval_periods`` dates in the evaluation set. ``baselines`` (default:
+    every other family's backtest forecasts on the rows) are reported; ``naive`` names the one
+    the rule's ``baseline`` requirement means (the first version must beat it)."""
     extra = [comparable] if comparable is not None else []
     if champion_pred is not None:
         extra.append(check_eval_periods(eval_set, rule.min_eval_periods))
     return decide(
         rule,
         eval_set.y,
-        eval_set.forecasts(HYBRID),
+        eval_set.forecasts(eval_set.family),
         champion_pred,
         candidate_version,
         champion_version,
@@ -229,6 +245,11 @@ def decide_forecast(
         eval_set.fingerprint if champion_pred is not None else None,
         groups=eval_set.groups,
         extra_checks=extra or None,
-        baselines={f: eval_set.forecasts(f) for f in eval_set.baseline_families},
+        baselines=(
+            baselines
+            if baselines is not None
+            else {f: eval_set.forecasts(f) for f in eval_set.baseline_families}
+        ),
+        naive=naive,
         fresher=fresher,
     )

@@ -1,6 +1,8 @@
-"""The fitted hybrid as one MLflow pyfunc, so one registered version of ``demand_forecast``
-holds Prophet's precomputed components, the global XGBoost, each series' recent history and the
-interval calibration.
+"""A fitted forecaster of any family as one MLflow pyfunc: seasonal naive, Prophet alone, the
+global XGBoost alone, the hybrid, or one of them with the declared fallback for short series
+(``models.forecast.FallbackForecaster``). One registered version is a whole forecaster: its
+precomputed future (Prophet's components for the hybrid), any booster, each series' recent
+history and the interval calibration. ``predict`` is the same for every family.
 
 The version is self-contained (registry/model_code.py): it carries the Shelfwise modules the
 wrapper and the fitted forecaster need (MLflow ``code_paths``) and pinned requirements for the
@@ -28,15 +30,16 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import ColSpec, Schema
 
-from shelfwise.models.forecast import HybridProphetXGBoost
+from shelfwise.models.forecast import FallbackForecaster, _Forecaster
 from shelfwise.registry.model_code import model_code
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_KEY = "hybrid"
+ARTIFACT_KEY = "forecaster"
+Forecaster = _Forecaster | FallbackForecaster
 
 
-def expand_request(model: HybridProphetXGBoost, request: pd.DataFrame) -> pd.DataFrame:
+def expand_request(model: Forecaster, request: pd.DataFrame) -> pd.DataFrame:
     """Rows of key columns + ``horizon`` or ``date`` -> rows of key columns + ``ds``."""
     keys = model.key_columns
     missing = [k for k in keys if k not in request.columns]
@@ -72,17 +75,17 @@ def expand_request(model: HybridProphetXGBoost, request: pd.DataFrame) -> pd.Dat
     return pd.concat(parts, ignore_index=True)
 
 
-def forecast(model: HybridProphetXGBoost, request: pd.DataFrame) -> pd.DataFrame:
+def forecast(model: Forecaster, request: pd.DataFrame) -> pd.DataFrame:
     out = model.predict(expand_request(model, request))
     out = out.rename(columns={"ds": "date"})
     return out[["date", *model.key_columns, "yhat", "yhat_lower", "yhat_upper"]]
 
 
-class DemandForecastModel(mlflow.pyfunc.PythonModel):
+class ForecastModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: ``predict`` answers key columns + horizon/date requests."""
 
     def load_context(self, context) -> None:
-        self.model: HybridProphetXGBoost = joblib.load(context.artifacts[ARTIFACT_KEY])
+        self.model: Forecaster = joblib.load(context.artifacts[ARTIFACT_KEY])
         self.model.precompute()  # the whole window once: a request is then a lookup
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -97,7 +100,7 @@ def _col_type(dtype) -> str:
     return "string"
 
 
-def forecast_signature(model: HybridProphetXGBoost) -> ModelSignature:
+def forecast_signature(model: Forecaster) -> ModelSignature:
     assert model.keys is not None
     keys = [ColSpec(_col_type(model.keys[k].dtype), k) for k in model.key_columns]
     inputs = Schema(
@@ -119,7 +122,7 @@ def forecast_signature(model: HybridProphetXGBoost) -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def input_example(model: HybridProphetXGBoost, n_series: int = 2, horizon: int = 7) -> pd.DataFrame:
+def input_example(model: Forecaster, n_series: int = 2, horizon: int = 7) -> pd.DataFrame:
     assert model.keys is not None
     ex = model.keys.head(n_series)[model.key_columns].copy()
     ex["horizon"] = np.int64(min(horizon, model.cfg.horizon))
@@ -127,14 +130,16 @@ def input_example(model: HybridProphetXGBoost, n_series: int = 2, horizon: int =
 
 
 @contextmanager
-def _pyfunc_kwargs(model: HybridProphetXGBoost) -> Iterator[dict[str, Any]]:
+def _pyfunc_kwargs(model: Forecaster) -> Iterator[dict[str, Any]]:
     """Everything ``log_model``/``save_model`` need, valid inside the block: the dumped
     forecaster, its code (``code_paths``), pinned requirements, signature and input example."""
-    python_model = DemandForecastModel()
+    python_model = ForecastModel()
     with tempfile.TemporaryDirectory() as tmp, model_code([python_model, model]) as code:
-        path = Path(tmp) / "hybrid.joblib"
+        path = Path(tmp) / "forecaster.joblib"
         joblib.dump(model, path, compress=3)
-        logger.info("logging the hybrid pyfunc (%.1f MB)", path.stat().st_size / 1e6)
+        logger.info(
+            "logging the %s forecaster pyfunc (%.1f MB)", model.family, path.stat().st_size / 1e6
+        )
         yield {
             "python_model": python_model,
             "artifacts": {ARTIFACT_KEY: str(path)},
@@ -145,14 +150,14 @@ def _pyfunc_kwargs(model: HybridProphetXGBoost) -> Iterator[dict[str, Any]]:
         }
 
 
-def log_forecast_model(model: HybridProphetXGBoost, name: str = "model") -> ModelInfo:
-    """Log the fitted hybrid as a self-contained pyfunc (in the active run) with signature and
+def log_forecast_model(model: Forecaster, name: str = "model") -> ModelInfo:
+    """Log the fitted forecaster as a self-contained pyfunc (in the active run) with signature and
     input example."""
     with _pyfunc_kwargs(model) as kwargs:
         return mlflow.pyfunc.log_model(name=name, **kwargs)
 
 
-def save_forecast_model(model: HybridProphetXGBoost, path: str | Path) -> None:
+def save_forecast_model(model: Forecaster, path: str | Path) -> None:
     """Save the pyfunc to a local directory (benchmarks; the flow logs to the registry)."""
     with _pyfunc_kwargs(model) as kwargs:
         mlflow.pyfunc.save_model(str(path), **kwargs)

@@ -326,7 +326,7 @@ def load_forecast_model(
 ) -> LoadedForecastModel:
     """Download, load (the pyfunc: the fitted hybrid inside it), precompute and warm
     ``registered_name`` version ``version``; its ``metric.*`` tags are the gate metrics."""
-    from shelfwise.registry.forecast_model import DemandForecastModel
+    from shelfwise.registry.forecast_model import ForecastModel
     from shelfwise.registry.model_code import load_local_pyfunc
     from shelfwise.registry.reference import gate_metrics
 
@@ -341,10 +341,10 @@ def load_forecast_model(
         raise ModelLoadError(
             f"cannot load {registered_name} version {version}: {type(exc).__name__}: {exc}"
         ) from exc
-    if not isinstance(python_model, DemandForecastModel):
+    if not isinstance(python_model, ForecastModel):
         raise ModelLoadError(
             f"{registered_name} version {version} is a {type(python_model).__name__}, not the "
-            "demand-forecast pyfunc (registry/forecast_model.py)"
+            "forecast pyfunc (registry/forecast_model.py)"
         )
     try:
         return prepare_forecast_model(

@@ -62,3 +62,59 @@ def write_actuals(path: Path, rows: pd.DataFrame) -> Path:
     out["date"] = out["date"].dt.strftime("%Y-%m-%d")
     out.to_csv(path, index=False)
     return path
+
+
+def forecast_task(
+    tmp_path: Path,
+    name: str | None = None,
+    horizon: int = HORIZON,
+    candidates: list[str] | None = None,
+    task_over: dict | None = None,
+    **data,
+) -> Path:
+    """A task declaration copying configs/tasks/demand_forecast.yaml, with its training config
+    from ``forecast_config`` (own registered model and experiment, few series) and, optionally,
+    other candidates or keys."""
+    training = forecast_config(tmp_path, name, horizon, **data)
+    model = read_yaml(training)["registered_model_name"]
+    raw = read_yaml(configs_dir() / "tasks" / "demand_forecast.yaml")
+    raw.update(name=model, model_name=model, experiment=model, training=str(training))
+    if candidates is not None:
+        raw["candidates"] = candidates
+    raw.update(task_over or {})
+    path = tmp_path / f"task-{model}-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def crippled_task(task_path: Path) -> Path:
+    """The same task with its training config ``crippled``: a deliberately worse model."""
+    raw = read_yaml(task_path)
+    raw["training"] = str(crippled(Path(raw["training"])))
+    out = task_path.with_name(task_path.stem + "-crippled.yaml")
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
+def train_and_gate(task_path: Path, **kw) -> dict:
+    """``train_forecast`` (registers @challenger), then the forecast kind's gate on that version
+    with the task's rule, as the flow's ``promote`` step does (through the evaluator and the
+    shared promotion code, so the result is the gate-and-promote outcome)."""
+    import mlflow
+
+    from shelfwise.configs.platform import load_platform_config
+    from shelfwise.configs.tasks import gate_rule, load_task
+    from shelfwise.flows.forecast import train_forecast
+    from shelfwise.flows.promote import _forecast_evaluator, _gate_with
+    from shelfwise.registry.tracking import ensure_tracking_uri
+
+    result = train_forecast(str(task_path), promote=False, **kw)
+    platform = load_platform_config("platform")
+    mlflow.set_tracking_uri(ensure_tracking_uri(platform))
+    client = mlflow.MlflowClient()
+    task = load_task(task_path)
+    evaluate = _forecast_evaluator(client, result["model_name"], task, gate_rule(task))
+    result["gate"] = _gate_with(
+        platform, client, result["model_name"], result["version"], evaluate, "manual", None
+    )
+    return result

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -27,7 +28,8 @@ from tests.flows.forecast_helpers import (
     CUTOFF,
     HORIZON,
     actual_rows,
-    forecast_config,
+    forecast_task,
+    train_and_gate,
     write_actuals,
 )
 
@@ -38,15 +40,15 @@ DAY = pd.Timedelta(days=1)
 def test_forecast_monitoring_scenario(
     tmp_path, monkeypatch, mlflow_server, prefect_harness, data_dir
 ):
-    from shelfwise.flows.forecast import train_demand_forecast
     from shelfwise.flows.monitor_forecast import monitor_demand_forecast, retrain_demand_forecast
 
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     monkeypatch.setenv("SHELFWISE_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("SHELFWISE_STORE_URL", store_url)
     monkeypatch.setenv("SHELFWISE_HOME", str(tmp_path / ".shelfwise"))
-    cfg_path = forecast_config(tmp_path, train_end=str(CUTOFF.date()))
-    name = read_yaml(cfg_path)["registered_model_name"]
+    task_path = forecast_task(tmp_path, candidates=["hybrid"], train_end=str(CUTOFF.date()))
+    cfg_path = Path(read_yaml(task_path)["training"])
+    name = read_yaml(task_path)["model_name"]
     mon = tmp_path / "monitoring_forecast.yaml"
     mon.write_text(
         yaml.safe_dump(
@@ -59,7 +61,7 @@ def test_forecast_monitoring_scenario(
     )
     client = MlflowClient(mlflow_server)
 
-    v1 = train_demand_forecast(config=str(cfg_path))
+    v1 = train_and_gate(task_path)
     assert v1["gate"]["promoted"] and v1["data_end"] == "2017-06-30"
     gate_smape = v1["metrics"]["smape"]
     window_end = CUTOFF + HORIZON * DAY
