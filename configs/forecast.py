@@ -167,8 +167,8 @@ class FanoutConfig(StrictModel):
 
 
 class ForecastConfig(StrictModel):
-    registered_model_name: str = "demand_forecast"
-    experiment: str = "demand_forecast"
+    registered_model_name: str = Field(min_length=1, description="filled in from the task")
+    experiment: str = Field(min_length=1, description="filled in from the task")
     dataset: str = "store_item_demand"
     horizon: int = Field(90, ge=1, description="periods ahead (days or weeks, per the spec)")
     backtest: BacktestConfig = BacktestConfig()
@@ -229,5 +229,5 @@ class ForecastConfig(StrictModel):
         return max(self.features.lags) + self.features.level_window + 2 * self.horizon
 
 
-def load_forecast_config(path: str | Path = "demand_forecast") -> ForecastConfig:
+def load_forecast_config(path: str | Path) -> ForecastConfig:
     return load_config(resolve_config_path(path), ForecastConfig)

@@ -20,12 +20,9 @@ The direction of a metric comes from ``higher_is_better`` when given, else from
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, model_validator
 
 from shelfwise.configs.base import StrictModel
-from shelfwise.configs.loader import ConfigError, load_config, resolve_config_path
 
 
 class PrimaryMetric(StrictModel):
@@ -121,19 +118,3 @@ class GateRule(StrictModel):
         if self.baseline is not None:
             out.append(self.baseline.metric)
         return list(dict.fromkeys(out))
-
-
-class GateConfig(StrictModel):
-    rules: dict[str, GateRule]
-
-    def rule_for(self, task: str) -> GateRule:
-        if task not in self.rules:
-            raise ConfigError(
-                f"no gate rule for task {task!r} in gate config; "
-                f"key 'rules.{task}' missing (have {sorted(self.rules)})"
-            )
-        return self.rules[task]
-
-
-def load_gate_config(path: str | Path = "gate") -> GateConfig:
-    return load_config(resolve_config_path(path), GateConfig)

@@ -19,7 +19,7 @@ def serve(
     host: str = typer.Option(None, help="host (default: platform serving.host)"),
     detach: bool = typer.Option(False, help="start in the background and return once ready"),
 ) -> None:
-    """Serve delay risk over HTTP, following models:/delay_risk@champion (hot swap)."""
+    """Serve every declared task over HTTP, following each one's @champion (hot swap)."""
     from shelfwise.configs.loader import ConfigError
     from shelfwise.configs.platform import load_platform_config
     from shelfwise.configs.serving import load_serving_config

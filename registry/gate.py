@@ -1,5 +1,5 @@
 """The promotion gate: score champion and challenger on the same fixed evaluation set, compare
-them with a paired bootstrap, and apply the task's declarative rule (configs/gate.yaml).
+them with a paired bootstrap, and apply the task's declarative rule (its declaration's `gate`).
 
 Everything here except the two ``load_*``/``score_*`` helpers is a pure function of arrays and
 config. The decision is the conjunction of explicit checks (fingerprint, floors, primary metric,

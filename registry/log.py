@@ -47,9 +47,6 @@ TAG_TRIGGER = "shelfwise.trigger"
 # the training split's target mean: the naive baseline (prevalence / mean) the gate compares with
 TAG_NAIVE_VALUE = "shelfwise.naive_value"
 
-# values of TAG_TASK: the task a version (or run) is for, which picks its gate's evaluator
-TASK_DELAY_RISK = "delay_risk"
-TASK_DEMAND_FORECAST = "demand_forecast"
 
 # training inputs + predictions kept with each version as the drift reference
 REFERENCE_ARTIFACT = "reference/reference_sample.csv"

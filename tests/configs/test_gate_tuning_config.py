@@ -1,36 +1,40 @@
-"""configs/gate.py and configs/tuning.py: shipped files load; bad files name file and key."""
+"""Gate rules (a task's `gate`) and configs/tuning.py: shipped ones load, bad ones name the key."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from shelfwise.configs.gate import load_gate_config
 from shelfwise.configs.loader import ConfigError
+from shelfwise.configs.tasks import gate_rule, load_task
 from shelfwise.configs.tuning import load_tuning_config
 
 
-def test_shipped_gate_rules_load_for_both_tasks():
-    cfg = load_gate_config()
-    delay = cfg.rule_for("delay_risk")
+def test_shipped_gate_rules_load_for_the_shipped_tasks():
+    delay = gate_rule(load_task("delay_risk"))
     assert delay.primary.metric == "roc_auc"
     assert {g.metric for g in delay.guardrails} == {"brier", "ece"}
-    assert delay.floors["roc_auc"] == pytest.approx(0.70)
-    assert delay.business_cost is not None
-    assert cfg.rule_for("demand_forecast").primary.metric == "smape"
-    with pytest.raises(ConfigError, match="rules.nope"):
-        cfg.rule_for("nope")
+    assert delay.floors["roc_auc"] == pytest.approx(0.70)  # declared by this task only
+    assert delay.baseline is not None and delay.business_cost is not None
+    forecast = gate_rule(load_task("demand_forecast"))
+    assert forecast.primary.metric == "smape" and forecast.floors == {}
+    assert forecast.baseline is not None and forecast.baseline.metric == "smape"
 
 
 def test_gate_rule_errors_name_file_and_key(tmp_path):
-    bad = tmp_path / "gate.yaml"
-    bad.write_text("rules:\n  delay_risk:\n    primary: {metric: roc_auc, min_improvment: 0.1}\n")
+    def task_with(gate: dict):
+        path = tmp_path / "t.yaml"
+        body = {"name": "t", "kind": "classification", "dataset": "ecommerce_shipping"}
+        path.write_text(yaml.safe_dump({**body, "gate": gate}))
+        return path
+
+    bad = task_with({"primary": {"metric": "roc_auc", "min_improvment": 0.1}})
     with pytest.raises(ConfigError) as err:
-        load_gate_config(bad)
+        load_task(bad)
     assert str(bad) in str(err.value) and "min_improvment" in str(err.value)
-    no_floor = tmp_path / "nofloor.yaml"
-    no_floor.write_text("rules:\n  t:\n    primary: {metric: roc_auc}\n    floors: {}\n")
-    with pytest.raises(ConfigError, match="key 'rules.t'.*a baseline or at least one floor"):
-        load_gate_config(no_floor)
+    no_floor = task_with({"primary": {"metric": "roc_auc"}, "floors": {}})
+    with pytest.raises(ConfigError, match="a baseline or at least one floor"):
+        load_task(no_floor)
 
 
 def test_tuning_config_space_storage_and_env(tmp_path, monkeypatch):

@@ -219,7 +219,7 @@ def test_gate_uses_the_versions_own_task(forecast, cli) -> None:
     the version's stored backtest holdout, with the forecast-only comparability check."""
     client = mlflow.MlflowClient(cli.tracking_uri)
     v1 = client.get_model_version(forecast.name, "1")
-    assert v1.tags[rlog.TAG_TASK] == rlog.TASK_DEMAND_FORECAST
+    assert v1.tags[rlog.TAG_TASK] == "demand_forecast"
     v2 = _copy_version(client, forecast.name, "1", drop=set())
     out, stderr = cli.json("gate", forecast.name, "--candidate", v2)
     gate = out["gate"]
@@ -264,7 +264,7 @@ def test_version_task_falls_back_to_the_run_tag(forecast, cli) -> None:
     version = _copy_version(client, forecast.name, "1", drop={rlog.TAG_TASK})
     mv = client.get_model_version(forecast.name, version)
     assert rlog.TAG_TASK not in mv.tags
-    assert version_task(client, mv) == rlog.TASK_DEMAND_FORECAST
+    assert version_task(client, mv) == "demand_forecast"
 
 
 def test_stack_up_status_down_json(cli) -> None:

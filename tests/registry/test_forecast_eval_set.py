@@ -6,12 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shelfwise.configs.gate import load_gate_config
+from shelfwise.configs.tasks import gate_rule, load_task
 from shelfwise.models.backtest import GATE_FOLD, HYBRID, BacktestResult, GateFold
 from shelfwise.registry import forecast_gate as fgate
 
 E = pd.Timestamp("2017-06-30")  # the champion's data end
 NAIVE = "seasonal_naive_week"
+
+
+def without_baseline(task: str):
+    """The shipped task's gate rule without its baseline requirement, which needs the naive
+    forecasts (tested on its own in test_gate_rules.py)."""
+    return gate_rule(load_task(task)).model_copy(update={"baseline": None})
 
 
 def _rows(origin: pd.Timestamp, days: int, n_series: int, fold: int, seed: int = 0):
@@ -67,7 +73,7 @@ def test_holdout_comes_from_the_gate_fold_and_the_champion_is_comparable_on_it()
 
 
 def test_too_few_realised_periods_are_refused_with_a_reason():
-    rule = load_gate_config().rule_for("demand_forecast")
+    rule = without_baseline("demand_forecast")
     assert rule.min_eval_periods == 7
     for days, promote in ((1, False), (6, False), (7, True)):
         ev = _eval_set(days=days)
@@ -89,7 +95,7 @@ def test_too_few_realised_periods_are_refused_with_a_reason():
 
 
 def test_first_version_needs_no_minimum_of_periods():
-    rule = load_gate_config().rule_for("demand_forecast")
+    rule = without_baseline("demand_forecast")
     ev = _eval_set(days=3)
     d = fgate.decide_forecast(rule, ev, None, "1", None, None)
     assert d.promote and "eval_periods" not in {c.name for c in d.checks}

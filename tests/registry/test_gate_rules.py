@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from shelfwise.configs.gate import load_gate_config
+from shelfwise.configs.tasks import gate_rule, load_task
 from shelfwise.registry.gate import _weighted_auc, decide, paired_bootstrap
 
 FP = "eval-fp"
+
+
+def without_baseline(task: str):
+    """The shipped task's gate rule without its baseline requirement, which needs the naive
+    forecasts (tested on its own in test_gate_rules.py)."""
+    return gate_rule(load_task(task)).model_copy(update={"baseline": None})
 
 
 def test_vectorised_bootstrap_auc_matches_sklearn_on_each_resample():
@@ -43,7 +49,7 @@ def test_paired_bootstrap_orients_improvement_for_both_directions():
 
 
 def test_first_version_is_judged_on_floors_only():
-    rule = load_gate_config().rule_for("delay_risk")
+    rule = without_baseline("delay_risk")
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 1000).astype(float)
     strong = decide(rule, y, _noisy(y, 0.3, rng), None, "1", None, FP, FP, None)
@@ -54,7 +60,7 @@ def test_first_version_is_judged_on_floors_only():
 
 
 def test_refuses_worse_promotes_better_and_guards_calibration():
-    rule = load_gate_config().rule_for("delay_risk")
+    rule = without_baseline("delay_risk")
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 2000).astype(float)
     champion = _noisy(y, 0.45, rng)
@@ -73,7 +79,7 @@ def test_refuses_worse_promotes_better_and_guards_calibration():
 
 
 def test_eval_fingerprint_mismatch_is_refused_unless_allowed():
-    rule = load_gate_config().rule_for("delay_risk")
+    rule = without_baseline("delay_risk")
     rng = np.random.default_rng(4)
     y = rng.integers(0, 2, 1500).astype(float)
     champion, better = _noisy(y, 0.45, rng), _noisy(y, 0.25, rng)
@@ -84,7 +90,7 @@ def test_eval_fingerprint_mismatch_is_refused_unless_allowed():
 
 
 def test_demand_forecast_rule_lower_is_better():
-    rule = load_gate_config().rule_for("demand_forecast")
+    rule = without_baseline("demand_forecast")
     rng = np.random.default_rng(5)
     truth = rng.uniform(20, 80, 1200)
     champion = truth + rng.normal(0, 8, 1200)
