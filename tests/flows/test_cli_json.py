@@ -23,7 +23,7 @@ import yaml
 
 from shelfwise.configs.loader import read_yaml
 from shelfwise.registry import log as rlog
-from tests.flows.forecast_helpers import forecast_config
+from tests.flows.forecast_helpers import forecast_task
 from tests.flows.stack_helpers import (
     all_flow_runs,
     log_messages,
@@ -109,14 +109,14 @@ def delay(cli) -> Trained:
 
 @pytest.fixture(scope="module")
 def forecast(cli) -> Trained:
-    """``shelfwise train demand-forecast --json`` on 2 series: v1, gated."""
-    path = forecast_config(cli.cwd, horizon=28)
-    raw = read_yaml(path)
-    raw["data"]["max_series"] = 2
+    """``shelfwise train <forecast task YAML> --json`` on 2 series: v1, gated."""
+    path = forecast_task(cli.cwd, horizon=28, max_series=2)
+    training = Path(read_yaml(path)["training"])
+    raw = read_yaml(training)
     raw["xgboost"]["n_estimators"] = 30
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    result, stderr = cli.json("train", "demand-forecast", "--config", str(path))
-    return Trained(raw["registered_model_name"], path, result, stderr)
+    training.write_text(yaml.safe_dump(raw, sort_keys=False))
+    result, stderr = cli.json("train", str(path))
+    return Trained(read_yaml(path)["model_name"], path, result, stderr)
 
 
 def test_train_delay_risk_json(delay) -> None:
@@ -219,7 +219,7 @@ def test_gate_uses_the_versions_own_task(forecast, cli) -> None:
     the version's stored backtest holdout, with the forecast-only comparability check."""
     client = mlflow.MlflowClient(cli.tracking_uri)
     v1 = client.get_model_version(forecast.name, "1")
-    assert v1.tags[rlog.TAG_TASK] == "demand_forecast"
+    assert v1.tags[rlog.TAG_TASK] == read_yaml(forecast.config)["name"]
     v2 = _copy_version(client, forecast.name, "1", drop=set())
     out, stderr = cli.json("gate", forecast.name, "--candidate", v2)
     gate = out["gate"]
@@ -229,7 +229,7 @@ def test_gate_uses_the_versions_own_task(forecast, cli) -> None:
     checks = {c["name"] for c in gate["checks"]}
     if out["champion_before"] is not None:  # v1 passed the floor: compared with it
         assert "champion_comparable" in checks
-    assert f"gating {forecast.name} v{v2} as a demand_forecast model" in stderr
+    assert f"gating {forecast.name} v{v2} for task " in stderr and "(forecast)" in stderr
     (entry,) = [e for e in cli.json("history", forecast.name)[0] if e["to_version"] == v2]
     assert entry["primary_metric"] == "smape" and entry["id"] == out["history_id"]
 
@@ -264,7 +264,7 @@ def test_version_task_falls_back_to_the_run_tag(forecast, cli) -> None:
     version = _copy_version(client, forecast.name, "1", drop={rlog.TAG_TASK})
     mv = client.get_model_version(forecast.name, version)
     assert rlog.TAG_TASK not in mv.tags
-    assert version_task(client, mv) == "demand_forecast"
+    assert version_task(client, mv) == str(forecast.config)  # the run's task_source
 
 
 def test_stack_up_status_down_json(cli) -> None:

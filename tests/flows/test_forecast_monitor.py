@@ -12,12 +12,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from shelfwise.configs.loader import read_yaml
@@ -40,25 +38,15 @@ DAY = pd.Timedelta(days=1)
 def test_forecast_monitoring_scenario(
     tmp_path, monkeypatch, mlflow_server, prefect_harness, data_dir
 ):
-    from shelfwise.flows.monitor_forecast import monitor_demand_forecast, retrain_demand_forecast
+    from shelfwise.flows.monitor_forecast import monitor_forecast, retrain_forecast
 
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     monkeypatch.setenv("SHELFWISE_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("SHELFWISE_STORE_URL", store_url)
     monkeypatch.setenv("SHELFWISE_HOME", str(tmp_path / ".shelfwise"))
     task_path = forecast_task(tmp_path, candidates=["hybrid"], train_end=str(CUTOFF.date()))
-    cfg_path = Path(read_yaml(task_path)["training"])
     name = read_yaml(task_path)["model_name"]
-    mon = tmp_path / "monitoring_forecast.yaml"
-    mon.write_text(
-        yaml.safe_dump(
-            {
-                "model_name": name,
-                "forecast_config": str(cfg_path),
-                "experiment": f"monitoring-{name}",
-            }
-        )
-    )
+    task = str(task_path)
     client = MlflowClient(mlflow_server)
 
     v1 = train_and_gate(task_path)
@@ -71,7 +59,7 @@ def test_forecast_monitoring_scenario(
         tmp_path / "actuals-july.csv", actual_rows(data_dir, CUTOFF + DAY, CUTOFF + 28 * DAY)
     )
     now = datetime(2017, 7, 29, tzinfo=UTC)
-    quiet = monitor_demand_forecast(actuals=str(first), config=str(mon), now=now)
+    quiet = monitor_forecast(task=task, actuals=str(first), now=now)
     ev = quiet["evidence"]
     assert not quiet["decision"]["retrain"], quiet["decision"]
     assert ev["scored_rows"] == 28 * 5 and ev["beyond_window_rows"] == 0
@@ -83,8 +71,8 @@ def test_forecast_monitoring_scenario(
         tmp_path / "actuals-jul-oct.csv",
         actual_rows(data_dir, CUTOFF + DAY, pd.Timestamp("2017-10-31")),
     )
-    fired = monitor_demand_forecast(
-        actuals=str(later), config=str(mon), emit=False, now=now + timedelta(days=95)
+    fired = monitor_forecast(
+        task=task, actuals=str(later), emit=False, now=now + timedelta(days=95)
     )
     ev = fired["evidence"]
     assert fired["decision"]["retrain"] and fired["decision"]["trigger"] == "feedback"
@@ -121,7 +109,7 @@ def test_forecast_monitoring_scenario(
     window_actuals = write_actuals(
         tmp_path / "actuals-window.csv", actual_rows(data_dir, CUTOFF + DAY, window_end)
     )
-    v2 = retrain_demand_forecast(actuals=str(window_actuals), model=name, config=str(mon))
+    v2 = retrain_forecast(task=task, actuals=str(window_actuals), model=name)
     assert v2["version"] == "2" and v2["data_end"] == str(window_end.date())
     g = v2["gate"]
     print(
