@@ -1,9 +1,9 @@
 """`shelfwise demo`: the platform's loop on the real data against the local stack, as a list of
 steps. Each step is a function of the shared ``DemoContext``; the list is ``demo_steps``.
 
-The loop (configs/demo.yaml): train delay risk on the low-discount segment and the demand
-forecaster (each through its Prefect deployment and the gate) -> tune briefly -> serve the
-champion -> replay held-out in-segment orders with their outcomes (the monitoring deployment must
+The loop (configs/demo.yaml): train the scenario's declared task (delay risk) on one segment
+(low-discount orders) and the forecast task (each through its Prefect deployment and the gate)
+-> tune briefly -> serve the champion -> replay held-out in-segment orders with their outcomes (the monitoring deployment must
 stay quiet) -> replay traffic dominated by the unseen segment -> the monitoring deployment sees
 the drift and emits ``shelfwise.retrain.requested`` -> Prefect's trigger starts the retraining
 deployment -> gate -> promotion -> the service swaps. The loop's latency is timed per stage.
@@ -503,8 +503,9 @@ def _start_service(plan) -> Any:
 
 
 def step_start_service(ctx: DemoContext) -> str:
-    """Start `bentoml serve` in the background now that delay_risk has a champion: its start-up
-    (~20 s of imports and model loading) overlaps the tuning run; `serve the champion` joins it."""
+    """Start `bentoml serve` in the background now that the scenario's task has a champion: its
+    start-up (~20 s of imports and model loading) overlaps the tuning run; `serve the champion`
+    joins it."""
     import threading
 
     outcome: dict[str, Any] = {}
@@ -615,8 +616,8 @@ def _replay(ctx: DemoContext, label: str) -> str:
     late = rows[spec.target].mean()
     return (
         f"{result.orders} orders + {result.feedback} outcomes in {result.seconds:.0f} s "
-        f"(answered by {versions}; mean delay probability {result.mean_probability:.2f}, "
-        f"actually late {late:.2f})"
+        f"(answered by {versions}; mean predicted probability {result.mean_probability:.2f}, "
+        f"actual positive rate {late:.2f})"
     )
 
 
