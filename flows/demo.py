@@ -2,11 +2,12 @@
 steps. Each step is a function of the shared ``DemoContext``; the list is ``demo_steps``.
 
 The loop (configs/demo.yaml): train the scenario's declared task (delay risk) on one segment
-(low-discount orders) and the forecast task (each through its Prefect deployment and the gate)
+(low-discount orders) and the forecast task, each through its Prefect deployment and the gate
 -> tune briefly -> serve the champion -> replay held-out in-segment orders with their outcomes
-(the monitoring deployment must stay quiet) -> replay traffic dominated by the unseen segment -> the monitoring deployment sees
-the drift and emits ``shelfwise.retrain.requested`` -> Prefect's trigger starts the retraining
-deployment -> gate -> promotion -> the service swaps. The loop's latency is timed per stage.
+(the monitoring deployment must stay quiet) -> replay traffic dominated by the unseen segment
+-> the monitoring deployment sees the drift and emits ``shelfwise.retrain.requested`` ->
+Prefect's trigger starts the retraining deployment -> gate -> promotion -> the service swaps.
+The loop's latency is timed per stage.
 
 Ends with a summary: steps and their times, the loop's decisions and stages, the registry's
 versions (metrics, aliases, decisions) and the URLs of the MLflow UI, the Prefect UI, the
