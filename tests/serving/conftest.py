@@ -200,7 +200,7 @@ def generated_tasks(mlflow_server: str, tmp_path_factory) -> GeneratedTasks:
 
     from shelfwise.configs.datasets import TabularDatasetSpec
     from shelfwise.configs.delay import XGBoostParams
-    from shelfwise.models.delay import build_xgb_pipeline
+    from shelfwise.models.tabular import build_xgb_pipeline
     from shelfwise.registry import log as rlog
 
     folder = tmp_path_factory.mktemp("generated-tasks")

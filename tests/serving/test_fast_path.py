@@ -73,7 +73,7 @@ def test_regression_pipeline_and_missing_values(shipping_frame) -> None:
     from sklearn.linear_model import Ridge
 
     from shelfwise.configs.delay import XGBoostParams
-    from shelfwise.models.delay import build_xgb_pipeline, features_and_target
+    from shelfwise.models.tabular import build_xgb_pipeline, features_and_target
 
     df, spec = shipping_frame
     sample = df.sample(1500, random_state=2)
