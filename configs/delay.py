@@ -85,9 +85,9 @@ class DelayRiskConfig(StrictModel):
     """A tabular task's ``training`` section (configs/tasks.py ``training_config`` fills in the
     model, experiment and dataset from the declaration)."""
 
-    registered_model_name: str = Field(min_length=1)
-    experiment: str = Field(min_length=1)
-    dataset: str = Field(min_length=1, description="the dataset spec's name")
+    registered_model_name: str = Field("model", min_length=1)
+    experiment: str = Field("Default", min_length=1)
+    dataset: str = Field("dataset", min_length=1, description="the dataset spec's name")
     row_filter: str | None = Field(
         None, description="pandas query selecting the rows to learn from, e.g. a segment"
     )

@@ -167,8 +167,8 @@ class FanoutConfig(StrictModel):
 
 
 class ForecastConfig(StrictModel):
-    registered_model_name: str = Field(min_length=1, description="filled in from the task")
-    experiment: str = Field(min_length=1, description="filled in from the task")
+    registered_model_name: str = Field("model", min_length=1, description="from the task")
+    experiment: str = Field("Default", min_length=1, description="from the task")
     dataset: str = "store_item_demand"
     horizon: int = Field(90, ge=1, description="periods ahead (days or weeks, per the spec)")
     backtest: BacktestConfig = BacktestConfig()

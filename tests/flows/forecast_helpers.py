@@ -32,7 +32,7 @@ def forecast_config(
     raw["horizon"] = horizon
     raw["backtest"]["folds"] = 2
     raw["xgboost"].update(n_estimators=100, n_jobs=1)
-    raw["data"].update(max_series=N_SERIES, **data)
+    raw["data"].update({"max_series": N_SERIES, **data})
     path = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -162,7 +162,9 @@ def test_address_only_with_dask(tmp_path: Path) -> None:
 
 
 def test_shipped_default_is_process_and_env_picks_dask_scheduler(monkeypatch) -> None:
-    assert load_forecast_config().fanout == FanoutConfig(runner="process", address=None)
+    assert load_forecast_config("demand_forecast").fanout == FanoutConfig(
+        runner="process", address=None
+    )
     monkeypatch.delenv(DASK_ADDRESS_ENV, raising=False)
     fanout = FanoutConfig(runner="dask", address="tcp://a:1")
     assert dask_address(fanout) == "tcp://a:1"

@@ -172,9 +172,12 @@ def test_a_new_task_from_one_yaml_file_goes_through_the_loop(
                 returning=(traffic["returning"] == "yes").astype(float),
                 bought=(traffic["bought"] == "TRUE").astype(int),
             ).to_dict("records")
-            answers = client.predict_batch(
-                task, [row_payload(task, r, r["visitor_ref"]) for r in rows]
-            )
+            payloads = [row_payload(task, r, r["visitor_ref"]) for r in rows]
+            answers = [
+                a
+                for i in range(0, len(payloads), 100)
+                for a in client.predict_batch(task, payloads[i : i + 100])
+            ]
             assert {a["model_version"] for a in answers} == {"1"}
             assert all(0 <= a["probability"] <= 1 for a in answers)
             for row, answer in zip(rows, answers, strict=True):
