@@ -239,7 +239,9 @@ class TaskDeclaration(StrictModel):
         return spec
 
     def section(self, key: str) -> tuple[dict[str, Any], Path | str]:
-        """A referable section as ``(mapping, where it came from)``; {} when absent."""
+        """A referable section as ``(mapping, where it came from)``; {} when absent. A file
+        shared by several tasks (``tasks: {<name>: ...}``, as configs/tuning.yaml) gives this
+        task's entry."""
         value = getattr(self, key)
         where = f"{self.source or self.name} (key '{key}')"
         if value is None:
@@ -247,7 +249,10 @@ class TaskDeclaration(StrictModel):
         if isinstance(value, dict):
             return dict(value), where
         path = resolve_config_path(value)
-        return read_yaml(path), path
+        raw = read_yaml(path)
+        if isinstance(raw.get("tasks"), dict):
+            raw = dict(raw["tasks"].get(self.name) or {})
+        return raw, path
 
 
 def tasks_dir() -> Path:
@@ -303,8 +308,6 @@ def load_tasks() -> list[TaskDeclaration]:
 
 def _parse(model_cls: Any, task: TaskDeclaration, key: str, defaults: dict[str, Any]) -> Any:
     raw, where = task.section(key)
-    if key == "tuning" and "tasks" in raw:  # a shared tuning file: this task's entry
-        raw = dict(raw["tasks"].get(task.name) or {})
     return parse_model(model_cls, {**defaults, **raw}, where)
 
 
@@ -352,8 +355,6 @@ def gate_rule(task: TaskDeclaration) -> Any:
     from shelfwise.configs.gate import GateRule
 
     raw, where = task.section("gate")
-    if "rules" in raw:  # a shared gate file: this task's rule
-        raw = dict(raw["rules"].get(task.registered_model) or raw["rules"].get(task.name) or {})
     return parse_model(GateRule, raw or default_gate_rule(task), where)
 
 
@@ -424,10 +425,6 @@ def materialise(task: TaskDeclaration, *layers: dict[str, Any]) -> dict[str, Any
     raw = task.model_dump(mode="json", exclude_none=True, exclude={"source"})
     for key in REFERABLE:
         section, _ = task.section(key)
-        if key == "tuning" and "tasks" in section:
-            section = dict(section["tasks"].get(task.name) or {})
-        if key == "gate" and "rules" in section:
-            section = dict(section["rules"].get(task.registered_model) or {})
         if section:
             raw[key] = section
     for layer in layers:

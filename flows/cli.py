@@ -79,12 +79,11 @@ def train(
     with stdout_to_stderr(json_out):
         _setup(platform_config)
         with user_errors():
-            from shelfwise.configs.tasks import load_task
-            from shelfwise.flows.tasks import flow_for, task_ref
+            from shelfwise.flows.tasks import run_step
 
-            declaration = load_task(task)
-            result = flow_for("train", declaration)(
-                task=task_ref(declaration),
+            _, result = run_step(
+                "train",
+                task,
                 platform_config=platform_config,
                 trigger=trigger,
                 extra_data=str(extra_data) if extra_data else None,

@@ -7,20 +7,12 @@ from rich.console import Console
 from rich.table import Table
 
 from shelfwise.flows.cli_output import emit_json, stdout_to_stderr
+from shelfwise.flows.tasks import run_step
 
 console = Console()
 
 
 TASK_ARG = "a declared task (configs/tasks/<name>.yaml) or the path of a task YAML"
-
-
-def _run(step: str, task: str, **params):
-    """Run the flow of ``step`` for the task's kind (flows/tasks.py) with ``task`` passed on."""
-    from shelfwise.configs.tasks import load_task
-    from shelfwise.flows.tasks import flow_for, task_ref
-
-    declaration = load_task(task)
-    return declaration, flow_for(step, declaration)(task=task_ref(declaration), **params)
 
 
 def monitor(
@@ -40,7 +32,7 @@ def monitor(
         _setup(platform_config)
         with user_errors():
             extra = {"actuals": actuals} if actuals else {}
-            declaration, result = _run(
+            declaration, result = run_step(
                 "monitor", task, platform_config=platform_config, emit=emit, **extra
             )
     if json_out or declaration.kind.value == "forecast":
@@ -87,7 +79,7 @@ def retrain(
         _setup(platform_config)
         with user_errors():
             extra = {"actuals": actuals} if actuals else {}
-            _, result = _run(
+            _, result = run_step(
                 "retrain",
                 task,
                 trigger=trigger,

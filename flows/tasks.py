@@ -37,3 +37,12 @@ def task_ref(task: TaskDeclaration) -> str:
     """What flows get as their ``task`` parameter: the declaration's path (so a task YAML
     outside configs/tasks works the same), or its name."""
     return str(task.source) if task.source else task.name
+
+
+def run_step(step: str, task: str, **params: Any) -> tuple[TaskDeclaration, Any]:
+    """Load the declaration ``task`` (a name or a path) and run the flow of ``step`` for its
+    kind with ``task`` passed on, as the CLI verbs do; returns (declaration, flow result)."""
+    from shelfwise.configs.tasks import load_task
+
+    declaration = load_task(task)
+    return declaration, flow_for(step, declaration)(task=task_ref(declaration), **params)

@@ -95,7 +95,8 @@ def _is_identity(transformer: Any) -> bool:
     return isinstance(transformer, FunctionTransformer) and transformer.func is None
 
 
-def _columns(cols: Any, all_columns: list[str]) -> list[str]:
+def transformer_columns(cols: Any, all_columns: list[str]) -> list[str]:
+    """The input column names a ColumnTransformer entry selects (names, or positions)."""
     if isinstance(cols, str):
         return [cols]
     cols = list(cols)
@@ -122,10 +123,12 @@ def build_fast_predictor(pipe: Any) -> FastDelayPredictor:
     one_hot: dict[str, dict[str, int]] = {}
     numeric: dict[str, int] = {}
     for name, transformer, cols in encoder.transformers_:
-        if name == "remainder" and (transformer == "drop" or not len(_columns(cols, all_columns))):
+        if name == "remainder" and (
+            transformer == "drop" or not len(transformer_columns(cols, all_columns))
+        ):
             continue
         sl = encoder.output_indices_[name]
-        columns = _columns(cols, all_columns)
+        columns = transformer_columns(cols, all_columns)
         if transformer == "drop" or sl.stop == sl.start:
             continue
         if isinstance(transformer, OneHotEncoder):

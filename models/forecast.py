@@ -867,15 +867,13 @@ class GlobalXGBoost(_GlobalForecaster):
     family = "xgboost"
 
 
-class HybridProphetXGBoost(_GlobalForecaster):
-    """Prophet per series + one global XGBoost on Prophet's residuals (see module docstring).
+class _ProphetFits:
+    """What the Prophet-based families share: one Prophet per series, fitted in batches
+    (``on_batch`` reports progress, ``map_batches`` runs them; None: joblib_mapper(workers)),
+    neither of which is model state."""
 
-    ``features.residual`` picks what XGBoost learns: ``ratio_trend`` (y / Prophet trend, with
-    Prophet's seasonal/holiday/regressor components as features), ``ratio_yhat`` (y / yhat) or
-    ``difference_yhat`` ((y - yhat) / series mean)."""
-
-    family = "hybrid"
-    uses_prophet = True
+    cfg: ForecastConfig
+    regressors: list[str]
 
     def __init__(
         self,
@@ -883,24 +881,19 @@ class HybridProphetXGBoost(_GlobalForecaster):
         on_batch: ProgressFn | None = None,
         map_batches: BatchMapper | None = None,
     ):
-        super().__init__(cfg)
+        super().__init__(cfg)  # type: ignore[call-arg]
         self.on_batch = on_batch
-        self.map_batches = map_batches  # None: joblib_mapper(cfg.workers)
+        self.map_batches = map_batches
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
+        state = super().__getstate__()  # type: ignore[misc]
         # progress callbacks (loggers, closures) and executors are not model state
         state["on_batch"] = state["map_batches"] = None
         return state
 
-    def _add_components(
-        self, frame: pd.DataFrame, future: pd.DataFrame, panel: Panel
-    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        at = pd.concat(
-            [frame[["sid", "ds", *self.regressors]], future[["sid", "ds", *self.regressors]]],
-            ignore_index=True,
-        ).sort_values(["sid", "ds"])
-        comps = prophet_components_panel(
+    def _prophet(self, frame: pd.DataFrame, at: pd.DataFrame) -> pd.DataFrame:
+        """Prophet's components (p_yhat, trend, seasonalities...) of every series at ``at``."""
+        return prophet_components_panel(
             frame,
             at,
             self.cfg.prophet,
@@ -910,6 +903,27 @@ class HybridProphetXGBoost(_GlobalForecaster):
             self.on_batch,
             self.map_batches,
         )
+
+
+class HybridProphetXGBoost(_ProphetFits, _GlobalForecaster):
+    """Prophet per series + one global XGBoost on Prophet's residuals (see module docstring).
+
+    ``features.residual`` picks what XGBoost learns: ``ratio_trend`` (y / Prophet trend, with
+    Prophet's seasonal/holiday/regressor components as features), ``ratio_yhat`` (y / yhat) or
+    ``difference_yhat`` ((y - yhat) / series mean)."""
+
+    family = "hybrid"
+    uses_prophet = True
+
+
+    def _add_components(
+        self, frame: pd.DataFrame, future: pd.DataFrame, panel: Panel
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        at = pd.concat(
+            [frame[["sid", "ds", *self.regressors]], future[["sid", "ds", *self.regressors]]],
+            ignore_index=True,
+        ).sort_values(["sid", "ds"])
+        comps = self._prophet(frame, at)
         frame = frame.merge(comps, on=["sid", "ds"], how="left")
         future = future.merge(comps, on=["sid", "ds"], how="left")
         return frame, future
@@ -1022,38 +1036,15 @@ class LevelForecaster(_TableForecaster):
         return at.assign(yhat=at["sid"].map(levels).to_numpy(dtype=float))
 
 
-class ProphetForecaster(_TableForecaster):
+class ProphetForecaster(_ProphetFits, _TableForecaster):
     """Prophet alone, one per series (the hybrid's Prophet: same settings, same fits)."""
 
     family = "prophet"
     uses_prophet = True
 
-    def __init__(
-        self,
-        cfg: ForecastConfig,
-        on_batch: ProgressFn | None = None,
-        map_batches: BatchMapper | None = None,
-    ):
-        super().__init__(cfg)
-        self.on_batch = on_batch
-        self.map_batches = map_batches
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["on_batch"] = state["map_batches"] = None
-        return state
 
     def _forecast_table(self, frame, future, panel):
-        comps = prophet_components_panel(
-            frame,
-            future[["sid", "ds", *self.regressors]],
-            self.cfg.prophet,
-            self.regressors,
-            self.cfg.workers,
-            self.cfg.batch_size,
-            self.on_batch,
-            self.map_batches,
-        )
+        comps = self._prophet(frame, future[["sid", "ds", *self.regressors]])
         yhat = np.maximum(comps["p_yhat"].to_numpy(), 0.0)
         return comps[["sid", "ds"]].assign(yhat=yhat, p_yhat=yhat)
 

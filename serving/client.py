@@ -27,7 +27,7 @@ def _task_api(task: TaskDeclaration) -> Any:
     """The task's generated request model (built once per declaration)."""
     from shelfwise.serving.task_api import tabular_api
 
-    key = task.model_dump_json()
+    key = f"{task.name}:{task.source}"  # per declaration file; not re-serialised per row
     if key not in _APIS:
         _APIS[key] = tabular_api(task)
     return _APIS[key]

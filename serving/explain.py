@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shelfwise.models.fast_delay import transformer_columns
+
 
 @dataclass(frozen=True)
 class Explanation:
@@ -40,15 +42,6 @@ class Explanation:
         return items[:k]
 
 
-def _columns(cols: Any, all_columns: list[str]) -> list[str]:
-    if isinstance(cols, str):
-        return [cols]
-    cols = list(cols)
-    if cols and all(isinstance(c, int | np.integer) for c in cols):
-        return [all_columns[int(c)] for c in cols]
-    return [str(c) for c in cols]
-
-
 def encoded_owners(encoder: Any) -> list[str]:
     """For each output column of a fitted ColumnTransformer, the input column it comes from."""
     from sklearn.preprocessing import OneHotEncoder
@@ -60,7 +53,7 @@ def encoded_owners(encoder: Any) -> list[str]:
         sl = encoder.output_indices_.get(name)
         if sl is None or sl.stop == sl.start or transformer == "drop":
             continue
-        columns = _columns(cols, all_columns)
+        columns = transformer_columns(cols, all_columns)
         n = sl.stop - sl.start
         if isinstance(transformer, OneHotEncoder):
             pos = sl.start

@@ -112,35 +112,16 @@ def test_baseline_requirement_is_relative_and_never_defaults_to_yes():
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, 1000).astype(float)
     naive = np.full(len(y), y.mean())  # prevalence only: ROC-AUC 0.5
-    good = decide(
-        rule,
-        y,
-        _noisy(y, 0.3, rng),
-        None,
-        "1",
-        None,
-        FP,
-        FP,
-        None,
-        baselines={"prevalence": naive},
-        naive="prevalence",
-    )
+
+    def first_version(pred, **baseline):  # no champion yet
+        return decide(rule, y, pred, None, "1", None, FP, FP, None, **baseline)
+
+    with_naive = {"baselines": {"prevalence": naive}, "naive": "prevalence"}
+    good = first_version(_noisy(y, 0.3, rng), **with_naive)
     assert good.promote and any(c.name == "baseline:prevalence:roc_auc" for c in good.checks)
-    useless = decide(
-        rule,
-        y,
-        rng.random(len(y)) * 0 + 0.5,
-        None,
-        "1",
-        None,
-        FP,
-        FP,
-        None,
-        baselines={"prevalence": naive},
-        naive="prevalence",
-    )
+    useless = first_version(np.full(len(y), 0.5), **with_naive)
     assert not useless.promote and "vs prevalence" in useless.reasons[0]
-    missing = decide(rule, y, _noisy(y, 0.3, rng), None, "1", None, FP, FP, None)
+    missing = first_version(_noisy(y, 0.3, rng))
     assert not missing.promote and "no naive baseline scored" in missing.reasons[0]
 
 
