@@ -915,7 +915,6 @@ class HybridProphetXGBoost(_ProphetFits, _GlobalForecaster):
     family = "hybrid"
     uses_prophet = True
 
-
     def _add_components(
         self, frame: pd.DataFrame, future: pd.DataFrame, panel: Panel
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -1041,7 +1040,6 @@ class ProphetForecaster(_ProphetFits, _TableForecaster):
 
     family = "prophet"
     uses_prophet = True
-
 
     def _forecast_table(self, frame, future, panel):
         comps = self._prophet(frame, future[["sid", "ds", *self.regressors]])
