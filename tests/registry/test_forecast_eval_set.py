@@ -6,18 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shelfwise.configs.tasks import gate_rule, load_task
 from shelfwise.models.backtest import GATE_FOLD, HYBRID, BacktestResult, GateFold
 from shelfwise.registry import forecast_gate as fgate
+from tests.registry.gate_helpers import without_baseline
 
 E = pd.Timestamp("2017-06-30")  # the champion's data end
 NAIVE = "seasonal_naive_week"
-
-
-def without_baseline(task: str):
-    """The shipped task's gate rule without its baseline requirement, which needs the naive
-    forecasts (tested on its own in test_gate_rules.py)."""
-    return gate_rule(load_task(task)).model_copy(update={"baseline": None})
 
 
 def _rows(origin: pd.Timestamp, days: int, n_series: int, fold: int, seed: int = 0):

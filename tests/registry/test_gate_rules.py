@@ -8,14 +8,9 @@ from sklearn.metrics import roc_auc_score
 
 from shelfwise.configs.tasks import gate_rule, load_task
 from shelfwise.registry.gate import _weighted_auc, decide, paired_bootstrap
+from tests.registry.gate_helpers import without_baseline
 
 FP = "eval-fp"
-
-
-def without_baseline(task: str):
-    """The shipped task's gate rule without its baseline requirement, which needs the naive
-    forecasts (tested on its own in test_gate_rules.py)."""
-    return gate_rule(load_task(task)).model_copy(update={"baseline": None})
 
 
 def test_vectorised_bootstrap_auc_matches_sklearn_on_each_resample():
@@ -130,7 +125,6 @@ def test_regression_kind_default_rule_needs_the_training_mean_beaten(tmp_path):
     naive 'mean' (the training split's mean on every row) - no absolute floor."""
     import yaml
 
-    from shelfwise.configs.tasks import gate_rule, load_task
     from shelfwise.registry.gate import EvalSet
 
     path = tmp_path / "sales.yaml"
