@@ -36,7 +36,7 @@ browser: ## Install Debian's chromium for the UI checks (needs root or sudo)
 	@command -v chromium >/dev/null 2>&1 && chromium --version 2>/dev/null || true
 
 test: install browser ## Run every test (unit, model quality, real servers, PostgreSQL, browser) on PYTEST_WORKERS=2 xdist workers
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: install ## Unit tests only (no slow/integration)
 	$(PY) -m pytest -m "not slow and not integration" $(PYTEST_ARGS)

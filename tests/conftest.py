@@ -25,6 +25,26 @@ os.environ["COLUMNS"] = "240"  # rich wraps CLI output at the terminal width (80
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+# The longest single tests, measured (`make test PYTEST_ARGS=--durations=25`): the demo alone is
+# about a third of the suite. `--dist loadfile` hands files to the two workers in collection
+# order (the Makefile turns off xdist's reordering by test count, which put the one-test demo
+# last), so these start at once and the rest fills the other worker.
+LONGEST_FIRST = ("tests/flows/test_demo.py",)
+
+
+def _schedule_rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    if path in LONGEST_FIRST:
+        return LONGEST_FIRST.index(path)
+    # unit files next: the demo's worker queues the next file behind it, best a short one;
+    # then the server-backed files
+    return len(LONGEST_FIRST) + (0 if item.get_closest_marker("integration") is None else 1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_schedule_rank)  # stable: each file keeps its own order
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA_DIR.is_dir():
