@@ -69,6 +69,14 @@ def tenants_app(mlflow_server: str, delay_v1, forecast_v1, generated_tasks, tmp_
         (tasks / path.name).write_text(path.read_text())
     tenants_file = folder / "tenants.yaml"
     tenants_file.write_text(yaml.safe_dump(TENANTS))
+    # another tenant's than default's task is served from <tenant>.<model> (its own registry
+    # name): copy the session's versions there
+    owned = {
+        "bakery": [forecast_v1.name, generated_tasks.regressor.name],
+        "grocer": [generated_tasks.classifier.name],
+    }
+    names = {t: [_copy_version(mlflow_server, t, n) for n in ns] for t, ns in owned.items()}
+    names["default"] = [delay_v1.name]
     store_url = f"sqlite:///{folder / 'store.db'}"
     keys = KeyStore(store_url)
     made = {
@@ -101,13 +109,23 @@ def tenants_app(mlflow_server: str, delay_v1, forecast_v1, generated_tasks, tmp_
                 "store": PredictionStore(store_url),
                 "keys": keys,
                 "key": {k: raw for k, (_, raw) in made.items()},
-                "names": {
-                    "bakery": [forecast_v1.name, generated_tasks.regressor.name],
-                    "grocer": [generated_tasks.classifier.name],
-                    "default": [delay_v1.name],
-                },
+                "names": names,
             }
     keys.dispose()
+
+
+def _copy_version(tracking_uri: str, tenant: str, name: str) -> str:
+    """``<tenant>.<name>@champion``: the champion of ``name`` (same artifacts and tags)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    src = client.get_model_version_by_alias(name, "champion")
+    target = f"{tenant}.{name}"
+    mv = client.copy_model_version(f"models:/{name}/{src.version}", target)
+    for key, value in src.tags.items():
+        client.set_model_version_tag(target, mv.version, key, value)
+    client.set_registered_model_alias(target, "champion", mv.version)
+    return target
 
 
 def _h(raw: str) -> dict[str, str]:
