@@ -97,3 +97,30 @@ def test_a_named_file_that_is_missing_is_an_error(tmp_path: Path, monkeypatch) -
     monkeypatch.setenv("SHELFWISE_TENANTS_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="not found"):
         load_tenants()
+
+
+def test_a_tenants_task_has_its_own_registered_model_and_experiment(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from shelfwise.configs.tasks import load_task, monitoring_config, training_config
+    from shelfwise.flows.monitor import task_tenant
+
+    path = tmp_path / "tenants.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "tenants": [
+                    {"id": "default", "display_name": "D", "tasks": "*"},
+                    {"id": "bakery", "display_name": "B", "tasks": ["demand_forecast"]},
+                ]
+            }
+        )
+    )
+    monkeypatch.setenv("SHELFWISE_TENANTS_CONFIG", str(path))
+    forecast, delay = load_task("demand_forecast"), load_task("delay_risk")
+    assert (forecast.tenant, forecast.registered_model) == ("bakery", "bakery.demand_forecast")
+    assert forecast.experiment_name == "bakery.demand_forecast"
+    assert training_config(forecast).registered_model_name == "bakery.demand_forecast"
+    assert monitoring_config(forecast).model_name == "bakery.demand_forecast"
+    assert (delay.tenant, delay.registered_model) == ("default", "delay_risk")  # unchanged
+    assert task_tenant("demand_forecast") == "bakery" and task_tenant("delay_risk") == "default"
