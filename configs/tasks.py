@@ -284,6 +284,11 @@ def load_task(name_or_path: str | Path) -> TaskDeclaration:
         have = ", ".join(task_names()) or "none"
         raise ConfigError(f"no task {str(name_or_path)!r}: {path} not found (declared: {have})")
     raw = read_yaml(path)
+    if "tenant" in raw:
+        raise ConfigError(
+            f"invalid configuration in {path}:\n  key 'tenant': a task's owner is set in "
+            "configs/tenants.yaml (the tenant's tasks), not in the task"
+        )
     task = parse_model(TaskDeclaration, raw, path)
     if path.parent.resolve() == tasks_dir().resolve() and path.stem != task.name:
         raise ConfigError(f"invalid configuration in {path}:\n  key 'name': must be {path.stem!r}")

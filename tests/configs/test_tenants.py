@@ -124,3 +124,15 @@ def test_a_tenants_task_has_its_own_registered_model_and_experiment(
     assert monitoring_config(forecast).model_name == "bakery.demand_forecast"
     assert (delay.tenant, delay.registered_model) == ("default", "delay_risk")  # unchanged
     assert task_tenant("demand_forecast") == "bakery" and task_tenant("delay_risk") == "default"
+
+
+def test_a_task_cannot_name_its_own_tenant(tmp_path: Path, monkeypatch) -> None:
+    from shelfwise.configs.loader import configs_dir
+    from shelfwise.configs.tasks import load_task
+
+    raw = yaml.safe_load((configs_dir() / "tasks" / "delay_risk.yaml").read_text())
+    path = tmp_path / "delay_risk.yaml"
+    path.write_text(yaml.safe_dump({**raw, "tenant": "bakery"}))
+    with pytest.raises(ConfigError, match="key 'tenant'") as err:
+        load_task(path)
+    assert str(path) in str(err.value)
