@@ -19,6 +19,9 @@ from shelfwise.configs.loader import load_config, resolve_config_path
 ENV_OVERRIDES: dict[str, str] = {
     "poll_interval_s": "SHELFWISE_POLL_INTERVAL_S",
     "auth.protect_predictions": "SHELFWISE_PROTECT_PREDICTIONS",
+    "auth.key_cache_ttl_s": "SHELFWISE_KEY_CACHE_TTL_S",
+    "auth.rate_limit.requests_per_s": "SHELFWISE_RATE_LIMIT_RPS",
+    "auth.rate_limit.burst": "SHELFWISE_RATE_LIMIT_BURST",
     "prediction_log.enabled": "SHELFWISE_PREDICTION_LOG",
     "prediction_log.writer": "SHELFWISE_PREDICTION_LOG_WRITER",
     "workers": "SHELFWISE_SERVING_WORKERS",
@@ -34,9 +37,20 @@ class BatchingConfig(StrictModel):
     max_latency_ms: int = Field(500, ge=MIN_BATCH_LATENCY_MS, le=60_000)
 
 
+class RateLimitConfig(StrictModel):
+    """Per API key, per worker process: a token bucket of ``burst`` requests refilled at
+    ``requests_per_s`` (0: no limit). Over it a key gets 429 with Retry-After."""
+
+    requests_per_s: float = Field(1000.0, ge=0)
+    burst: int = Field(2000, ge=1)
+
+
 class AuthConfig(StrictModel):
     api_key_env: str = "SHELFWISE_API_KEY"
     protect_predictions: bool = False
+    # how long a worker trusts a key row it read (a revoked key stops working within this)
+    key_cache_ttl_s: float = Field(2.0, ge=0, le=3600)
+    rate_limit: RateLimitConfig = RateLimitConfig()
 
 
 class PredictionLogConfig(StrictModel):

@@ -181,6 +181,9 @@ class TaskDeclaration(StrictModel):
     serving: TaskServing = TaskServing()
     schedules: TaskSchedules = TaskSchedules()
     source: Path | None = Field(None, exclude=True, description="the file it was read from")
+    tenant: str = Field(
+        "default", exclude=True, description="its owner, from configs/tenants.yaml (load_task)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskDeclaration:
@@ -199,11 +202,17 @@ class TaskDeclaration(StrictModel):
 
     @property
     def registered_model(self) -> str:
-        return self.model_name or self.name
+        """``model_name`` (default: the name); another tenant's than ``default``'s is
+        ``<tenant>.<name>`` (configs/tenants.py), so each tenant has its own models."""
+        from shelfwise.configs.tenants import tenant_model_name
+
+        return tenant_model_name(self.tenant, self.model_name or self.name)
 
     @property
     def experiment_name(self) -> str:
-        return self.experiment or self.name
+        from shelfwise.configs.tenants import tenant_model_name
+
+        return tenant_model_name(self.tenant, self.experiment or self.name)
 
     @property
     def families(self) -> list[str]:
@@ -275,12 +284,24 @@ def load_task(name_or_path: str | Path) -> TaskDeclaration:
         have = ", ".join(task_names()) or "none"
         raise ConfigError(f"no task {str(name_or_path)!r}: {path} not found (declared: {have})")
     raw = read_yaml(path)
+    if "tenant" in raw:
+        raise ConfigError(
+            f"invalid configuration in {path}:\n  key 'tenant': a task's owner is set in "
+            "configs/tenants.yaml (the tenant's tasks), not in the task"
+        )
     task = parse_model(TaskDeclaration, raw, path)
     if path.parent.resolve() == tasks_dir().resolve() and path.stem != task.name:
         raise ConfigError(f"invalid configuration in {path}:\n  key 'name': must be {path.stem!r}")
-    task = task.model_copy(update={"source": path})
+    task = task.model_copy(update={"source": path, "tenant": _owner(task.name)})
     validate_sections(task)
     return task
+
+
+def _owner(task: str) -> str:
+    """The tenant owning ``task`` (configs/tenants.yaml); nobody's: the default tenant's names."""
+    from shelfwise.configs.tenants import DEFAULT_TENANT, load_tenants
+
+    return load_tenants().owner_of(task) or DEFAULT_TENANT
 
 
 def validate_sections(task: TaskDeclaration) -> None:

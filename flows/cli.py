@@ -198,6 +198,10 @@ from shelfwise.flows.cli_monitor import register as _register_monitor  # noqa: E
 
 _register_monitor(app)
 
+from shelfwise.flows.cli_keys import register as _register_keys  # noqa: E402
+
+_register_keys(app)
+
 
 def main() -> None:  # pragma: no cover - console script entry
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

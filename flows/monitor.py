@@ -56,9 +56,21 @@ class MonitorResult:
 
 
 @task(name="read-current-window", cache_policy=NO_CACHE)
-def read_window(store: PredictionStore, cfg: MonitoringConfig, now: datetime) -> pd.DataFrame:
+def read_window(
+    store: PredictionStore, cfg: MonitoringConfig, now: datetime, tenant: str | None = None
+) -> pd.DataFrame:
     since = now - timedelta(days=cfg.window.days)
-    return store.predictions_frame(cfg.model_name, since=since, limit=cfg.window.max_rows)
+    return store.predictions_frame(
+        cfg.model_name, since=since, limit=cfg.window.max_rows, tenant=tenant
+    )
+
+
+def task_tenant(task_name: str) -> str | None:
+    """The tenant owning a task (configs/tenants.yaml): monitoring and retraining read only its
+    rows. None (no owner): the rows of every tenant, as before tenants."""
+    from shelfwise.configs.tenants import load_tenants
+
+    return load_tenants().owner_of(task_name)
 
 
 def _retry_unless_missing(task, task_run, state) -> bool:
@@ -176,7 +188,8 @@ def monitor_tabular(
     tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
     store = PredictionStore(platform.store_url)
     ref = champion_reference(tracking_uri, cfg.model_name)
-    window = read_window(store, cfg, now)
+    tenant = task_tenant(declaration.name)
+    window = read_window(store, cfg, now, tenant)
     window = window[window["model_version"].astype(str) == ref.version] if len(window) else window
     drift_snapshot, drift = compute_drift(ref.reference, window, spec, cfg)
     rows = labelled(window)
@@ -201,7 +214,7 @@ def monitor_tabular(
         labelled_rows=len(rows),
         performance=performance,
         gate_metric=ref.gate_metrics.get(cfg.policy.performance.metric),
-        new_feedback_rows=store.feedback_count_since(cfg.model_name, ref.created_at),
+        new_feedback_rows=store.feedback_count_since(cfg.model_name, ref.created_at, tenant),
     )
     engine = records.ensure_tables(store.engine)
     decision = decide(
@@ -285,9 +298,13 @@ def feedback_training_rows(window: pd.DataFrame, spec: TabularDatasetSpec) -> pd
 
 @task(name="export-feedback-rows", cache_policy=NO_CACHE)
 def export_feedback(
-    store: PredictionStore, model_name: str, spec: TabularDatasetSpec, out_dir: Path
+    store: PredictionStore,
+    model_name: str,
+    spec: TabularDatasetSpec,
+    out_dir: Path,
+    tenant: str | None = None,
 ) -> Path | None:
-    frame = store.predictions_frame(model_name)
+    frame = store.predictions_frame(model_name, tenant=tenant)
     if labelled(frame).empty:
         get_run_logger().info("no feedback-labelled production rows yet: original data only")
         return None
@@ -319,7 +336,13 @@ def retrain_tabular(
         raise ValueError(f"task {declaration.name} trains {name!r}, not {model!r}")
     platform = load_platform_config(platform_config)
     store = PredictionStore(platform.store_url)
-    path = export_feedback(store, name, declaration.dataset_spec(), platform.state_path / "retrain")
+    path = export_feedback(
+        store,
+        name,
+        declaration.dataset_spec(),
+        platform.state_path / "retrain",
+        task_tenant(declaration.name),
+    )
     get_run_logger().info("retraining %s (trigger %s): %s", name, trigger, reason or "-")
     result = train_tabular(
         task=task,

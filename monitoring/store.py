@@ -6,6 +6,10 @@ Two tables, created on first use:
   outputs JSON)``: one row per served prediction;
 - ``feedback(prediction_id pk -> predictions, actual, received_at UTC)``: the ground truth.
 
+Both carry ``tenant`` (configs/tenants.py; ``default`` unless said otherwise): feedback is only
+matched to the same tenant's predictions, and the reads take a ``tenant`` to filter on. A store
+created before tenants existed gains the column (default ``'default'``) when it is opened.
+
 ``BufferedPredictionLogger`` keeps the writes off the request path: requests enqueue records, a
 background thread writes them in batches, ``flush()``/``close()`` write everything still queued.
 """
@@ -40,11 +44,15 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
+
+from shelfwise.configs.tenants import DEFAULT_TENANT
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +99,9 @@ predictions_table = Table(
     Column("order_id", String(200), nullable=True),
     Column("inputs", JSON, nullable=False),
     Column("outputs", JSON, nullable=False),
+    Column("tenant", String(64), nullable=False, server_default=DEFAULT_TENANT),
     Index("ix_predictions_model_created", "model_name", "created_at"),
+    Index("ix_predictions_tenant_model", "tenant", "model_name", "created_at"),
     Index("ix_predictions_order", "order_id", "created_at"),
 )
 
@@ -106,6 +116,7 @@ feedback_table = Table(
     ),
     Column("actual", Float, nullable=False),
     Column("received_at", UTCDateTime(), nullable=False),
+    Column("tenant", String(64), nullable=False, server_default=DEFAULT_TENANT),
     Index("ix_feedback_received", "received_at"),
 )
 
@@ -136,6 +147,7 @@ class PredictionRecord:
     outputs: Mapping[str, Any]
     order_id: str | None = None
     created_at: datetime = field(default_factory=utc_now)
+    tenant: str = DEFAULT_TENANT
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -146,6 +158,7 @@ class PredictionRecord:
             "order_id": self.order_id,
             "inputs": dict(self.inputs),
             "outputs": dict(self.outputs),
+            "tenant": self.tenant,
         }
 
 
@@ -206,6 +219,7 @@ class PredictionStore:
         self.engine = make_engine(url)
         try:
             metadata.create_all(self.engine)
+            add_tenant_columns(self.engine)
         except Exception as exc:
             raise StoreError(f"cannot create tables in store {self._safe_url}: {exc}") from exc
         self._sqlite_insert = (
@@ -238,8 +252,10 @@ class PredictionStore:
         prediction_id: str | None = None,
         order_id: str | None = None,
         actual: float | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> FeedbackResult:
         """Store the actual outcome of a prediction (by id, or the latest prediction of an order).
+        Only ``tenant``'s predictions are found: another tenant's is unknown, like a missing one.
 
         Idempotent: the same value again changes nothing and reports ``unchanged``; a different
         value replaces the old one and reports ``updated`` with the previous value.
@@ -260,14 +276,16 @@ class PredictionStore:
         with self.engine.begin() as conn:
             if prediction_id is not None:
                 found = conn.execute(
-                    select(p.c.prediction_id).where(p.c.prediction_id == prediction_id)
+                    select(p.c.prediction_id).where(
+                        p.c.prediction_id == prediction_id, p.c.tenant == tenant
+                    )
                 ).scalar_one_or_none()
                 if found is None:
                     raise UnknownPredictionError(f"unknown prediction_id {prediction_id!r}")
             else:
                 found = conn.execute(
                     select(p.c.prediction_id)
-                    .where(p.c.order_id == order_id)
+                    .where(p.c.order_id == order_id, p.c.tenant == tenant)
                     .order_by(p.c.created_at.desc(), p.c.prediction_id.desc())
                     .limit(1)
                 ).scalar_one_or_none()
@@ -278,7 +296,11 @@ class PredictionStore:
                 select(fb.c.actual).where(fb.c.prediction_id == pid)
             ).scalar_one_or_none()
             if previous is None:
-                conn.execute(insert(fb).values(prediction_id=pid, actual=value, received_at=now))
+                conn.execute(
+                    insert(fb).values(
+                        prediction_id=pid, actual=value, received_at=now, tenant=tenant
+                    )
+                )
                 return FeedbackResult(pid, value, "stored", None, now)
             if float(previous) == value:
                 return FeedbackResult(pid, value, "unchanged", float(previous), None)
@@ -295,6 +317,7 @@ class PredictionStore:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        tenant: str | None = None,
     ) -> pd.DataFrame:
         """Predictions of ``model_name`` in ``[since, until)`` joined to their feedback.
 
@@ -302,6 +325,7 @@ class PredictionStore:
         column per input field, one per output field, then ``actual`` (NaN without feedback).
         A field whose name clashes with a base column is prefixed ``input_``/``output_``.
         ``limit`` keeps the most recent rows. Rows are sorted by created_at, oldest first.
+        ``tenant`` given: only that tenant's predictions.
         """
         p, fb = predictions_table, feedback_table
         query = (
@@ -309,6 +333,8 @@ class PredictionStore:
             .select_from(p.outerjoin(fb, fb.c.prediction_id == p.c.prediction_id))
             .where(p.c.model_name == model_name)
         )
+        if tenant is not None:
+            query = query.where(p.c.tenant == tenant)
         if since is not None:
             query = query.where(p.c.created_at >= _aware(since, "since"))
         if until is not None:
@@ -322,7 +348,9 @@ class PredictionStore:
             rows = conn.execute(query).all()
         return _frame(list(reversed(rows)))
 
-    def feedback_count_since(self, model_name: str, since: datetime) -> int:
+    def feedback_count_since(
+        self, model_name: str, since: datetime, tenant: str | None = None
+    ) -> int:
         """Feedback rows received at or after ``since`` for predictions of ``model_name``."""
         p, fb = predictions_table, feedback_table
         query = (
@@ -330,15 +358,53 @@ class PredictionStore:
             .select_from(fb.join(p, fb.c.prediction_id == p.c.prediction_id))
             .where(p.c.model_name == model_name, fb.c.received_at >= _aware(since, "since"))
         )
+        if tenant is not None:
+            query = query.where(p.c.tenant == tenant)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def count_predictions(self, model_name: str | None = None) -> int:
+    def count_predictions(self, model_name: str | None = None, tenant: str | None = None) -> int:
         query = select(func.count()).select_from(predictions_table)
         if model_name is not None:
             query = query.where(predictions_table.c.model_name == model_name)
+        if tenant is not None:
+            query = query.where(predictions_table.c.tenant == tenant)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+    def count_feedback(self, tenant: str | None = None) -> int:
+        query = select(func.count()).select_from(feedback_table)
+        if tenant is not None:
+            query = query.where(feedback_table.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+
+def add_tenant_columns(engine: Engine) -> None:
+    """A store made before tenants: add ``tenant`` (default ``'default'``) to its tables and the
+    tenant index. Idempotent, and safe when two processes open the same old store at once."""
+    for table in (predictions_table, feedback_table):
+        if "tenant" in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    text(
+                        f"ALTER TABLE {table.name} ADD COLUMN tenant VARCHAR(64) "
+                        f"NOT NULL DEFAULT '{DEFAULT_TENANT}'"
+                    )
+                )
+            logger.info("store: added column %s.tenant (existing rows: %s)", table.name, "default")
+        except Exception:
+            # another process added it first: fine if it is there now
+            if "tenant" not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                raise
+    for index in predictions_table.indexes:
+        if index.name == "ix_predictions_tenant_model":
+            try:
+                index.create(engine, checkfirst=True)
+            except Exception as exc:  # made by a concurrent opener; reads work without it too
+                logger.info("store: index %s not created here: %s", index.name, exc)
 
 
 _Bind = tuple[str, Callable[[Any], Any] | None]

@@ -1,35 +1,77 @@
-"""API-key check for the serving endpoints, as an ASGI middleware (it also covers the batched
-endpoint, whose requests BentoML merges before the API method runs).
+"""Who may call which route, as an ASGI middleware (it also covers the batched endpoints, whose
+requests BentoML merges before the API method runs).
 
-Feedback and admin routes always need the key; prediction routes too when
-``auth.protect_predictions`` is set. The key is sent as ``X-API-Key: <key>`` or
-``Authorization: Bearer <key>``. With no key configured, protected routes are refused (403), never
-left open.
+Every request that presents a key (``X-API-Key: <key>`` or ``Authorization: Bearer <key>``) is
+authenticated (serving/keys.py: a tenant's hashed key from the store, or the shared
+``SHELFWISE_API_KEY`` as the ``default`` tenant with every scope). Then, per route
+(``RoutePolicy``):
+
+- a missing key where one is needed, a key that is malformed, unknown or revoked, or one without
+  the route's scope: **401**;
+- a route of a task another tenant owns: **404**, the answer of a route that does not exist, so
+  a tenant cannot learn what the others serve;
+- a key over its request rate (token bucket per key, ``auth.rate_limit``): **429** with
+  ``Retry-After``; other keys are not affected.
+
+Feedback and admin routes always need a key; prediction routes of the ``default`` tenant's
+tasks take anonymous requests unless ``auth.protect_predictions`` is set (today's behaviour),
+other tenants' always need one. The principal goes to the app in ``scope["state"]`` (the API
+methods read it from ``ctx.request.state``). Keys are never logged.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-from collections.abc import Callable, Iterable
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from shelfwise.configs.platform import PlatformConfig
-from shelfwise.configs.serving import ServingSettings
+import anyio
+
+from shelfwise.configs.tenants import DEFAULT_TENANT
+from shelfwise.serving.keys import KeyAuthenticator, Principal
 
 logger = logging.getLogger(__name__)
 
 API_KEY_HEADER = "x-api-key"
+PRINCIPAL_STATE = "shelfwise_principal"
+NOT_FOUND = "Not Found"
 
 
-def protected_routes(
-    settings: ServingSettings, admin_routes: Iterable[str], prediction_routes: Iterable[str]
-) -> tuple[str, ...]:
-    routes = list(admin_routes)
-    if settings.auth.protect_predictions:
-        routes += list(prediction_routes)
-    return tuple(routes)
+@dataclass(frozen=True)
+class RoutePolicy:
+    """``scope``: the key scope a route needs (None: any valid key, or none); ``owner``: the
+    tenant owning the route's task (None: a route of every tenant); ``anonymous``: callable
+    without a key."""
+
+    scope: str | None
+    owner: str | None = None
+    anonymous: bool = False
+
+
+def route_policies(
+    prediction_routes: Mapping[str, str],
+    owners: Mapping[str, str],
+    scoped_routes: Mapping[str, str],
+    open_routes: Iterable[str],
+    protect_predictions: bool,
+) -> dict[str, RoutePolicy]:
+    """route -> policy. ``prediction_routes``: route -> task; ``owners``: task -> tenant;
+    ``scoped_routes``: route -> scope (feedback, admin); ``open_routes``: any caller (versions)."""
+    out: dict[str, RoutePolicy] = {}
+    for route, task in prediction_routes.items():
+        owner = owners.get(task)
+        anonymous = owner == DEFAULT_TENANT and not protect_predictions
+        out[route.rstrip("/")] = RoutePolicy("predict", owner or "", anonymous)
+    for route, scope in scoped_routes.items():
+        out[route.rstrip("/")] = RoutePolicy(scope)
+    for route in open_routes:
+        out[route.rstrip("/")] = RoutePolicy(None, None, anonymous=True)
+    return out
 
 
 def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -44,40 +86,117 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-class ApiKeyMiddleware:
+def principal_of(state: Any) -> Principal | None:
+    """The request's principal (set by ``TenantAuthMiddleware``) from ``request.state`` or the
+    scope's state mapping; None for an anonymous request."""
+    if isinstance(state, Mapping):
+        return state.get(PRINCIPAL_STATE)
+    return getattr(state, PRINCIPAL_STATE, None)
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; ``take()`` -> 0.0 (allowed) or the seconds
+    until a token is there."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = burst, now
+
+    def take(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+class RateLimiter:
+    """One token bucket per key id (``rate`` <= 0: no limit). Per worker process."""
+
+    MAX_BUCKETS = 100_000
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = rate, max(1.0, burst), clock
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    def wait_s(self, key_id: str) -> float:
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            bucket = self._buckets.get(key_id)
+            if bucket is None:
+                if len(self._buckets) >= self.MAX_BUCKETS:
+                    self._buckets.clear()
+                bucket = self._buckets[key_id] = TokenBucket(self.rate, self.burst, now)
+            return bucket.take(now)
+
+
+class TenantAuthMiddleware:
+    """Authenticates keys, enforces each route's policy and the per-key rate limit."""
+
     def __init__(
         self,
         app: Any,
-        routes: Iterable[str],
-        settings_loader: Callable[[], ServingSettings],
-        platform_loader: Callable[[], PlatformConfig],
+        policies: Mapping[str, RoutePolicy],
+        authenticator_factory: Callable[[], KeyAuthenticator],
+        limiter_factory: Callable[[], RateLimiter],
     ) -> None:
         self.app = app
-        settings = settings_loader()
-        self.key = settings.api_key(platform_loader().serving.api_key)
-        self.key_env = settings.auth.api_key_env
-        self.routes = {r.rstrip("/") for r in routes}
-        if not self.key:
-            logger.warning(
-                "no API key configured (%s): %s refuse every request",
-                self.key_env,
-                ", ".join(sorted(self.routes)),
-            )
+        self.policies = dict(policies)
+        self._authenticator_factory = authenticator_factory
+        self._limiter_factory = limiter_factory
+        self._authenticator: KeyAuthenticator | None = None
+        self._limiter: RateLimiter | None = None
+
+    @property
+    def authenticator(self) -> KeyAuthenticator:
+        if self._authenticator is None:  # in the worker, at its first request
+            self._authenticator = self._authenticator_factory()
+        return self._authenticator
+
+    @property
+    def limiter(self) -> RateLimiter:
+        if self._limiter is None:
+            self._limiter = self._limiter_factory()
+        return self._limiter
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/") not in self.routes:
+        policy = self.policies.get(scope["path"].rstrip("/")) if scope["type"] == "http" else None
+        if policy is None:
             await self.app(scope, receive, send)
             return
-        if not self.key:
-            await _reply(send, 403, f"no API key is configured on the server (set {self.key_env})")
-            return
         given = presented_key(scope.get("headers", []))
-        if given is None:
+        principal: Principal | None = None
+        if given is not None:
+            auth = self.authenticator
+            if auth.cached(given):
+                principal = auth.authenticate(given)
+            else:  # a database read: off the event loop
+                principal = await anyio.to_thread.run_sync(auth.authenticate, given)
+            if principal is None:
+                await _reply(send, 401, "invalid API key (X-API-Key header)")
+                return
+        elif not policy.anonymous:
             await _reply(send, 401, "missing API key: send the X-API-Key header")
             return
-        if not hmac.compare_digest(given.encode(), self.key.encode()):
-            await _reply(send, 401, "invalid API key (X-API-Key header)")
-            return
+        if principal is not None:
+            if policy.scope is not None and not principal.can(policy.scope):
+                await _reply(send, 401, f"this API key lacks the {policy.scope!r} scope")
+                return
+            if policy.owner is not None and policy.owner != principal.tenant:
+                await send_error(send, 404, NOT_FOUND)
+                return
+            wait = self.limiter.wait_s(principal.key_id)
+            if wait > 0:
+                retry = [(b"retry-after", str(max(1, math.ceil(wait))).encode())]
+                await send_error(send, 429, "rate limit exceeded for this API key", retry)
+                return
+            scope.setdefault("state", {})[PRINCIPAL_STATE] = principal
         await self.app(scope, receive, send)
 
 

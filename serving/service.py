@@ -35,6 +35,7 @@ and polling picks the champion up once it appears. Models, store and threads are
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ from starlette.responses import JSONResponse
 from shelfwise.configs.platform import PlatformConfig, load_platform_config
 from shelfwise.configs.serving import ServingSettings, load_serving_config
 from shelfwise.configs.tasks import TaskDeclaration, TaskKind, load_tasks
+from shelfwise.configs.tenants import DEFAULT_TENANT, load_tenants
 from shelfwise.monitoring.log_writer import ProcessBatchWriter
 from shelfwise.monitoring.store import (
     BufferedPredictionLogger,
@@ -65,7 +67,12 @@ from shelfwise.registry.load import (
     registry_client,
     resolve_alias,
 )
-from shelfwise.serving.auth import ApiKeyMiddleware, protected_routes
+from shelfwise.serving.auth import (
+    RateLimiter,
+    TenantAuthMiddleware,
+    principal_of,
+    route_policies,
+)
 from shelfwise.serving.explain import explain_row
 from shelfwise.serving.follow import AliasFollower
 from shelfwise.serving.forecast import (
@@ -77,6 +84,7 @@ from shelfwise.serving.forecast import (
 )
 from shelfwise.serving.guard import UnavailableGuard
 from shelfwise.serving.heap import settle_heap
+from shelfwise.serving.keys import KeyAuthenticator, KeyStore
 from shelfwise.serving.schemas import (
     FeedbackRequest,
     FeedbackResponse,
@@ -152,6 +160,31 @@ _ROUTE_TASKS: dict[str, str] = {
 }
 if len(_ROUTE_TASKS) != len(PREDICTION_ROUTES):
     raise ValueError(f"two tasks declare the same route: {sorted(PREDICTION_ROUTES)}")
+TENANTS = load_tenants()  # configs/tenants.yaml (SHELFWISE_TENANTS_CONFIG)
+OWNERS: dict[str, str] = TENANTS.owners(TASKS)  # task -> tenant (unowned tasks: 404 to all)
+for _task in sorted(set(TASKS) - set(OWNERS)):
+    logger.warning("task %s is owned by no tenant (configs/tenants.yaml): 404 to every key", _task)
+
+
+def request_tenant(ctx: Any) -> str:
+    """The tenant of the request's key; an anonymous request is the default tenant's."""
+    request = getattr(ctx, "request", None)
+    principal = principal_of(request.state) if request is not None else None
+    return principal.tenant if principal is not None else DEFAULT_TENANT
+
+
+def key_authenticator() -> KeyAuthenticator:
+    """The worker's key check: tenants' keys from the store, plus the shared key."""
+    settings, platform = serving_config(), platform_config()
+    store = KeyStore(platform.store_url)
+    return KeyAuthenticator(
+        store, settings.api_key(platform.serving.api_key), settings.auth.key_cache_ttl_s
+    )
+
+
+def rate_limiter() -> RateLimiter:
+    limit = serving_config().auth.rate_limit
+    return RateLimiter(limit.requests_per_s, limit.burst)
 
 
 class ShelfwiseService:
@@ -317,21 +350,28 @@ class ShelfwiseService:
         frame = model.forecast(keys, periods)
         response = forecast_response(model, request, keys, frame, new_prediction_id())
         response = response.model_copy(update={"task": task})
-        self._log([forecast_record(model, request, response, datetime.now(UTC))])
+        record = forecast_record(model, request, response, datetime.now(UTC))
+        self._log([dataclasses.replace(record, tenant=OWNERS.get(task, DEFAULT_TENANT))])
         return response
 
     # -- feedback, versions, admin ------------------------------------------------------------
 
     @bentoml.api(route=FEEDBACK_ROUTE, input_spec=FeedbackRequest)
     def feedback(
-        self, prediction_id: str | None = None, order_id: str | None = None, actual: float = 0.0
+        self,
+        ctx: bentoml.Context,
+        prediction_id: str | None = None,
+        order_id: str | None = None,
+        actual: float = 0.0,
     ) -> FeedbackResponse:
         """Ground truth for a prediction (by prediction_id, or the latest one of an order_id).
-        Idempotent: sending the same value again reports ``unchanged``. Needs the API key."""
+        Idempotent: sending the same value again reports ``unchanged``. Needs a key with the
+        feedback scope; only the key's tenant's predictions are found (others: 404)."""
         if self.store is None:
             raise InvalidArgument("the prediction log is disabled on this server")
+        tenant = request_tenant(ctx)
         try:
-            result = self._record_feedback(prediction_id, order_id, actual)
+            result = self._record_feedback(prediction_id, order_id, actual, tenant)
         except UnknownPredictionError as exc:
             raise NotFound(str(exc)) from None
         except ValueError as exc:
@@ -343,26 +383,36 @@ class ShelfwiseService:
             previous=result.previous,
         )
 
-    def _record_feedback(self, prediction_id: str | None, order_id: str | None, actual: float):
+    def _record_feedback(
+        self,
+        prediction_id: str | None,
+        order_id: str | None,
+        actual: float,
+        tenant: str = DEFAULT_TENANT,
+    ):
         assert self.store is not None
         try:
-            return self.store.record_feedback(prediction_id, order_id, actual)
+            return self.store.record_feedback(prediction_id, order_id, actual, tenant=tenant)
         except UnknownPredictionError:
             # the prediction may still be waiting in the log's queue: write it, then retry once
             if self.prediction_log is None or not self.prediction_log.flush(timeout=10):
                 raise
-            return self.store.record_feedback(prediction_id, order_id, actual)
+            return self.store.record_feedback(prediction_id, order_id, actual, tenant=tenant)
 
     @bentoml.api(route=VERSIONS_ROUTE)
-    async def versions(self) -> VersionsResponse:
+    async def versions(self, ctx: bentoml.Context) -> VersionsResponse:
         """Which versions are served, since when, what the alias points to, the last load error.
-        (Each worker follows the alias on its own; this is the answering worker's view.)"""
-        return self._versions()
+        (Each worker follows the alias on its own; this is the answering worker's view.) Only
+        the tasks of the key's tenant (no key: the default tenant's)."""
+        return self._versions(request_tenant(ctx))
 
-    def _versions(self) -> VersionsResponse:
+    def _tenant_followers(self, tenant: str) -> list[AliasFollower[Any]]:
+        return [f for t, f in self.followers.items() if OWNERS.get(t) == tenant]
+
+    def _versions(self, tenant: str = DEFAULT_TENANT) -> VersionsResponse:
         models = []
         fields = ServedModel.model_fields
-        for follower in self.followers.values():
+        for follower in self._tenant_followers(tenant):
             status = follower.status()
             current = follower.current
             task = TASKS[follower.task]
@@ -396,12 +446,14 @@ class ShelfwiseService:
         )
 
     @bentoml.api(route=RELOAD_ROUTE)
-    def reload(self) -> VersionsResponse:
-        """Check every alias now and reload its version (even if unchanged). Needs the API key.
-        A failed load keeps the old version serving and is reported in the answer."""
-        for follower in self.followers.values():
+    def reload(self, ctx: bentoml.Context) -> VersionsResponse:
+        """Check every alias of the key's tenant now and reload its version (even if
+        unchanged). Needs a key with the admin scope. A failed load keeps the old version
+        serving and is reported in the answer."""
+        tenant = request_tenant(ctx)
+        for follower in self._tenant_followers(tenant):
             follower.check(force=True)
-        return self._versions()
+        return self._versions(tenant)
 
 
 def _not_loaded(follower: AliasFollower[Any]) -> str:
@@ -506,6 +558,7 @@ def _record(
         order_id=response.row_id,
         inputs=dict(row),
         outputs=outputs,
+        tenant=OWNERS.get(api.task.name, DEFAULT_TENANT),
     )
 
 
@@ -597,10 +650,16 @@ for _name, _method in _task_apis(_BOOT).items():
 ShelfwiseService = bentoml.service(name="shelfwise", **service_options(_BOOT))(ShelfwiseService)  # type: ignore[misc]
 
 ShelfwiseService.add_asgi_middleware(
-    ApiKeyMiddleware,
-    routes=protected_routes(_BOOT, ADMIN_ROUTES, PREDICTION_ROUTES),
-    settings_loader=serving_config,
-    platform_loader=platform_config,
+    TenantAuthMiddleware,
+    policies=route_policies(
+        _ROUTE_TASKS,
+        OWNERS,
+        {FEEDBACK_ROUTE: "feedback", RELOAD_ROUTE: "admin"},
+        [VERSIONS_ROUTE],
+        _BOOT.auth.protect_predictions,
+    ),
+    authenticator_factory=key_authenticator,
+    limiter_factory=rate_limiter,
 )
 # After the API-key check: Starlette runs the first registered middleware first.
 ShelfwiseService.add_asgi_middleware(

@@ -19,6 +19,7 @@ import pytest
 from shelfwise.configs.platform import PlatformConfig
 from shelfwise.monitoring.store import PredictionStore
 from shelfwise.registry.server import free_port
+from shelfwise.serving.keys import KeyStore
 from shelfwise.serving.run import start_serving, stop_serving
 from tests.serving.conftest import write_tasks_dir
 
@@ -126,6 +127,8 @@ def test_serve_follow_swap_feedback_and_graceful_stop(
         },
     )
     store = PredictionStore(store_url)
+    keys = KeyStore(store_url)
+    tenant_key, tenant_raw = keys.create("default", ["feedback"], "integration")
     try:
         http = httpx.Client(base_url=server.url, timeout=30)
         r = http.post("/v1/delay-risk", json=ORDER)
@@ -148,6 +151,16 @@ def test_serve_follow_swap_feedback_and_graceful_stop(
         assert fb.status_code == 200 and fb.json()["prediction_id"] == first["prediction_id"]
         row = store.predictions_frame(name).set_index("prediction_id").loc[first["prediction_id"]]
         assert row["actual"] == 1.0 and row["Weight_in_gms"] == 4200
+        assert store.count_predictions(name, tenant="default") >= 1
+
+        # a tenant's key from the store works in the real worker; its scope is enforced; once
+        # revoked it stops working within auth.key_cache_ttl_s, without a restart
+        again = {"json": {"order_id": "INT-1", "actual": 1}, "headers": {"X-API-Key": tenant_raw}}
+        fb = http.post("/v1/feedback", **again)
+        assert fb.status_code == 200 and fb.json()["status"] == "unchanged", fb.text
+        assert http.post("/v1/admin/reload", headers=again["headers"]).status_code == 401
+        keys.revoke(tenant_key.key_id)
+        _wait_for(lambda: http.post("/v1/feedback", **again).status_code == 401, 15, "revocation")
 
         fc = http.post(
             "/v1/forecast",
@@ -206,3 +219,4 @@ def test_serve_follow_swap_feedback_and_graceful_stop(
     assert served_ids <= logged_ids, f"{len(served_ids - logged_ids)} predictions lost"
     assert forecast_id in set(store.predictions_frame(forecast_v1.name)["prediction_id"])
     store.dispose()
+    keys.dispose()
