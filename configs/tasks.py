@@ -333,12 +333,12 @@ def _parse(model_cls: Any, task: TaskDeclaration, key: str, defaults: dict[str, 
 
 
 def training_config(task: TaskDeclaration) -> Any:
-    """The kind's model config (``DelayRiskConfig`` for tabular kinds, ``ForecastConfig`` for
+    """The kind's model config (``TabularTrainingConfig`` for tabular kinds, ``ForecastConfig`` for
     forecasts) with the task's registered model, experiment and dataset filled in."""
-    from shelfwise.configs.delay import DelayRiskConfig
     from shelfwise.configs.forecast import ForecastConfig
+    from shelfwise.configs.tabular_training import TabularTrainingConfig
 
-    model_cls = ForecastConfig if task.kind is TaskKind.forecast else DelayRiskConfig
+    model_cls = ForecastConfig if task.kind is TaskKind.forecast else TabularTrainingConfig
     dataset = task.dataset if isinstance(task.dataset, str) else task.dataset.name
     defaults = {
         "registered_model_name": task.registered_model,

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from shelfwise.configs.base import StrictModel
-from shelfwise.configs.delay import FAMILY_PARAMS
 from shelfwise.configs.loader import ConfigError, load_config, resolve_config_path
+from shelfwise.configs.tabular_training import FAMILY_PARAMS
 
 ENV_OVERRIDES: dict[str, str] = {"storage": "SHELFWISE_OPTUNA_STORAGE"}
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from shelfwise.configs.datasets import TabularDatasetSpec
-from shelfwise.configs.delay import DelayRiskConfig
+from shelfwise.configs.tabular_training import TabularTrainingConfig
 from shelfwise.configs.tasks import TaskDeclaration
 from shelfwise.models.datasets import stratified_split
 from shelfwise.serving.client import ServiceClient, row_payload
@@ -38,7 +38,7 @@ class Traffic:
 def shift_traffic(
     data: pd.DataFrame,
     spec: TabularDatasetSpec,
-    cfg: DelayRiskConfig,
+    cfg: TabularTrainingConfig,
     quiet_rows: int,
     shifted_rows: int,
     shifted_share: float,

@@ -19,8 +19,8 @@ from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
 from shelfwise.configs.datasets import TabularDatasetSpec
-from shelfwise.configs.delay import DelayRiskConfig
 from shelfwise.configs.platform import PlatformConfig, load_platform_config
+from shelfwise.configs.tabular_training import TabularTrainingConfig
 from shelfwise.configs.tasks import TaskDeclaration, TaskKind, load_task, training_config
 from shelfwise.flows.environment import capture_platform_logs
 from shelfwise.models import plots
@@ -87,7 +87,7 @@ class Prepared:
 @task(name="load-and-split", retries=0)
 def prepare_data(
     spec: TabularDatasetSpec,
-    cfg: DelayRiskConfig,
+    cfg: TabularTrainingConfig,
     platform: PlatformConfig,
     extra_data: str | None = None,
     kind: str = "classification",
@@ -149,7 +149,7 @@ def task_tags(task: TaskDeclaration) -> dict[str, str]:
 
 def _common_tags(
     task: TaskDeclaration,
-    cfg: DelayRiskConfig,
+    cfg: TabularTrainingConfig,
     prepared: Prepared,
     family: str,
     trigger: str,
@@ -226,7 +226,7 @@ def select_winner(candidates: list[Candidate], metric: str) -> Candidate:
 def evaluate_candidate(
     task: TaskDeclaration,
     spec: TabularDatasetSpec,
-    cfg: DelayRiskConfig,
+    cfg: TabularTrainingConfig,
     prepared: Prepared,
     family: str,
     params: Any,
@@ -321,7 +321,7 @@ def evaluate_candidate(
 def register_candidate(
     task: TaskDeclaration,
     spec: TabularDatasetSpec,
-    cfg: DelayRiskConfig,
+    cfg: TabularTrainingConfig,
     prepared: Prepared,
     cand: Candidate,
     nested: bool = False,
@@ -370,7 +370,7 @@ def register_candidate(
 def fit_log_register(
     task: TaskDeclaration,
     spec: TabularDatasetSpec,
-    cfg: DelayRiskConfig,
+    cfg: TabularTrainingConfig,
     prepared: Prepared,
     family: str,
     params: Any,
@@ -405,7 +405,7 @@ def _reference_sample(
     pipe: Pipeline,
     train: pd.DataFrame,
     spec: TabularDatasetSpec,
-    cfg: DelayRiskConfig,
+    cfg: TabularTrainingConfig,
     task: TaskDeclaration,
     kind: str,
 ) -> pd.DataFrame:
@@ -436,7 +436,7 @@ def _markdown(df: pd.DataFrame) -> str:
 def compete(
     task: TaskDeclaration,
     spec: TabularDatasetSpec,
-    cfg: DelayRiskConfig,
+    cfg: TabularTrainingConfig,
     prepared: Prepared,
     experiment_id: str,
     trigger: str,

@@ -25,8 +25,8 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy.engine import make_url
 
 from shelfwise.configs.datasets import TabularDatasetSpec
-from shelfwise.configs.delay import DelayRiskConfig
 from shelfwise.configs.platform import load_platform_config
+from shelfwise.configs.tabular_training import TabularTrainingConfig
 from shelfwise.configs.tasks import TaskDeclaration, training_config
 from shelfwise.configs.tasks import tuning_config as task_tuning_config
 from shelfwise.configs.tuning import ENV_OVERRIDES, TuningConfig
@@ -154,7 +154,7 @@ def optimize(
     study: optuna.Study,
     prepared: Prepared,
     spec: TabularDatasetSpec,
-    cfg: DelayRiskConfig,
+    cfg: TabularTrainingConfig,
     tcfg: TuningConfig,
     base: Any,
     n_trials: int,

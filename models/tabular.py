@@ -21,7 +21,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier, XGBRegressor
 
 from shelfwise.configs.datasets import TabularDatasetSpec
-from shelfwise.configs.delay import (
+from shelfwise.configs.tabular_training import (
     LogisticParams,
     RandomForestParams,
     RidgeParams,

@@ -20,8 +20,8 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
 
 from shelfwise.configs.datasets import TabularDatasetSpec
-from shelfwise.configs.delay import DelayRiskConfig
 from shelfwise.configs.gate import BusinessCost, GateRule
+from shelfwise.configs.tabular_training import TabularTrainingConfig
 from shelfwise.models.datasets import fingerprint, split_with_extra
 from shelfwise.models.metrics import (
     HIGHER_IS_BETTER,
@@ -470,7 +470,7 @@ def decide(
 
 def load_tabular_eval_set(
     spec: TabularDatasetSpec,
-    cfg: DelayRiskConfig,
+    cfg: TabularTrainingConfig,
     data_dir: Path,
     extra_data: str | Path | None = None,
     kind: str = "classification",

@@ -2,9 +2,9 @@
 
 ``resolve_alias`` answers which version an alias points at (None when the model or alias does
 not exist yet). ``load_tabular_model`` downloads one version of a classification or regression
-task, loads the scikit-learn pipeline, builds the fast path for classifiers (models/fast_delay.py),
-checks it against the pipeline on probe rows and warms it; the result is an immutable object
-that serving swaps in with one assignment.
+task, loads the scikit-learn pipeline, builds the fast path for classifiers
+(models/fast_tabular.py), checks it against the pipeline on probe rows and warms it; the result
+is an immutable object that serving swaps in with one assignment.
 ``load_forecast_model`` does the same for a forecast task's pyfunc: it precomputes the fitted
 window of every series (a request is then a lookup) and carries the version's gate metrics.
 """
@@ -24,9 +24,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from shelfwise.configs.delay import SeverityBands
-from shelfwise.models.fast_delay import (
-    FastDelayPredictor,
+from shelfwise.configs.tabular_training import SeverityBands
+from shelfwise.models.fast_tabular import (
+    FastTabularPredictor,
     UnsupportedPipeline,
     build_fast_predictor,
     max_abs_difference,
@@ -90,7 +90,7 @@ class LoadedTabularModel:
     loaded_at: datetime
     kind: str
     pipeline: Any
-    fast: FastDelayPredictor | None
+    fast: FastTabularPredictor | None
     fast_path_note: str
     input_columns: tuple[str, ...]
     bands: SeverityBands | None = None  # classification: severity bands
@@ -161,7 +161,7 @@ def prepare_tabular_model(
     Regression: the pipeline answers (the fast path reproduces probabilities only)."""
     if kind not in TABULAR_KINDS:
         raise ModelLoadError(f"{registered_name} v{version}: kind {kind!r} is not tabular")
-    fast: FastDelayPredictor | None = None
+    fast: FastTabularPredictor | None = None
     note = "pipeline path: regression (the fast path reproduces probabilities only)"
     if kind == "classification":
         try:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shelfwise.models.fast_delay import transformer_columns
+from shelfwise.models.fast_tabular import transformer_columns
 
 
 @dataclass(frozen=True)

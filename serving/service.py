@@ -475,7 +475,7 @@ def _loader(task: TaskDeclaration) -> Any:
         return load_forecast_model
     bands = None
     if task.kind is TaskKind.classification:
-        from shelfwise.configs.delay import SeverityBands
+        from shelfwise.configs.tabular_training import SeverityBands
         from shelfwise.configs.tasks import training_config
 
         try:

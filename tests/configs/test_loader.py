@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from shelfwise.configs.delay import DelayRiskConfig
 from shelfwise.configs.loader import ConfigError, configs_dir, expand_env, load_config
 from shelfwise.configs.platform import ENV_OVERRIDES, PlatformConfig, load_platform_config
+from shelfwise.configs.tabular_training import TabularTrainingConfig
 from shelfwise.configs.tasks import load_task, training_config
 
 
@@ -24,7 +24,7 @@ def test_shipped_configs_load() -> None:
 def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
     p = write(tmp_path, "xgboost:\n  max_dept: 3\n")
     with pytest.raises(ConfigError) as exc:
-        load_config(p, DelayRiskConfig)
+        load_config(p, TabularTrainingConfig)
     msg = str(exc.value)
     assert str(p) in msg and "xgboost.max_dept" in msg and "Extra inputs" in msg
 
@@ -32,7 +32,7 @@ def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
 def test_wrong_value_names_key_and_expected(tmp_path: Path) -> None:
     p = write(tmp_path, "split:\n  test_size: 1.5\n")
     with pytest.raises(ConfigError) as exc:
-        load_config(p, DelayRiskConfig)
+        load_config(p, TabularTrainingConfig)
     msg = str(exc.value)
     assert "split.test_size" in msg and "less than 1" in msg and "1.5" in msg
 
@@ -40,18 +40,18 @@ def test_wrong_value_names_key_and_expected(tmp_path: Path) -> None:
 def test_unordered_severity_bands_rejected(tmp_path: Path) -> None:
     p = write(tmp_path, "severity:\n  critical: 0.4\n  warning: 0.5\n")
     with pytest.raises(ConfigError, match="severity"):
-        load_config(p, DelayRiskConfig)
+        load_config(p, TabularTrainingConfig)
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
-        load_config(tmp_path / "nope.yaml", DelayRiskConfig)
+        load_config(tmp_path / "nope.yaml", TabularTrainingConfig)
     p = write(tmp_path, "split: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(p, DelayRiskConfig)
+        load_config(p, TabularTrainingConfig)
     p = write(tmp_path, "- a list\n", "list.yaml")
     with pytest.raises(ConfigError, match="mapping"):
-        load_config(p, DelayRiskConfig)
+        load_config(p, TabularTrainingConfig)
 
 
 def test_env_overrides_uri_and_port(tmp_path: Path) -> None:

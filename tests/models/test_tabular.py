@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from shelfwise.configs.datasets import TabularDatasetSpec, load_tabular_spec
-from shelfwise.configs.delay import DelayRiskConfig, SeverityBands
+from shelfwise.configs.tabular_training import SeverityBands, TabularTrainingConfig
 from shelfwise.configs.tasks import load_task, training_config
 from shelfwise.models.datasets import load_tabular, stratified_split
 from shelfwise.models.metrics import (
@@ -79,11 +79,11 @@ def test_missing_values_kept_for_xgboost_imputed_for_the_others() -> None:
     X.loc[::7, "x"] = np.nan
     spec = TabularDatasetSpec(name="t", path="t.csv", target="y", categorical=["c"], numeric=["x"])
     for family in ("logistic", "random_forest", "xgboost"):
-        pipe = build_pipeline(family, spec, DelayRiskConfig().params(family), 0).fit(X, y)
+        pipe = build_pipeline(family, spec, TabularTrainingConfig().params(family), 0).fit(X, y)
         proba = predict(pipe, X)
         assert np.isfinite(proba).all() and classification_metrics(y, proba)["roc_auc"] > 0.8
     with pytest.raises(ValueError, match="not a regression family"):
-        build_pipeline("logistic", spec, DelayRiskConfig().logistic, 0, "regression")
+        build_pipeline("logistic", spec, TabularTrainingConfig().logistic, 0, "regression")
 
 
 def test_every_family_gets_the_same_folds() -> None:

@@ -69,7 +69,7 @@ def test_a_lower_is_better_metric_is_minimised_and_pruned_on_falling_sums(tmp_pa
     import pandas as pd
 
     from shelfwise.configs.datasets import TabularDatasetSpec
-    from shelfwise.configs.delay import RidgeParams
+    from shelfwise.configs.tabular_training import RidgeParams
     from shelfwise.configs.tuning import TuningConfig
 
     assert study_direction("rmse") == "minimize" and study_direction("roc_auc") == "maximize"

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from shelfwise.configs.datasets import TabularDatasetSpec
-from shelfwise.configs.delay import DelayRiskConfig
+from shelfwise.configs.tabular_training import TabularTrainingConfig
 from shelfwise.models.tabular import build_pipeline, predict
 from shelfwise.registry import log as rlog
 from shelfwise.registry.model_code import load_pyfunc
@@ -40,7 +40,7 @@ def test_family_logs_and_loads_with_the_same_predictions(
     )
     X.loc[::5, "x"] = np.nan
     spec = TabularDatasetSpec(name="t", path="t.csv", target="y", categorical=["c"], numeric=["x"])
-    cfg = DelayRiskConfig()
+    cfg = TabularTrainingConfig()
     params = cfg.params(family)
     if "n_estimators" in type(params).model_fields:
         params = params.model_copy(update={"n_estimators": 20, "n_jobs": 1})

@@ -197,7 +197,7 @@ def forecast_version(mlflow_server, data_dir, tmp_path_factory) -> Version:
 @pytest.fixture(scope="module")
 def delay_version(mlflow_server, data_dir, tmp_path_factory) -> Version:
     from shelfwise.configs.datasets import load_tabular_spec
-    from shelfwise.configs.delay import XGBoostParams
+    from shelfwise.configs.tabular_training import XGBoostParams
     from shelfwise.models.datasets import load_tabular
     from shelfwise.models.tabular import build_xgb_pipeline, features_and_target
 

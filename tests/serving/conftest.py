@@ -31,7 +31,7 @@ def shipping_frame(data_dir: Path) -> tuple[pd.DataFrame, object]:
 
 
 def fit_small_pipeline(df: pd.DataFrame, spec, n_estimators: int = 40, seed: int = 0):
-    from shelfwise.configs.delay import XGBoostParams
+    from shelfwise.configs.tabular_training import XGBoostParams
     from shelfwise.models.tabular import build_xgb_pipeline, features_and_target
 
     X, y = features_and_target(df, spec)
@@ -199,7 +199,7 @@ def generated_tasks(mlflow_server: str, tmp_path_factory) -> GeneratedTasks:
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     from shelfwise.configs.datasets import TabularDatasetSpec
-    from shelfwise.configs.delay import XGBoostParams
+    from shelfwise.configs.tabular_training import XGBoostParams
     from shelfwise.models.tabular import build_xgb_pipeline
     from shelfwise.registry import log as rlog
 

@@ -51,7 +51,7 @@ def test_bento_builds_and_serves(
         "shelfwise/serving/service.py",
         "shelfwise/monitoring/store.py",
         "shelfwise/registry/load.py",
-        "shelfwise/models/fast_delay.py",
+        "shelfwise/models/fast_tabular.py",
         "shelfwise/configs/serving.yaml",
         "shelfwise/configs/delay_risk.yaml",
     ):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shelfwise.configs.delay import SeverityBands
-from shelfwise.models.fast_delay import UnsupportedPipeline, build_fast_predictor
+from shelfwise.configs.tabular_training import SeverityBands
+from shelfwise.models.fast_tabular import UnsupportedPipeline, build_fast_predictor
 from shelfwise.registry.load import (
     ModelLoadError,
     load_tabular_model,
@@ -51,7 +51,7 @@ def test_resolve_alias_and_missing_versions(mlflow_server: str, delay_v1) -> Non
 
 
 def test_unsupported_pipeline_falls_back_to_the_pipeline(shipping_frame) -> None:
-    from shelfwise.configs.delay import LogisticParams
+    from shelfwise.configs.tabular_training import LogisticParams
     from shelfwise.models.tabular import build_pipeline, features_and_target
 
     df, spec = shipping_frame
@@ -72,7 +72,7 @@ def test_regression_pipeline_and_missing_values(shipping_frame) -> None:
     the pipeline (NaN), not the fast path."""
     from sklearn.linear_model import Ridge
 
-    from shelfwise.configs.delay import XGBoostParams
+    from shelfwise.configs.tabular_training import XGBoostParams
     from shelfwise.models.tabular import build_xgb_pipeline, features_and_target
 
     df, spec = shipping_frame

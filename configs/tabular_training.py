@@ -81,7 +81,7 @@ FAMILY_PARAMS: dict[str, type[StrictModel]] = {
 }
 
 
-class DelayRiskConfig(StrictModel):
+class TabularTrainingConfig(StrictModel):
     """A tabular task's ``training`` section (configs/tasks.py ``training_config`` fills in the
     model, experiment and dataset from the declaration)."""
 

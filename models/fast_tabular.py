@@ -1,8 +1,8 @@
-"""A per-request fast path for the fitted delay-risk pipeline.
+"""A per-request fast path for a fitted tabular classifier pipeline (XGBoost).
 
 The scikit-learn pipeline's ``predict_proba`` on a one-row DataFrame spends most of its time in
 the ColumnTransformer (milliseconds); the XGBoost booster's ``inplace_predict`` on a numpy row
-costs a fraction of a millisecond. ``FastDelayPredictor`` reads the fitted encoder (one-hot
+costs a fraction of a millisecond. ``FastTabularPredictor`` reads the fitted encoder (one-hot
 categories, column order) once and builds the very same float64 row with a few dict look-ups,
 then evaluates the trees: for a few rows with ``models.tree_eval.CompiledTrees`` (numpy gathers,
 ~20 us for 200 trees instead of ~0.13 ms through ``inplace_predict``), for larger batches with the
@@ -36,7 +36,7 @@ class UnsupportedPipeline(ValueError):
 
 
 @dataclass(frozen=True)
-class FastDelayPredictor:
+class FastTabularPredictor:
     """Same numbers as ``pipe.predict_proba(X)[:, 1]``, without pandas or the ColumnTransformer."""
 
     input_columns: tuple[str, ...]
@@ -105,7 +105,7 @@ def transformer_columns(cols: Any, all_columns: list[str]) -> list[str]:
     return [str(c) for c in cols]
 
 
-def build_fast_predictor(pipe: Any) -> FastDelayPredictor:
+def build_fast_predictor(pipe: Any) -> FastTabularPredictor:
     """Read the fitted pipeline (ColumnTransformer of one-hot + passthrough, then XGBoost).
 
     Raises ``UnsupportedPipeline`` naming the step it cannot reproduce.
@@ -171,7 +171,7 @@ def build_fast_predictor(pipe: Any) -> FastDelayPredictor:
     except UnsupportedBooster as exc:
         logger.info("compiled trees not used (%s): the booster answers every request", exc)
         trees = None
-    return FastDelayPredictor(
+    return FastTabularPredictor(
         input_columns=input_columns,
         n_features=n_features,
         one_hot=one_hot,
@@ -182,7 +182,7 @@ def build_fast_predictor(pipe: Any) -> FastDelayPredictor:
     )
 
 
-def max_abs_difference(fast: FastDelayPredictor, pipe: Pipeline, X: pd.DataFrame) -> float:
+def max_abs_difference(fast: FastTabularPredictor, pipe: Pipeline, X: pd.DataFrame) -> float:
     """Largest |fast - pipeline| probability over the rows of ``X``, through the booster and
     through the compiled trees (whichever a request would take)."""
     if not len(X):
@@ -195,7 +195,7 @@ def max_abs_difference(fast: FastDelayPredictor, pipe: Pipeline, X: pd.DataFrame
     return float(max(np.max(np.abs(p - expected)) for p in paths))
 
 
-def probe_frame(fast: FastDelayPredictor, n: int = 64, seed: int = 0) -> pd.DataFrame:
+def probe_frame(fast: FastTabularPredictor, n: int = 64, seed: int = 0) -> pd.DataFrame:
     """Rows covering every known category (plus unknown ones) and varied numbers, for warm-up
     and for checking the fast path against the pipeline on a freshly loaded version."""
     rng = np.random.default_rng(seed)
