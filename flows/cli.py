@@ -198,6 +198,10 @@ from shelfwise.flows.cli_monitor import register as _register_monitor  # noqa: E
 
 _register_monitor(app)
 
+from shelfwise.flows.cli_actuals import register as _register_actuals  # noqa: E402
+
+_register_actuals(app)
+
 
 def main() -> None:  # pragma: no cover - console script entry
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -42,6 +42,7 @@ from functools import partial
 from typing import Any
 
 import bentoml
+import pandas as pd
 from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
@@ -49,6 +50,7 @@ from starlette.responses import JSONResponse
 from shelfwise.configs.platform import PlatformConfig, load_platform_config
 from shelfwise.configs.serving import ServingSettings, load_serving_config
 from shelfwise.configs.tasks import TaskDeclaration, TaskKind, load_tasks
+from shelfwise.monitoring.actuals import ActualsError, ActualsStore
 from shelfwise.monitoring.log_writer import ProcessBatchWriter
 from shelfwise.monitoring.store import (
     BufferedPredictionLogger,
@@ -66,6 +68,7 @@ from shelfwise.registry.load import (
     resolve_alias,
 )
 from shelfwise.serving.auth import ApiKeyMiddleware, protected_routes
+from shelfwise.serving.current import LiveForecasts, as_frame, points
 from shelfwise.serving.explain import explain_row
 from shelfwise.serving.follow import AliasFollower
 from shelfwise.serving.forecast import (
@@ -78,6 +81,8 @@ from shelfwise.serving.forecast import (
 from shelfwise.serving.guard import UnavailableGuard
 from shelfwise.serving.heap import settle_heap
 from shelfwise.serving.schemas import (
+    ActualsRequest,
+    ActualsResponse,
     FeedbackRequest,
     FeedbackResponse,
     ForecastResponse,
@@ -152,6 +157,8 @@ _ROUTE_TASKS: dict[str, str] = {
 }
 if len(_ROUTE_TASKS) != len(PREDICTION_ROUTES):
     raise ValueError(f"two tasks declare the same route: {sorted(PREDICTION_ROUTES)}")
+# forecast tasks: realised actuals in (API key, like feedback)
+ACTUALS_ROUTES: dict[str, str] = {name: f"/v1/{TASKS[name].url_path}/actuals" for name in FORECASTS}
 
 
 class ShelfwiseService:
@@ -180,6 +187,9 @@ class ShelfwiseService:
                 max_queue_rows=log_cfg.max_queue_rows,
                 write=self.log_writer,
             )
+        self.live: LiveForecasts | None = None
+        if self.store is not None:
+            self.live = LiveForecasts(ActualsStore(self.store.engine))
         client = registry_client(self.tracking_uri)
         # one follower per served task; versions, reload and readiness cover all of them
         self.followers: dict[str, AliasFollower[Any]] = {}
@@ -309,16 +319,70 @@ class ShelfwiseService:
         model: LoadedForecastModel | None = follower.current  # read once: kept to the end
         if model is None:
             return self._unavailable(follower)
+        declaration = TASKS[task]
         try:
             keys = series_keys(model, request.series)
             periods = periods_needed(model, request)
+            current = None
+            if self.live is not None:
+                current = self.live.forecast(
+                    task, model, keys, periods, request.regressors, declaration.actuals
+                )
+            elif request.regressors:
+                raise ForecastInputError(
+                    "what-if regressors need the store (prediction_log.enabled)", ("regressors",)
+                )
         except ForecastInputError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
-        frame = model.forecast(keys, periods)
-        response = forecast_response(model, request, keys, frame, new_prediction_id())
-        response = response.model_copy(update={"task": task})
+        if current is None:  # nothing after the training data: the precomputed window
+            frame = model.forecast(keys, periods)
+            response = forecast_response(model, request, keys, frame, new_prediction_id())
+            trained = pd.Timestamp(frame["date"].iloc[0]) - _period(model)
+            extra: dict[str, Any] = {"origin": trained.date(), "trained_until": trained.date()}
+        else:
+            sid = self.live.index(model).sid[tuple(keys[k] for k in model.key_columns)]  # type: ignore[union-attr]
+            frame = as_frame(model, sid, current.forecast)
+            response = forecast_response(model, request, keys, frame, new_prediction_id())
+            extra = {
+                "origin": current.origin.date(),
+                "trained_until": current.trained_until.date(),
+                "actuals_used": current.actuals_used,
+                "correction": current.correction if current.actuals_used else None,
+                "notes": current.notes,
+            }
+            if current.baseline is not None:
+                extra["baseline"] = points(as_frame(model, sid, current.baseline), request.horizon)
+        response = response.model_copy(update={"task": task, **extra})
         self._log([forecast_record(model, request, response, datetime.now(UTC))])
         return response
+
+    def _actuals(self, task: str, request: ActualsRequest) -> Any:
+        follower = self.followers[task]
+        model: LoadedForecastModel | None = follower.current
+        if model is None:  # the served version's series are what actuals are checked on
+            return self._unavailable(follower)
+        if self.live is None:
+            raise InvalidArgument("the store is disabled on this server (prediction_log)")
+        declaration = TASKS[task]
+        try:
+            result = self.live.ingest(
+                task,
+                model,
+                FORECASTS[task].spec,
+                request.rows,
+                declaration.data.negative_target,
+                declaration.actuals,
+                request.source,
+            )
+        except ActualsError as exc:
+            return JSONResponse(exc.body(), status_code=422)
+        return ActualsResponse(
+            task=task,
+            rows=result.rows,
+            inserted=result.inserted,
+            updated=result.updated,
+            unchanged=result.unchanged,
+        )
 
     # -- feedback, versions, admin ------------------------------------------------------------
 
@@ -402,6 +466,12 @@ class ShelfwiseService:
         for follower in self.followers.values():
             follower.check(force=True)
         return self._versions()
+
+
+def _period(model: LoadedForecastModel) -> Any:
+    from shelfwise.models.forecast import period_step
+
+    return period_step(model.frequency)
 
 
 def _not_loaded(follower: AliasFollower[Any]) -> str:
@@ -568,6 +638,22 @@ def _forecast_api(task: str, api: ForecastApi, name: str, route: str) -> Any:
     return _named(handler, name, route, bentoml.api(route=route))
 
 
+def _actuals_api(task: str, name: str, route: str) -> Any:
+    def handler(self: ShelfwiseService, request: ActualsRequest, /) -> Any:
+        return self._actuals(task, request)
+
+    handler.__annotations__ = {"request": ActualsRequest, "return": ActualsResponse}
+    spec = FORECASTS[task].spec
+    handler.__doc__ = (
+        f"Realised actuals of task {task} (API key): rows of {', '.join(spec.series_keys)}, "
+        f"{spec.time_column}, {spec.target}"
+        + (f" and optionally {', '.join(spec.regressors)}" if spec.regressors else "")
+        + ". Validated like training data (422 naming the row and column; nothing stored), "
+        "idempotent per series and period; a changed value is a correction (audit trail)."
+    )
+    return _named(handler, name, route, bentoml.api(route=route))
+
+
 def _named(handler: Any, name: str, route: str, decorator: Any) -> Any:
     handler.__name__ = handler.__qualname__ = name
     return decorator(handler)
@@ -586,6 +672,8 @@ def _task_apis(settings: ServingSettings) -> dict[str, Any]:
                     apis[name] = _batch_api(task, TABULAR[task], name, route, settings)
                 else:
                     apis[name] = _forecast_api(task, FORECASTS[task], name, route)
+    for task, route in ACTUALS_ROUTES.items():
+        apis[f"{task}_actuals"] = _actuals_api(task, f"{task}_actuals", route)
     return apis
 
 
@@ -598,7 +686,7 @@ ShelfwiseService = bentoml.service(name="shelfwise", **service_options(_BOOT))(S
 
 ShelfwiseService.add_asgi_middleware(
     ApiKeyMiddleware,
-    routes=protected_routes(_BOOT, ADMIN_ROUTES, PREDICTION_ROUTES),
+    routes=protected_routes(_BOOT, (*ADMIN_ROUTES, *ACTUALS_ROUTES.values()), PREDICTION_ROUTES),
     settings_loader=serving_config,
     platform_loader=platform_config,
 )
