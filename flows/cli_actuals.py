@@ -26,7 +26,7 @@ def ingest_file(task_ref: str, path: Path, store_url: str, data_dir: Path, sourc
 
     task = load_task(task_ref)
     if task.kind is not TaskKind.forecast:
-        raise ConfigError(f"task {task.name} is a {task.kind.value} task: actuals are for forecasts")
+        raise ConfigError(f"task {task.name} is {task.kind.value}: actuals are for forecasts")
     spec = task.dataset_spec()
     assert isinstance(spec, TimeSeriesDatasetSpec)
     fmt = "parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv"
@@ -34,9 +34,7 @@ def ingest_file(task_ref: str, path: Path, store_url: str, data_dir: Path, sourc
     training = read_table(resolve_data_path(spec.path, data_dir), spec.format, spec.encoding)
     import pandas as pd
 
-    training[spec.time_column] = pd.to_datetime(
-        training[spec.time_column], format=spec.date_format
-    )
+    training[spec.time_column] = pd.to_datetime(training[spec.time_column], format=spec.date_format)
     catalogue = SeriesCatalogue.from_frame(training, spec)
     frame = validate_actuals(rows, spec, catalogue, task.data.negative_target)
     result = ActualsStore(store_url).upsert(
