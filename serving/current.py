@@ -195,3 +195,55 @@ def points(frame: pd.DataFrame, n: int) -> list[ForecastPoint]:
         )
         for r in frame.head(n).itertuples(index=False)
     ]
+
+
+def forecast_frame(
+    live: LiveForecasts | None,
+    task: str,
+    model: LoadedForecastModel,
+    keys: Mapping[str, Any],
+    periods: int,
+    settings: ActualsSettings,
+) -> tuple[pd.DataFrame, Any]:
+    """(date, yhat, yhat_lower, yhat_upper; origin) of one series from its latest known data."""
+    current = live.forecast(task, model, keys, periods, None, settings) if live else None
+    if current is None:
+        frame = model.forecast(keys, periods)
+        from shelfwise.models.forecast import period_step
+
+        origin = (pd.Timestamp(frame["date"].iloc[0]) - period_step(model.frequency)).date()
+        return frame, origin
+    sid = live.index(model).sid[tuple(keys[k] for k in model.key_columns)]  # type: ignore[union-attr]
+    return as_frame(model, sid, current.forecast), current.origin.date()
+
+
+def stock_alerts(
+    live: LiveForecasts | None,
+    task: str,
+    model: LoadedForecastModel,
+    positions: list[tuple[Mapping[str, Any], float]],
+    inventory: Any,
+    settings: ActualsSettings,
+) -> list[Any]:
+    """The stock risk (monitoring/alerts.py) of each (series keys, on hand) position."""
+    from shelfwise.monitoring.alerts import stock_risk
+
+    if model.interval_level is None:
+        raise ForecastInputError(
+            f"{model.registered_name} v{model.version} has no calibrated intervals: no "
+            "stockout probabilities",
+            ("positions",),
+        )
+    if inventory.lead_time > model.horizon:
+        raise ForecastInputError(
+            f"inventory.lead_time {inventory.lead_time} is beyond the model's horizon "
+            f"{model.horizon}",
+            ("lead_time",),
+        )
+    risks = []
+    for keys, on_hand in positions:
+        frame, origin = forecast_frame(live, task, model, keys, inventory.lead_time, settings)
+        risks.append(
+            stock_risk(frame, on_hand, model.interval_level, inventory, keys, model.version, origin)
+        )
+    return risks

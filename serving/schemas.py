@@ -146,6 +146,45 @@ class ActualsResponse(BaseModel):
     unchanged: int
 
 
+class StockPosition(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    series: dict[KeyName, KeyValue] = Field(min_length=1, max_length=16)
+    on_hand: float = Field(ge=0, le=1e12, description="units on hand now")
+
+
+class StockAlertsRequest(BaseModel):
+    """On-hand stock per series; none given: the task's declared ``inventory.positions`` file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    positions: list[StockPosition] | None = Field(None, max_length=100_000)
+
+
+class StockAlert(BaseModel):
+    id: int
+    status: Literal["new", "acknowledged", "resolved"]
+    series: dict[str, int | str]
+    on_hand: float
+    probability: float = Field(description="P(stockout within the lead time)")
+    expected_stockout: date | None = Field(description="first period demand exceeds the stock")
+    periods_to_stockout: int | None = None
+    shortfall: float = Field(description="expected units short by the end of the lead time")
+    shortfall_at_service_level: float
+    severity: Literal["critical", "warning", "info"]
+    model_version: str
+    origin: date | None = None
+
+
+class StockAlertsResponse(BaseModel):
+    task: str
+    model_version: str
+    lead_time: int
+    alert_probability: float
+    evaluated: int
+    alerts: list[StockAlert]
+
+
 class FeedbackRequest(BaseModel):
     """The actual outcome of a prediction, by ``prediction_id`` or by ``order_id`` (the request's
     id: its latest prediction). For a classification task, ``actual`` is 1 for the positive

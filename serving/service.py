@@ -68,7 +68,7 @@ from shelfwise.registry.load import (
     resolve_alias,
 )
 from shelfwise.serving.auth import ApiKeyMiddleware, protected_routes
-from shelfwise.serving.current import LiveForecasts, as_frame, points
+from shelfwise.serving.current import LiveForecasts, as_frame, points, stock_alerts
 from shelfwise.serving.explain import explain_row
 from shelfwise.serving.follow import AliasFollower
 from shelfwise.serving.forecast import (
@@ -88,6 +88,8 @@ from shelfwise.serving.schemas import (
     ForecastResponse,
     PredictionLogStatus,
     ServedModel,
+    StockAlertsRequest,
+    StockAlertsResponse,
     VersionsResponse,
 )
 from shelfwise.serving.task_api import (
@@ -159,6 +161,9 @@ if len(_ROUTE_TASKS) != len(PREDICTION_ROUTES):
     raise ValueError(f"two tasks declare the same route: {sorted(PREDICTION_ROUTES)}")
 # forecast tasks: realised actuals in (API key, like feedback)
 ACTUALS_ROUTES: dict[str, str] = {name: f"/v1/{TASKS[name].url_path}/actuals" for name in FORECASTS}
+ALERT_ROUTES: dict[str, str] = {
+    name: f"/v1/{TASKS[name].url_path}/stock-alerts" for name in FORECASTS
+}
 
 
 class ShelfwiseService:
@@ -382,6 +387,40 @@ class ShelfwiseService:
             inserted=result.inserted,
             updated=result.updated,
             unchanged=result.unchanged,
+        )
+
+    def _stock_alerts(self, task: str, request: StockAlertsRequest) -> Any:
+        from shelfwise.monitoring.alerts import AlertStore
+        from shelfwise.serving.alert_positions import positions_of
+
+        follower = self.followers[task]
+        model: LoadedForecastModel | None = follower.current
+        if model is None:
+            return self._unavailable(follower)
+        declaration = TASKS[task]
+        inventory = declaration.inventory
+        try:
+            if inventory is None:
+                raise ForecastInputError(
+                    f"task {task} declares no inventory (lead_time, service_level, "
+                    "alert_probability) in its YAML",
+                    ("inventory",),
+                )
+            positions = positions_of(model, request, inventory, self.platform.data_dir)
+            risks = stock_alerts(self.live, task, model, positions, inventory, declaration.actuals)
+        except ForecastInputError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status)
+        alerts = []
+        if self.store is not None:
+            alerts = AlertStore(self.store.engine).record(task, risks, model.key_columns)
+        alerts.sort(key=lambda a: -a["probability"])
+        return StockAlertsResponse(
+            task=task,
+            model_version=model.version,
+            lead_time=inventory.lead_time,
+            alert_probability=inventory.alert_probability,
+            evaluated=len(risks),
+            alerts=[{k: v for k, v in a.items() if k != "alert"} for a in alerts],
         )
 
     # -- feedback, versions, admin ------------------------------------------------------------
@@ -654,6 +693,20 @@ def _actuals_api(task: str, name: str, route: str) -> Any:
     return _named(handler, name, route, bentoml.api(route=route))
 
 
+def _alerts_api(task: str, name: str, route: str) -> Any:
+    def handler(self: ShelfwiseService, request: StockAlertsRequest, /) -> Any:
+        return self._stock_alerts(task, request)
+
+    handler.__annotations__ = {"request": StockAlertsRequest, "return": StockAlertsResponse}
+    handler.__doc__ = (
+        f"Stock alerts of task {task} (API key): for the on-hand stock posted per series (or the "
+        "declared inventory.positions file), the series whose stockout probability within the "
+        "lead time exceeds inventory.alert_probability, with the expected day of stockout, the "
+        "shortfall, a severity band and the forecast version; stored with a status."
+    )
+    return _named(handler, name, route, bentoml.api(route=route))
+
+
 def _named(handler: Any, name: str, route: str, decorator: Any) -> Any:
     handler.__name__ = handler.__qualname__ = name
     return decorator(handler)
@@ -674,6 +727,8 @@ def _task_apis(settings: ServingSettings) -> dict[str, Any]:
                     apis[name] = _forecast_api(task, FORECASTS[task], name, route)
     for task, route in ACTUALS_ROUTES.items():
         apis[f"{task}_actuals"] = _actuals_api(task, f"{task}_actuals", route)
+    for task, route in ALERT_ROUTES.items():
+        apis[f"{task}_stock_alerts"] = _alerts_api(task, f"{task}_stock_alerts", route)
     return apis
 
 
@@ -686,7 +741,11 @@ ShelfwiseService = bentoml.service(name="shelfwise", **service_options(_BOOT))(S
 
 ShelfwiseService.add_asgi_middleware(
     ApiKeyMiddleware,
-    routes=protected_routes(_BOOT, (*ADMIN_ROUTES, *ACTUALS_ROUTES.values()), PREDICTION_ROUTES),
+    routes=protected_routes(
+        _BOOT,
+        (*ADMIN_ROUTES, *ACTUALS_ROUTES.values(), *ALERT_ROUTES.values()),
+        PREDICTION_ROUTES,
+    ),
     settings_loader=serving_config,
     platform_loader=platform_config,
 )
