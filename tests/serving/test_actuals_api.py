@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from shelfwise.monitoring.actuals import ActualsStore
+from shelfwise.monitoring.alerts import AlertStore
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,11 @@ def served(mlflow_server: str, forecast_v1, walmart_v1, tmp_path_factory):
     folder = tmp_path_factory.mktemp("actuals-api")
     tasks = folder / "tasks"
     tasks.mkdir()
-    strict = {"data": {"negative_target": "error"}, "actuals": {"correction": "none"}}
+    strict = {
+        "data": {"negative_target": "error"},
+        "actuals": {"correction": "none"},
+        "inventory": {"lead_time": 7, "service_level": 0.95, "alert_probability": 0.2},
+    }
     declared = {
         "demand_forecast": _task("demand_forecast", forecast_v1.name, **strict),
         "demand_forecast_ratio": {
@@ -96,7 +101,7 @@ def served(mlflow_server: str, forecast_v1, walmart_v1, tmp_path_factory):
         else:
             service = importlib.import_module("shelfwise.serving.service")
         with TestClient(service.ShelfwiseService.to_asgi(), raise_server_exceptions=False) as c:
-            yield c, ActualsStore(store_url)
+            yield c, ActualsStore(store_url), store_url
 
 
 def week(item: int, start: str = "2018-01-01", days: int = 7, value: float = 30.0) -> list:
@@ -108,13 +113,13 @@ def week(item: int, start: str = "2018-01-01", days: int = 7, value: float = 30.
 
 
 def test_openapi_lists_the_actuals_routes(served) -> None:
-    client, _ = served
+    client, _, _ = served
     paths = client.get("/docs.json").json()["paths"]
     assert {"/v1/demand-forecast/actuals", "/v1/walmart-weekly/actuals"} <= set(paths)
 
 
 def test_actuals_need_the_api_key(served) -> None:
-    client, store = served
+    client, store, _ = served
     r = client.post("/v1/demand-forecast/actuals", json={"rows": week(3)})
     assert r.status_code == 401, r.text
     hist = store.series_history("demand_forecast", {"store": 1, "item": 3}, ["store", "item"])
@@ -122,7 +127,7 @@ def test_actuals_need_the_api_key(served) -> None:
 
 
 def test_actuals_are_idempotent_and_corrections_audited(served) -> None:
-    client, store = served
+    client, store, _ = served
     body = {"rows": week(1), "source": "till-export"}
     first = client.post("/v1/demand-forecast/actuals", json=body, headers=AUTH)
     assert first.status_code == 200, first.text
@@ -158,7 +163,7 @@ def test_actuals_are_idempotent_and_corrections_audited(served) -> None:
 def test_bad_actuals_are_422_naming_row_and_column_and_store_nothing(
     served, change, column, words
 ) -> None:
-    client, store = served
+    client, store, _ = served
     rows = week(3)
     rows[1] = {**rows[1], **change}
     r = client.post("/v1/demand-forecast/actuals", json={"rows": rows}, headers=AUTH)
@@ -170,7 +175,7 @@ def test_bad_actuals_are_422_naming_row_and_column_and_store_nothing(
 
 
 def test_forecast_starts_after_the_latest_actual(served, forecast_v1) -> None:
-    client, _ = served
+    client, _, _ = served
     r = client.post("/v1/demand-forecast/actuals", json={"rows": week(2)}, headers=AUTH)
     assert r.status_code == 200, r.text
     body = client.post(
@@ -196,7 +201,7 @@ def test_forecast_starts_after_the_latest_actual(served, forecast_v1) -> None:
 
 
 def test_ratio_correction_rescales_the_moved_forecast(served) -> None:
-    client, _ = served
+    client, _, _ = served
     client.post("/v1/demand-forecast/actuals", json={"rows": week(2)}, headers=AUTH)
     request = {"series": {"store": 1, "item": 2}, "horizon": 14}
     plain = client.post("/v1/demand-forecast/forecast", json=request).json()
@@ -213,7 +218,7 @@ def test_ratio_correction_rescales_the_moved_forecast(served) -> None:
 
 
 def test_what_if_regressors_give_forecast_and_baseline(served, walmart_v1) -> None:
-    client, _ = served
+    client, _, _ = served
     request = {"series": {"Store": 1}, "horizon": 4, "regressors": {"Holiday_Flag": [1]}}
     r = client.post("/v1/walmart-weekly/forecast", json=request)
     assert r.status_code == 200, r.text
@@ -238,9 +243,51 @@ def test_what_if_regressors_give_forecast_and_baseline(served, walmart_v1) -> No
     ],
 )
 def test_bad_what_if_is_422_naming_the_regressor(served, route, regressors, field, words) -> None:
-    client, _ = served
+    client, _, _ = served
     series = {"Store": 1} if "walmart" in route else {"store": 1, "item": 1}
     r = client.post(route, json={"series": series, "horizon": 4, "regressors": regressors})
     assert r.status_code == 422, r.text
     assert words in r.json()["error"]
     assert r.json()["detail"][0]["loc"] == ["regressors", field]
+
+
+def test_stock_alerts_list_the_series_that_run_out(served, forecast_v1) -> None:
+    client, _, store_url = served
+    positions = [
+        {"series": {"store": 1, "item": 3}, "on_hand": 5.0},  # a week sells far more
+        {"series": {"store": 1, "item": 1}, "on_hand": 100000.0},
+    ]
+    route = "/v1/demand-forecast/stock-alerts"
+    assert client.post(route, json={"positions": positions}).status_code == 401
+    r = client.post(route, json={"positions": positions}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["evaluated"] == 2 and body["model_version"] == forecast_v1.version
+    (alert,) = body["alerts"]
+    assert alert["series"] == {"store": 1, "item": 3} and alert["status"] == "new"
+    assert alert["severity"] == "critical" and alert["probability"] > 0.99
+    assert alert["expected_stockout"] == "2018-01-01" and alert["shortfall"] > 0
+    assert alert["origin"] == "2017-12-31"
+    alerts = AlertStore(store_url)
+    assert alerts.set_status("demand_forecast", alert["id"], "acknowledged")
+    again = client.post(route, json={"positions": positions}, headers=AUTH).json()
+    assert again["alerts"][0]["id"] == alert["id"]
+    assert again["alerts"][0]["status"] == "acknowledged"
+    restocked = [{"series": {"store": 1, "item": 3}, "on_hand": 100000.0}]
+    assert client.post(route, json={"positions": restocked}, headers=AUTH).json()["alerts"] == []
+    assert [a["id"] for a in alerts.alerts("demand_forecast", ["resolved"])] == [alert["id"]]
+
+
+def test_stock_alerts_errors_name_the_field(served) -> None:
+    client, _, _ = served
+    bad = {"positions": [{"series": {"store": 1, "item": 999}, "on_hand": 1.0}]}
+    r = client.post("/v1/demand-forecast/stock-alerts", json=bad, headers=AUTH)
+    assert r.status_code == 404 and r.json()["detail"][0]["loc"][:2] == ["positions", "0"]
+    none = client.post("/v1/demand-forecast/stock-alerts", json={}, headers=AUTH)
+    assert none.status_code == 422 and "inventory.positions" in none.json()["error"]
+    walmart = client.post(
+        "/v1/walmart-weekly/stock-alerts",
+        json={"positions": [{"series": {"Store": 1}, "on_hand": 1.0}]},
+        headers=AUTH,
+    )
+    assert walmart.status_code == 422 and "declares no inventory" in walmart.json()["error"]
