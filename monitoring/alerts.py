@@ -143,7 +143,7 @@ class AlertStore:
         self, task: str, risks: Iterable[StockRisk], key_columns: Sequence[str]
     ) -> list[dict[str, Any]]:
         """Open, update or resolve each evaluated series' alert; returns the open alerts of
-        the evaluated series (with id and status)."""
+        the evaluated series (with id, status and ``opened``: new in this evaluation)."""
         t = alerts_table
         now = utc_now()
         out = []
@@ -181,7 +181,10 @@ class AlertStore:
                 else:
                     conn.execute(update(t).where(t.c.id == open_row.id).values(**values))
                     alert_id, status = open_row.id, open_row.status
-                out.append({"id": int(alert_id), "status": status, **asdict(risk)})
+                opened = open_row is None
+                out.append(
+                    {"id": int(alert_id), "status": status, "opened": opened, **asdict(risk)}
+                )
         return out
 
     def set_status(self, task: str, alert_id: int, status: Status) -> bool:

@@ -420,7 +420,7 @@ class ShelfwiseService:
             lead_time=inventory.lead_time,
             alert_probability=inventory.alert_probability,
             evaluated=len(risks),
-            alerts=[{k: v for k, v in a.items() if k != "alert"} for a in alerts],
+            alerts=[{k: v for k, v in a.items() if k not in ("alert", "opened")} for a in alerts],
         )
 
     # -- feedback, versions, admin ------------------------------------------------------------
