@@ -486,20 +486,49 @@ class ActualsStore:
         ]
 
     def task_history(
-        self, task: str, key_columns: Sequence[str], after: pd.Timestamp | None = None
+        self,
+        task: str,
+        key_columns: Sequence[str],
+        after: pd.Timestamp | None = None,
+        regressors: Sequence[str] = (),
     ) -> pd.DataFrame:
-        """Every series' actuals of ``task`` after ``after``: key columns, ds, y."""
+        """Every series' actuals of ``task`` after ``after``: key columns, ds, y, regressors."""
         a = actuals_table
         query = select(a.c.series, a.c.period, a.c.value, a.c.regressors).where(a.c.task == task)
         if after is not None:
             query = query.where(a.c.period > pd.Timestamp(after).to_pydatetime())
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(a.c.series, a.c.period)).all()
-        frame = _history_frame(rows, ())
+        frame = _history_frame(rows, regressors)
         parsed = [json.loads(s) for s in frame.pop("series")] if len(frame) else []
         for k in key_columns:
             frame[k] = [p[k] for p in parsed]
-        return frame[[*key_columns, "ds", "y"]]
+        return frame[[*key_columns, "ds", "y", *regressors]]
+
+
+def snapshot(
+    store: ActualsStore, task: str, spec: TimeSeriesDatasetSpec, folder: Any, stamp: str
+) -> Any:
+    """Every ingested actual of ``task`` as a Parquet file in the data set's own columns (what
+    ``shelfwise monitor --actuals`` and the retraining read), ``<folder>/<task>-<stamp>.parquet``;
+    a regressor an actual did not give is carried forward per series. Raises LookupError when
+    none was ingested."""
+    from pathlib import Path
+
+    keys = list(spec.series_keys)
+    frame = store.task_history(task, keys, regressors=spec.regressors)
+    if frame.empty:
+        raise LookupError(
+            f"no actuals ingested for task {task}: POST /v1/<task>/actuals or shelfwise actuals"
+        )
+    if spec.regressors:
+        frame[list(spec.regressors)] = frame.groupby(keys)[list(spec.regressors)].ffill()
+        frame[list(spec.regressors)] = frame[list(spec.regressors)].fillna(0.0)
+    out = frame.rename(columns={"ds": spec.time_column, "y": spec.target})
+    path = Path(folder) / f"{task}-{stamp}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.to_parquet(path, index=False)
+    return path
 
     def revision(self, task: str) -> tuple[int, datetime | None]:
         """(rows, latest update) of a task's actuals: changes whenever anything is stored."""
