@@ -505,31 +505,6 @@ class ActualsStore:
             frame[k] = [p[k] for p in parsed]
         return frame[[*key_columns, "ds", "y", *regressors]]
 
-
-def snapshot(
-    store: ActualsStore, task: str, spec: TimeSeriesDatasetSpec, folder: Any, stamp: str
-) -> Any:
-    """Every ingested actual of ``task`` as a Parquet file in the data set's own columns (what
-    ``shelfwise monitor --actuals`` and the retraining read), ``<folder>/<task>-<stamp>.parquet``;
-    a regressor an actual did not give is carried forward per series. Raises LookupError when
-    none was ingested."""
-    from pathlib import Path
-
-    keys = list(spec.series_keys)
-    frame = store.task_history(task, keys, regressors=spec.regressors)
-    if frame.empty:
-        raise LookupError(
-            f"no actuals ingested for task {task}: POST /v1/<task>/actuals or shelfwise actuals"
-        )
-    if spec.regressors:
-        frame[list(spec.regressors)] = frame.groupby(keys)[list(spec.regressors)].ffill()
-        frame[list(spec.regressors)] = frame[list(spec.regressors)].fillna(0.0)
-    out = frame.rename(columns={"ds": spec.time_column, "y": spec.target})
-    path = Path(folder) / f"{task}-{stamp}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(path, index=False)
-    return path
-
     def revision(self, task: str) -> tuple[int, datetime | None]:
         """(rows, latest update) of a task's actuals: changes whenever anything is stored."""
         a = actuals_table
@@ -562,3 +537,28 @@ def _history_frame(rows: Iterable[Any], regressors: Sequence[str]) -> pd.DataFra
     frame = pd.DataFrame(data)
     frame["ds"] = pd.to_datetime(frame["ds"])
     return frame
+
+
+def snapshot(
+    store: ActualsStore, task: str, spec: TimeSeriesDatasetSpec, folder: Any, stamp: str
+) -> Any:
+    """Every ingested actual of ``task`` as a Parquet file in the data set's own columns (what
+    ``shelfwise monitor --actuals`` and the retraining read), ``<folder>/<task>-<stamp>.parquet``;
+    a regressor an actual did not give is carried forward per series. Raises LookupError when
+    none was ingested."""
+    from pathlib import Path
+
+    keys = list(spec.series_keys)
+    frame = store.task_history(task, keys, regressors=spec.regressors)
+    if frame.empty:
+        raise LookupError(
+            f"no actuals ingested for task {task}: POST /v1/<task>/actuals or shelfwise actuals"
+        )
+    if spec.regressors:
+        frame[list(spec.regressors)] = frame.groupby(keys)[list(spec.regressors)].ffill()
+        frame[list(spec.regressors)] = frame[list(spec.regressors)].fillna(0.0)
+    out = frame.rename(columns={"ds": spec.time_column, "y": spec.target})
+    path = Path(folder) / f"{task}-{stamp}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.to_parquet(path, index=False)
+    return path
