@@ -12,6 +12,7 @@ from shelfwise.monitoring.actuals import (
     ActualsError,
     ActualsStore,
     SeriesCatalogue,
+    snapshot,
     validate_actuals,
 )
 
@@ -75,7 +76,7 @@ def test_missing_column_and_negative_policies() -> None:
     assert validate_actuals(negative, SPEC, CATALOGUE, "keep")["y"].iloc[0] == -4.0
 
 
-def _exercise_store(url: str) -> None:
+def _exercise_store(url: str, folder) -> None:
     store = ActualsStore(url)
     frame = validate_actuals(rows(5), SPEC, CATALOGUE)
     first = store.upsert("shop", frame, SPEC.series_keys, SPEC.regressors, "pos")
@@ -109,13 +110,21 @@ def _exercise_store(url: str) -> None:
     every = store.task_history("shop", SPEC.series_keys)
     assert len(every) == 8 and set(every["item"]) == {1, 2}
     assert store.count("other_task") == 0  # tasks are kept apart
+    assert store.revision("shop")[0] == 8
+    # what monitoring reads when no file is given: the data set's own columns
+    path = snapshot(store, "shop", SPEC, folder, "now")
+    snap = pd.read_parquet(path)
+    assert list(snap.columns) == ["store", "item", "date", "sales", "price"] and len(snap) == 8
+    assert snap["price"].isna().sum() == 0  # carried forward per series (else 0)
+    with pytest.raises(LookupError, match="no actuals ingested for task other_task"):
+        snapshot(store, "other_task", SPEC, folder, "now")
     store.engine.dispose()
 
 
 def test_store_sqlite(tmp_path) -> None:
-    _exercise_store(f"sqlite:///{tmp_path / 'store.db'}")
+    _exercise_store(f"sqlite:///{tmp_path / 'store.db'}", tmp_path)
 
 
 @pytest.mark.postgres
-def test_store_postgres(pg_database: str) -> None:
-    _exercise_store(pg_database)
+def test_store_postgres(pg_database: str, tmp_path) -> None:
+    _exercise_store(pg_database, tmp_path)
