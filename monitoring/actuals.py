@@ -177,13 +177,13 @@ def _period(value: Any, spec: TimeSeriesDatasetSpec) -> pd.Timestamp | None:
     return ts
 
 
+_STEP_NS = {"H": 3_600 * 10**9, "D": 86_400 * 10**9, "W": 7 * 86_400 * 10**9}
+
+
 def _on_grid(ts: pd.Timestamp, anchor: pd.Timestamp, frequency: str) -> bool:
     if frequency == "M":
         return True  # monthly periods were moved to month starts
-    step = {"H": pd.Timedelta(hours=1), "D": pd.Timedelta(days=1), "W": pd.Timedelta(days=7)}[
-        frequency
-    ]
-    return (ts - anchor) % step == pd.Timedelta(0)
+    return (ts.value - anchor.value) % _STEP_NS[frequency] == 0
 
 
 def validate_actuals(
