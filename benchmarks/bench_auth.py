@@ -39,7 +39,7 @@ async def _noop_app(scope, receive, send) -> None:
 
 
 def _middleware(store: KeyStore, ttl_s: float) -> TenantAuthMiddleware:
-    policies = route_policies({ROUTE: "delay_risk"}, {"delay_risk": "default"}, {}, [], False)
+    policies = route_policies({ROUTE: "delay_risk"}, {"delay_risk": "default"}, {}, [])
     return TenantAuthMiddleware(
         _noop_app,
         policies,

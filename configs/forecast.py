@@ -202,6 +202,17 @@ class ForecastConfig(StrictModel):
     )
     fanout: FanoutConfig = FanoutConfig()
     plot_series: int = Field(4, ge=0, description="forecast-vs-actual plots logged per run")
+    origin_extension: int | None = Field(
+        None,
+        ge=0,
+        description="periods after the horizon for which Prophet's components (and regressor "
+        "values) are kept, so that a served forecast may start up to this many periods after "
+        "the training data once actuals arrive (serving/current.py); None = the horizon",
+    )
+
+    @property
+    def extension_periods(self) -> int:
+        return self.horizon if self.origin_extension is None else self.origin_extension
 
     @model_validator(mode="after")
     def _lags_respect_horizon(self) -> ForecastConfig:

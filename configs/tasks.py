@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from shelfwise.configs.actuals import ActualsSettings, InventorySettings
 from shelfwise.configs.base import StrictModel
 from shelfwise.configs.datasets import TabularDatasetSpec, TimeSeriesDatasetSpec
 from shelfwise.configs.loader import (
@@ -180,6 +181,12 @@ class TaskDeclaration(StrictModel):
     data: DataPolicy = DataPolicy()
     serving: TaskServing = TaskServing()
     schedules: TaskSchedules = TaskSchedules()
+    actuals: ActualsSettings = Field(
+        ActualsSettings(), description="forecast tasks: how ingested actuals move the forecast"
+    )
+    inventory: InventorySettings | None = Field(
+        None, description="forecast tasks: lead time, service level and stock-alert level"
+    )
     source: Path | None = Field(None, exclude=True, description="the file it was read from")
     tenant: str = Field(
         "default", exclude=True, description="its owner, from configs/tenants.yaml (load_task)"

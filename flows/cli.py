@@ -202,6 +202,14 @@ from shelfwise.flows.cli_keys import register as _register_keys  # noqa: E402
 
 _register_keys(app)
 
+from shelfwise.flows.cli_actuals import register as _register_actuals  # noqa: E402
+
+_register_actuals(app)
+
+from shelfwise.flows.cli_alerts import register as _register_alerts  # noqa: E402
+
+_register_alerts(app)
+
 
 def main() -> None:  # pragma: no cover - console script entry
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

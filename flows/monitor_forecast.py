@@ -163,10 +163,26 @@ def _log_run(
     return run.info.run_id
 
 
+def store_snapshot(declaration: TaskDeclaration, spec, platform, now: datetime) -> Path:
+    """The task's ingested actuals as a file (the retraining gets exactly what was scored)."""
+    from shelfwise.models.datasets import DatasetError
+    from shelfwise.monitoring.actuals import ActualsStore, snapshot
+
+    store = ActualsStore(platform.store_url)
+    try:
+        return snapshot(
+            store, declaration.name, spec, platform.state_path / "actuals", f"{now:%Y%m%dT%H%M%S}"
+        )
+    except LookupError as exc:
+        raise DatasetError(str(exc)) from None
+    finally:
+        store.engine.dispose()
+
+
 def _monitor(
     declaration: TaskDeclaration,
     task: str,
-    actuals: str,
+    actuals: str | None,
     platform_config: str,
     emit: bool,
     now: datetime,
@@ -175,6 +191,9 @@ def _monitor(
     cfg: ForecastMonitoringConfig = monitoring_config(declaration)
     platform = load_platform_config(platform_config)
     spec = declaration.dataset_spec()
+    if actuals is None:  # the ingested actuals (POST /v1/<task>/actuals, shelfwise actuals)
+        actuals = str(store_snapshot(declaration, spec, platform, now))
+        log.info("monitoring on the store's actuals: snapshot %s", actuals)
     tracking_uri, experiment_id = connect_tracking(platform, cfg.experiment)
     champion = read_champion(MlflowClient(tracking_uri), cfg.model_name)
     rows = actuals_after(load_actuals(spec, actuals), spec, champion.data_end)
@@ -284,14 +303,15 @@ def _monitor(
 @flow(name="monitor-forecast", flow_run_name="monitor-{task}")
 def monitor_forecast(
     task: str,
-    actuals: str,
+    actuals: str | None = None,
     platform_config: str = "platform",
     emit: bool = True,
     now: datetime | None = None,
 ) -> dict:
     """Score the champion's forecasts on the realised ``actuals`` (a file in the data set's
-    columns), compare with its gate SMAPE, decide, record, and emit the retrain event.
-    ``task`` is a declared forecast task's name or the path of its YAML."""
+    columns; None: the actuals ingested into the store, snapshotted to a file), compare with
+    its gate SMAPE, decide, record, and emit the retrain event. ``task`` is a declared forecast
+    task's name or the path of its YAML."""
     capture_platform_logs()
     declaration = load_task(task)
     return _monitor(declaration, task, actuals, platform_config, emit, now or datetime.now(UTC))

@@ -572,6 +572,9 @@ class _Forecaster:
         self.last_date: dict[int, pd.Timestamp] = {}
         self.calibration: IntervalCalibration | None = None
         self.fit_seconds: dict[str, float] = {}
+        # after the horizon: sid, ds, regressors (+ p_* / yhat of the Prophet families), so a
+        # forecast from a later origin can be answered (models/origin.py); None: not kept
+        self.extension: pd.DataFrame | None = None
 
     def _start_fit(self, panel: Panel) -> pd.DataFrame:
         self.key_columns = list(panel.key_columns)
@@ -583,20 +586,32 @@ class _Forecaster:
         self.last_date = frame.groupby("sid")["ds"].max().to_dict()
         return frame
 
-    def _future_rows(self, panel: Panel, future_regressors: pd.DataFrame | None) -> pd.DataFrame:
-        h = self.cfg.horizon
+    def _future_rows(
+        self, panel: Panel, future_regressors: pd.DataFrame | None, skip: int = 0, n: int = 0
+    ) -> pd.DataFrame:
+        """Rows (sid, ds, regressors) of periods ``skip + 1 .. skip + n`` after each series'
+        last date (default: the horizon)."""
+        h = n or self.cfg.horizon
         last = panel.frame.groupby("sid")["ds"].max()
         rows = pd.DataFrame(
             {
                 "sid": np.repeat(last.index.to_numpy(), h),
                 "ds": np.concatenate(
-                    [future_dates(d, h, panel.frequency).to_numpy() for d in last]
+                    [future_dates(d, skip + h, panel.frequency)[skip:].to_numpy() for d in last]
                 ),
             }
         )
         if panel.regressors:
             rows = self._attach_future_regressors(rows, panel, future_regressors)
         return rows
+
+    def _extension_rows(
+        self, panel: Panel, future_regressors: pd.DataFrame | None
+    ) -> pd.DataFrame | None:
+        """The ``cfg.extension_periods`` rows after the horizon (a forecast from an origin moved
+        by ingested actuals reaches into them), or None."""
+        n = self.cfg.extension_periods
+        return self._future_rows(panel, future_regressors, self.cfg.horizon, n) if n else None
 
     def _attach_future_regressors(
         self, rows: pd.DataFrame, panel: Panel, future_regressors: pd.DataFrame | None
@@ -795,7 +810,11 @@ class _GlobalForecaster(_Forecaster):
         t0 = time.perf_counter()
         frame = self._start_fit(panel)
         future = self._future_rows(panel, future_regressors)
+        self._future_regressors = future_regressors
+        if not self.uses_prophet:
+            self.extension = self._extension_rows(panel, future_regressors)
         frame, future = self._add_components(frame, future, panel)
+        del self._future_regressors
         self.fit_seconds["components"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         X = self._design(frame)
@@ -918,13 +937,16 @@ class HybridProphetXGBoost(_ProphetFits, _GlobalForecaster):
     def _add_components(
         self, frame: pd.DataFrame, future: pd.DataFrame, panel: Panel
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        ext = self._extension_rows(panel, self._future_regressors)
+        parts = [frame, future] + ([ext] if ext is not None else [])
         at = pd.concat(
-            [frame[["sid", "ds", *self.regressors]], future[["sid", "ds", *self.regressors]]],
-            ignore_index=True,
+            [p[["sid", "ds", *self.regressors]] for p in parts], ignore_index=True
         ).sort_values(["sid", "ds"])
         comps = self._prophet(frame, at)
         frame = frame.merge(comps, on=["sid", "ds"], how="left")
         future = future.merge(comps, on=["sid", "ds"], how="left")
+        if ext is not None:
+            self.extension = ext.merge(comps, on=["sid", "ds"], how="left")
         return frame, future
 
     def _base(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -975,12 +997,21 @@ class _TableForecaster(_Forecaster):
     def __init__(self, cfg: ForecastConfig):
         super().__init__(cfg)
         self.table: pd.DataFrame | None = None
+        self.tail: pd.DataFrame | None = None  # the last season(s): a later origin's history
+
+    def tail_periods(self, panel: Panel) -> int:
+        return max(*panel.seasons, self.cfg.season_length or 0) + 1
 
     def fit(self, panel: Panel, future_regressors: pd.DataFrame | None = None):
         t0 = time.perf_counter()
         frame = self._start_fit(panel)
         self.future = self._future_rows(panel, future_regressors)
+        self._future_regressors = future_regressors
+        self.extension = self._extension_rows(panel, future_regressors)
         self.table = self._forecast_table(frame, self.future, panel)
+        del self._future_regressors
+        keep = frame.groupby("sid").cumcount(ascending=False) < self.tail_periods(panel)
+        self.tail = frame.loc[keep, ["sid", "ds", "y", *self.regressors]].reset_index(drop=True)
         self._drop_caches()
         self.fit_seconds["fit"] = time.perf_counter() - t0
         return self
@@ -1042,9 +1073,17 @@ class ProphetForecaster(_ProphetFits, _TableForecaster):
     uses_prophet = True
 
     def _forecast_table(self, frame, future, panel):
-        comps = self._prophet(frame, future[["sid", "ds", *self.regressors]])
+        at = future[["sid", "ds", *self.regressors]]
+        if self.extension is not None:
+            at = pd.concat([at, self.extension[["sid", "ds", *self.regressors]]])
+            at = at.sort_values(["sid", "ds"], ignore_index=True)
+        comps = self._prophet(frame, at)
         yhat = np.maximum(comps["p_yhat"].to_numpy(), 0.0)
-        return comps[["sid", "ds"]].assign(yhat=yhat, p_yhat=yhat)
+        table = comps[["sid", "ds"]].assign(yhat=yhat, p_yhat=yhat)
+        if self.extension is not None:
+            self.extension = self.extension.merge(table, on=["sid", "ds"], how="left")
+            table = table.merge(future[["sid", "ds"]], on=["sid", "ds"])
+        return table
 
 
 class FallbackForecaster:

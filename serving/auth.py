@@ -58,15 +58,20 @@ def route_policies(
     owners: Mapping[str, str],
     scoped_routes: Mapping[str, str],
     open_routes: Iterable[str],
-    protect_predictions: bool,
+    task_routes: Mapping[str, tuple[str, str]] | None = None,
+    protect_predictions: bool = False,
 ) -> dict[str, RoutePolicy]:
     """route -> policy. ``prediction_routes``: route -> task; ``owners``: task -> tenant;
-    ``scoped_routes``: route -> scope (feedback, admin); ``open_routes``: any caller (versions)."""
+    ``scoped_routes``: route -> scope (feedback, admin); ``open_routes``: any caller (versions);
+    ``task_routes``: route -> (task, scope), a task's data-in routes (actuals, stock alerts),
+    always with a key of the owner's."""
     out: dict[str, RoutePolicy] = {}
     for route, task in prediction_routes.items():
         owner = owners.get(task)
         anonymous = owner == DEFAULT_TENANT and not protect_predictions
         out[route.rstrip("/")] = RoutePolicy("predict", owner or "", anonymous)
+    for route, (task, scope) in (task_routes or {}).items():
+        out[route.rstrip("/")] = RoutePolicy(scope, owners.get(task) or "")
     for route, scope in scoped_routes.items():
         out[route.rstrip("/")] = RoutePolicy(scope)
     for route in open_routes:

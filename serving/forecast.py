@@ -185,6 +185,11 @@ def forecast_record(
         "yhat_sum": float(yhat.sum()),
         "yhat_mean": float(yhat.mean()),
     }
+    if response.origin is not None:  # where the forecast started (training end or actuals)
+        outputs["origin"] = response.origin.isoformat()
+        outputs["actuals_used"] = response.actuals_used
+    if request.regressors:
+        inputs["what_if"] = sorted(request.regressors)
     if response.inventory is not None:
         inv = response.inventory
         outputs.update(safety_stock=inv.safety_stock, reorder_point=inv.reorder_point)

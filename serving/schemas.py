@@ -9,7 +9,7 @@ The tabular tasks' request and response models are generated from each task's da
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
@@ -70,6 +70,12 @@ class ForecastRequest(BaseModel):
         le=MAX_SERVICE_LEVEL,
         description="target cycle service level (probability of no stockout per cycle)",
     )
+    regressors: dict[KeyName, list[float | None]] | None = Field(
+        None,
+        description="what-if: future values of the task's declared regressors, per period after "
+        "the origin (null keeps the carried-forward value); the answer then also has the "
+        "baseline forecast without them",
+    )
 
 
 class ForecastPoint(BaseModel):
@@ -108,6 +114,75 @@ class ForecastResponse(BaseModel):
         description="the version's metrics on the promotion gate's holdout"
     )
     inventory: InventoryAdvice | None = None
+    origin: date | None = Field(
+        None, description="the latest known period: the forecast starts the period after it"
+    )
+    trained_until: date | None = Field(None, description="the version's last training period")
+    actuals_used: int = Field(0, description="ingested actuals between training end and origin")
+    correction: float | None = Field(
+        None, description="intercept-correction factor applied (actuals.correction: ratio)"
+    )
+    baseline: list[ForecastPoint] | None = Field(
+        None, description="what-if only: the forecast with carried-forward regressor values"
+    )
+    notes: list[str] = Field(default_factory=list)
+
+
+class ActualsRequest(BaseModel):
+    """Realised actuals in the task's own columns (series keys, date, target, declared
+    regressors); validated like training data, stored idempotently per series and period."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[dict[KeyName, Any]] = Field(min_length=1, description="one actual per row")
+    source: str | None = Field(None, max_length=200, description="who sent them (audit trail)")
+
+
+class ActualsResponse(BaseModel):
+    task: str
+    rows: int
+    inserted: int
+    updated: int = Field(description="late corrections (old value kept in the audit trail)")
+    unchanged: int
+
+
+class StockPosition(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    series: dict[KeyName, KeyValue] = Field(min_length=1, max_length=16)
+    on_hand: float = Field(ge=0, le=1e12, description="units on hand now")
+
+
+class StockAlertsRequest(BaseModel):
+    """On-hand stock per series; none given: the task's declared ``inventory.positions`` file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    positions: list[StockPosition] | None = Field(None, max_length=100_000)
+
+
+class StockAlert(BaseModel):
+    id: int
+    status: Literal["new", "acknowledged", "resolved"]
+    series: dict[str, int | str]
+    on_hand: float
+    probability: float = Field(description="P(stockout within the lead time)")
+    expected_stockout: date | None = Field(description="first period demand exceeds the stock")
+    periods_to_stockout: int | None = None
+    shortfall: float = Field(description="expected units short by the end of the lead time")
+    shortfall_at_service_level: float
+    severity: Literal["critical", "warning", "info"]
+    model_version: str
+    origin: date | None = None
+
+
+class StockAlertsResponse(BaseModel):
+    task: str
+    model_version: str
+    lead_time: int
+    alert_probability: float
+    evaluated: int
+    alerts: list[StockAlert]
 
 
 class FeedbackRequest(BaseModel):

@@ -43,6 +43,7 @@ from functools import partial
 from typing import Any
 
 import bentoml
+import pandas as pd
 from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
@@ -51,6 +52,7 @@ from shelfwise.configs.platform import PlatformConfig, load_platform_config
 from shelfwise.configs.serving import ServingSettings, load_serving_config
 from shelfwise.configs.tasks import TaskDeclaration, TaskKind, load_tasks
 from shelfwise.configs.tenants import DEFAULT_TENANT, load_tenants
+from shelfwise.monitoring.actuals import ActualsError, ActualsStore
 from shelfwise.monitoring.log_writer import ProcessBatchWriter
 from shelfwise.monitoring.store import (
     BufferedPredictionLogger,
@@ -73,6 +75,7 @@ from shelfwise.serving.auth import (
     principal_of,
     route_policies,
 )
+from shelfwise.serving.current import LiveForecasts, as_frame, points, stock_alerts
 from shelfwise.serving.explain import explain_row
 from shelfwise.serving.follow import AliasFollower
 from shelfwise.serving.forecast import (
@@ -86,11 +89,15 @@ from shelfwise.serving.guard import UnavailableGuard
 from shelfwise.serving.heap import settle_heap
 from shelfwise.serving.keys import KeyAuthenticator, KeyStore
 from shelfwise.serving.schemas import (
+    ActualsRequest,
+    ActualsResponse,
     FeedbackRequest,
     FeedbackResponse,
     ForecastResponse,
     PredictionLogStatus,
     ServedModel,
+    StockAlertsRequest,
+    StockAlertsResponse,
     VersionsResponse,
 )
 from shelfwise.serving.task_api import (
@@ -187,6 +194,13 @@ def rate_limiter() -> RateLimiter:
     return RateLimiter(limit.requests_per_s, limit.burst)
 
 
+# forecast tasks: realised actuals in (API key, like feedback)
+ACTUALS_ROUTES: dict[str, str] = {name: f"/v1/{TASKS[name].url_path}/actuals" for name in FORECASTS}
+ALERT_ROUTES: dict[str, str] = {
+    name: f"/v1/{TASKS[name].url_path}/stock-alerts" for name in FORECASTS
+}
+
+
 class ShelfwiseService:
     """Every declared task's champion (the per-task routes are added below the class)."""
 
@@ -213,6 +227,9 @@ class ShelfwiseService:
                 max_queue_rows=log_cfg.max_queue_rows,
                 write=self.log_writer,
             )
+        self.live: LiveForecasts | None = None
+        if self.store is not None:
+            self.live = LiveForecasts(ActualsStore(self.store.engine))
         client = registry_client(self.tracking_uri)
         # one follower per served task; versions, reload and readiness cover all of them
         self.followers: dict[str, AliasFollower[Any]] = {}
@@ -342,17 +359,105 @@ class ShelfwiseService:
         model: LoadedForecastModel | None = follower.current  # read once: kept to the end
         if model is None:
             return self._unavailable(follower)
+        declaration = TASKS[task]
         try:
             keys = series_keys(model, request.series)
             periods = periods_needed(model, request)
+            current = None
+            if self.live is not None:
+                current = self.live.forecast(
+                    task, model, keys, periods, request.regressors, declaration.actuals
+                )
+            elif request.regressors:
+                raise ForecastInputError(
+                    "what-if regressors need the store (prediction_log.enabled)", ("regressors",)
+                )
         except ForecastInputError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
-        frame = model.forecast(keys, periods)
-        response = forecast_response(model, request, keys, frame, new_prediction_id())
-        response = response.model_copy(update={"task": task})
+        if current is None:  # nothing after the training data: the precomputed window
+            frame = model.forecast(keys, periods)
+            response = forecast_response(model, request, keys, frame, new_prediction_id())
+            trained = pd.Timestamp(frame["date"].iloc[0]) - _period(model)
+            extra: dict[str, Any] = {"origin": trained.date(), "trained_until": trained.date()}
+        else:
+            sid = self.live.index(model).sid[tuple(keys[k] for k in model.key_columns)]  # type: ignore[union-attr]
+            frame = as_frame(model, sid, current.forecast)
+            response = forecast_response(model, request, keys, frame, new_prediction_id())
+            extra = {
+                "origin": current.origin.date(),
+                "trained_until": current.trained_until.date(),
+                "actuals_used": current.actuals_used,
+                "correction": current.correction if current.actuals_used else None,
+                "notes": current.notes,
+            }
+            if current.baseline is not None:
+                extra["baseline"] = points(as_frame(model, sid, current.baseline), request.horizon)
+        response = response.model_copy(update={"task": task, **extra})
         record = forecast_record(model, request, response, datetime.now(UTC))
         self._log([dataclasses.replace(record, tenant=OWNERS.get(task, DEFAULT_TENANT))])
         return response
+
+    def _actuals(self, task: str, request: ActualsRequest) -> Any:
+        follower = self.followers[task]
+        model: LoadedForecastModel | None = follower.current
+        if model is None:  # the served version's series are what actuals are checked on
+            return self._unavailable(follower)
+        if self.live is None:
+            raise InvalidArgument("the store is disabled on this server (prediction_log)")
+        declaration = TASKS[task]
+        try:
+            result = self.live.ingest(
+                task,
+                model,
+                FORECASTS[task].spec,
+                request.rows,
+                declaration.data.negative_target,
+                declaration.actuals,
+                request.source,
+            )
+        except ActualsError as exc:
+            return JSONResponse(exc.body(), status_code=422)
+        return ActualsResponse(
+            task=task,
+            rows=result.rows,
+            inserted=result.inserted,
+            updated=result.updated,
+            unchanged=result.unchanged,
+        )
+
+    def _stock_alerts(self, task: str, request: StockAlertsRequest) -> Any:
+        from shelfwise.monitoring.alerts import AlertStore
+        from shelfwise.serving.alert_positions import positions_of
+
+        follower = self.followers[task]
+        model: LoadedForecastModel | None = follower.current
+        if model is None:
+            return self._unavailable(follower)
+        declaration = TASKS[task]
+        inventory = declaration.inventory
+        try:
+            if inventory is None:
+                raise ForecastInputError(
+                    f"task {task} declares no inventory (lead_time, service_level, "
+                    "alert_probability) in its YAML",
+                    ("inventory",),
+                )
+            positions = positions_of(model, request, inventory, self.platform.data_dir)
+            risks = stock_alerts(self.live, task, model, positions, inventory, declaration.actuals)
+        except ForecastInputError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status)
+        alerts = []
+        if self.store is not None:
+            alerts = AlertStore(self.store.engine).record(task, risks, model.key_columns)
+        alerts.sort(key=lambda a: -a["probability"])
+        return StockAlertsResponse(
+            task=task,
+            model_version=model.version,
+            lead_time=inventory.lead_time,
+            alert_probability=inventory.alert_probability,
+            evaluated=len(risks),
+            alerts=[{k: v for k, v in a.items() if k not in ("alert", "opened")} for a in alerts],
+        )
 
     # -- feedback, versions, admin ------------------------------------------------------------
 
@@ -454,6 +559,12 @@ class ShelfwiseService:
         for follower in self._tenant_followers(tenant):
             follower.check(force=True)
         return self._versions(tenant)
+
+
+def _period(model: LoadedForecastModel) -> Any:
+    from shelfwise.models.forecast import period_step
+
+    return period_step(model.frequency)
 
 
 def _not_loaded(follower: AliasFollower[Any]) -> str:
@@ -621,6 +732,36 @@ def _forecast_api(task: str, api: ForecastApi, name: str, route: str) -> Any:
     return _named(handler, name, route, bentoml.api(route=route))
 
 
+def _actuals_api(task: str, name: str, route: str) -> Any:
+    def handler(self: ShelfwiseService, request: ActualsRequest, /) -> Any:
+        return self._actuals(task, request)
+
+    handler.__annotations__ = {"request": ActualsRequest, "return": ActualsResponse}
+    spec = FORECASTS[task].spec
+    handler.__doc__ = (
+        f"Realised actuals of task {task} (API key): rows of {', '.join(spec.series_keys)}, "
+        f"{spec.time_column}, {spec.target}"
+        + (f" and optionally {', '.join(spec.regressors)}" if spec.regressors else "")
+        + ". Validated like training data (422 naming the row and column; nothing stored), "
+        "idempotent per series and period; a changed value is a correction (audit trail)."
+    )
+    return _named(handler, name, route, bentoml.api(route=route))
+
+
+def _alerts_api(task: str, name: str, route: str) -> Any:
+    def handler(self: ShelfwiseService, request: StockAlertsRequest, /) -> Any:
+        return self._stock_alerts(task, request)
+
+    handler.__annotations__ = {"request": StockAlertsRequest, "return": StockAlertsResponse}
+    handler.__doc__ = (
+        f"Stock alerts of task {task} (API key): for the on-hand stock posted per series (or the "
+        "declared inventory.positions file), the series whose stockout probability within the "
+        "lead time exceeds inventory.alert_probability, with the expected day of stockout, the "
+        "shortfall, a severity band and the forecast version; stored with a status."
+    )
+    return _named(handler, name, route, bentoml.api(route=route))
+
+
 def _named(handler: Any, name: str, route: str, decorator: Any) -> Any:
     handler.__name__ = handler.__qualname__ = name
     return decorator(handler)
@@ -639,6 +780,10 @@ def _task_apis(settings: ServingSettings) -> dict[str, Any]:
                     apis[name] = _batch_api(task, TABULAR[task], name, route, settings)
                 else:
                     apis[name] = _forecast_api(task, FORECASTS[task], name, route)
+    for task, route in ACTUALS_ROUTES.items():
+        apis[f"{task}_actuals"] = _actuals_api(task, f"{task}_actuals", route)
+    for task, route in ALERT_ROUTES.items():
+        apis[f"{task}_stock_alerts"] = _alerts_api(task, f"{task}_stock_alerts", route)
     return apis
 
 
@@ -656,7 +801,11 @@ ShelfwiseService.add_asgi_middleware(
         OWNERS,
         {FEEDBACK_ROUTE: "feedback", RELOAD_ROUTE: "admin"},
         [VERSIONS_ROUTE],
-        _BOOT.auth.protect_predictions,
+        task_routes={
+            **{r: (t, "feedback") for t, r in ACTUALS_ROUTES.items()},
+            **{r: (t, "feedback") for t, r in ALERT_ROUTES.items()},
+        },
+        protect_predictions=_BOOT.auth.protect_predictions,
     ),
     authenticator_factory=key_authenticator,
     limiter_factory=rate_limiter,

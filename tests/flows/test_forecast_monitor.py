@@ -3,6 +3,8 @@
 
 * the first four weeks of actuals (inside the window): SMAPE close to the gate SMAPE, 31% of
   the window realised -> no retrain (no false alarm);
+* the same four weeks ingested into the store (``POST /v1/<task>/actuals``) and no file: the
+  same evidence (the flow snapshots the store's actuals);
 * the whole window realised (2017-07-01 .. 2017-09-28) plus October: the decision fires
   (trigger feedback), the retrain event carries the actuals file, the retraining trains on data
   through the actuals, goes through the gate and forecasts the following, unseen period (to the
@@ -104,6 +106,21 @@ def test_forecast_monitoring_scenario(
     ws = Workspace.create(str(tmp_path / ".shelfwise" / "evidently"))
     (project,) = [p for p in ws.list_projects() if p.name == "Shelfwise demand forecast"]
     assert len(ws.list_runs(project.id)) == 2
+
+    # -- the same four weeks ingested into the store instead (no file): the same evidence
+    from shelfwise.configs.tasks import load_task
+    from shelfwise.monitoring.actuals import ActualsStore, SeriesCatalogue, validate_actuals
+
+    declaration = load_task(task_path)
+    spec = declaration.dataset_spec()
+    catalogue = SeriesCatalogue.from_frame(actual_rows(data_dir, CUTOFF - DAY, CUTOFF), spec)
+    july = validate_actuals(actual_rows(data_dir, CUTOFF + DAY, CUTOFF + 28 * DAY), spec, catalogue)
+    ActualsStore(store_url).upsert(declaration.name, july, spec.series_keys)
+    stored = monitor_forecast(task=task, emit=False, now=now)
+    assert stored["evidence"]["scored_rows"] == 28 * 5
+    assert stored["evidence"]["performance"]["smape"] == pytest.approx(
+        quiet["evidence"]["performance"]["smape"]
+    )
 
     # -- retraining on the data plus the actuals, through the gate
     window_actuals = write_actuals(

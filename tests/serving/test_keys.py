@@ -158,5 +158,15 @@ def test_route_policies() -> None:
     assert policies["/v1/c/predict"].owner == ""  # owned by nobody: 404 for every key
     assert policies["/v1/feedback"] == RoutePolicy("feedback")
     assert policies["/v1/versions"].anonymous and policies["/v1/versions"].scope is None
-    protected = route_policies({"/v1/a/predict": "a"}, {"a": "default"}, {}, [], True)
+    protected = route_policies(
+        {"/v1/a/predict": "a"},
+        {"a": "default", "b": "bakery"},
+        {},
+        [],
+        task_routes={"/v1/a/actuals": ("a", "feedback"), "/v1/b/actuals": ("b", "feedback")},
+        protect_predictions=True,
+    )
     assert not protected["/v1/a/predict"].anonymous
+    # a task's data-in routes need a key of the owner's, even the default tenant's
+    assert protected["/v1/a/actuals"] == RoutePolicy("feedback", "default", anonymous=False)
+    assert protected["/v1/b/actuals"] == RoutePolicy("feedback", "bakery", anonymous=False)

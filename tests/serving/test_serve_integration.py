@@ -2,7 +2,7 @@
 joined -> a new version is promoted -> served within the poll interval, while a client loop sees
 zero failed requests; a broken version is refused and the old one keeps serving; a graceful stop
 writes every logged prediction. One demand forecast goes through the same server (its champion is
-the small session hybrid)."""
+the small session hybrid), and actuals posted to it move the origin of the next forecast."""
 
 from __future__ import annotations
 
@@ -177,6 +177,18 @@ def test_serve_follow_swap_feedback_and_graceful_stop(
         assert forecast["model_version"] == forecast_v1.version and len(forecast["forecast"]) == 7
         assert 0 <= forecast["inventory"]["stockout_probability"] <= 1
         forecast_id = forecast["prediction_id"]
+        assert forecast["origin"] == "2017-12-31"  # no actuals yet: the training end
+        # three days of actuals move the origin of that series' next forecast
+        days = [f"2018-01-0{d}" for d in (1, 2, 3)]
+        rows = [{"store": 1, "item": 2, "date": d, "sales": 25.0} for d in days]
+        ingest = http.post(
+            "/v1/demand-forecast/actuals", json={"rows": rows}, headers={"X-API-Key": KEY}
+        )
+        assert ingest.status_code == 200 and ingest.json()["inserted"] == 3, ingest.text
+        moved = http.post("/v1/forecast", json={"series": {"store": 1, "item": 2}, "horizon": 7})
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["origin"] == "2018-01-03" and moved.json()["actuals_used"] == 3
+        assert moved.json()["forecast"][0]["date"] == "2018-01-04"
 
         metrics = http.get("/metrics")
         assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text

@@ -29,6 +29,7 @@ BURST = 30
 VALUE = {"id": "V-7", "channel": "store", "visits": 7, "tenure_days": 300}
 BASKET = {"customer": "C-9", "channel": "app", "region": "north", "visits": 12, "spend": 80.5}
 FORECAST = {"series": {"store": 1, "item": 2}, "horizon": 7}
+FORECAST_ROW = {"store": 1, "item": 2, "date": "2018-01-01"}  # a demand-forecast actual
 ORDER = {
     "order_id": "T-1",
     "warehouse_block": "F",
@@ -158,6 +159,8 @@ def _bakery_cells(pid: str) -> list[tuple[str, str, dict]]:
         ("predict", "/v1/forecast", FORECAST),
         ("feedback", "/v1/feedback", {"prediction_id": pid, "actual": 99.0}),
         ("feedback", "/v1/feedback", {"order_id": VALUE["id"], "actual": 98.0}),
+        ("feedback", "/v1/demand-forecast/actuals", {"rows": [{**FORECAST_ROW, "sales": 3}]}),
+        ("feedback", "/v1/demand-forecast/stock-alerts", {"positions": []}),
     ]
 
 
@@ -184,7 +187,7 @@ def test_cross_tenant_matrix_is_401_or_404_without_data_or_writes(
             assert not any(s in r.text for s in hidden), (label, route, r.text)
             assert _only_an_error(r.json()), r.text
             cells += 1
-    assert cells == len(SCOPE_SETS) * 6
+    assert cells == len(SCOPE_SETS) * 8
     _flush(tenants_app)
     after = {
         t: (store.count_predictions(tenant=t), store.count_feedback(tenant=t))
