@@ -99,7 +99,6 @@ def task_deployments(task: Any, retrain_event: str) -> list[DeploymentConfig]:
     name, s = task.name, task.schedules
     flows = {step: kinds.get(task.kind) for step, kinds in STEP_FLOWS.items()}
     forecast = task.kind is TaskKind.forecast
-    actuals = f".shelfwise/actuals/{name}.csv"
     out = [
         DeploymentConfig(
             name=deployment_name("train", task),
@@ -121,7 +120,9 @@ def task_deployments(task: Any, retrain_event: str) -> list[DeploymentConfig]:
                 tags=[name, "tuning"],
             )
         )
-    monitor_params: dict[str, Any] = {"task": name, **({"actuals": actuals} if forecast else {})}
+    # a forecast's monitoring scores the actuals ingested into the store (POST
+    # /v1/<task>/actuals, `shelfwise actuals`); `actuals: <file>` in a run's parameters instead
+    monitor_params: dict[str, Any] = {"task": name}
     out.append(
         DeploymentConfig(
             name=deployment_name("monitor", task),

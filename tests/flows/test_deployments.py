@@ -88,6 +88,8 @@ def test_rendering_carries_schedules_trigger_pull_step_and_work_pool(tmp_path, d
     forecast_trigger = by_name["retrain-walmart-weekly"]["triggers"][0]
     assert forecast_trigger["match"] == {"prefect.resource.id": "shelfwise.model.walmart_weekly"}
     assert forecast_trigger["parameters"]["actuals"] == "{{ event.payload.actuals }}"
+    # a forecast's scheduled monitoring scores the store's ingested actuals: no file parameter
+    assert by_name["monitor-walmart-weekly"]["parameters"] == {"task": "walmart_weekly"}
     step = doc["pull"][0]["prefect.deployments.steps.set_working_directory"]
     assert step["directory"] == "{{ $SHELFWISE_PROJECT_ROOT }}"
     # the YAML round-trips (templates are quoted, not parsed as flow mappings)
