@@ -4,13 +4,37 @@ move `delay_risk` and `demand_forecast`)."""
 
 from __future__ import annotations
 
+import importlib
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pandas as pd
 import pytest
+
+
+def service_app(env: dict[str, str], mp: pytest.MonkeyPatch) -> tuple[ModuleType, Any]:
+    """``shelfwise.serving.service`` (re)imported under ``env`` (its routes, tasks and owners are
+    made at import) and its ASGI app. BentoML registers its HTTP metrics in the process-wide
+    Prometheus registry when an app starts; a second app in the same test process (another
+    module's fixture on the same xdist worker) would register them again, so those go first."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    for var, value in env.items():
+        mp.setenv(var, value)
+    registry = BentoMLContainer.metrics_client.get().registry
+    for collector, names in list(registry._collector_to_names.items()):
+        if any(n.startswith("bentoml_") for n in names):
+            registry.unregister(collector)
+    if "shelfwise.serving.service" in sys.modules:
+        service = importlib.reload(sys.modules["shelfwise.serving.service"])
+    else:
+        service = importlib.import_module("shelfwise.serving.service")
+    return service, service.ShelfwiseService.to_asgi()
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ beside the what-if; unknown regressors are a 4xx naming them)."""
 
 from __future__ import annotations
 
-import importlib
-import sys
 import uuid
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import yaml
 
 from shelfwise.monitoring.actuals import ActualsStore
 from shelfwise.monitoring.alerts import AlertStore
+from tests.serving.conftest import service_app
 
 pytestmark = pytest.mark.integration
 
@@ -90,17 +89,16 @@ def served(mlflow_server: str, forecast_v1, walmart_v1, tmp_path_factory):
     for name, raw in declared.items():
         (tasks / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     store_url = f"sqlite:///{folder / 'store.db'}"
+    env = {
+        "SHELFWISE_TRACKING_URI": mlflow_server,
+        "SHELFWISE_STORE_URL": store_url,
+        "SHELFWISE_API_KEY": KEY,
+        "SHELFWISE_TASKS_DIR": str(tasks),
+        "SHELFWISE_POLL_INTERVAL_S": "3600",
+    }
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SHELFWISE_TRACKING_URI", mlflow_server)
-        mp.setenv("SHELFWISE_STORE_URL", store_url)
-        mp.setenv("SHELFWISE_API_KEY", KEY)
-        mp.setenv("SHELFWISE_TASKS_DIR", str(tasks))
-        mp.setenv("SHELFWISE_POLL_INTERVAL_S", "3600")
-        if "shelfwise.serving.service" in sys.modules:  # routes are made at import
-            service = importlib.reload(sys.modules["shelfwise.serving.service"])
-        else:
-            service = importlib.import_module("shelfwise.serving.service")
-        with TestClient(service.ShelfwiseService.to_asgi(), raise_server_exceptions=False) as c:
+        _, app = service_app(env, mp)
+        with TestClient(app, raise_server_exceptions=False) as c:
             yield c, ActualsStore(store_url), store_url
 
 

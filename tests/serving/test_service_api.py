@@ -8,9 +8,7 @@ naming the model when a champion is missing, and a schemathesis fuzz of the Open
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
 import time
 
 import numpy as np
@@ -20,7 +18,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from shelfwise.monitoring.store import PredictionStore
-from tests.serving.conftest import write_tasks_dir
+from tests.serving.conftest import service_app, write_tasks_dir
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +52,15 @@ def served(mlflow_server: str, delay_v1, forecast_v1, generated_tasks, tmp_path_
     for path in generated_tasks.folder.glob("*.yaml"):
         (tasks / path.name).write_text(path.read_text())
     store_url = f"sqlite:///{folder / 'store.db'}"
+    env = {
+        "SHELFWISE_TRACKING_URI": mlflow_server,
+        "SHELFWISE_STORE_URL": store_url,
+        "SHELFWISE_API_KEY": KEY,
+        "SHELFWISE_TASKS_DIR": str(tasks),
+        "SHELFWISE_POLL_INTERVAL_S": "3600",
+    }
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SHELFWISE_TRACKING_URI", mlflow_server)
-        mp.setenv("SHELFWISE_STORE_URL", store_url)
-        mp.setenv("SHELFWISE_API_KEY", KEY)
-        mp.setenv("SHELFWISE_TASKS_DIR", str(tasks))
-        mp.setenv("SHELFWISE_POLL_INTERVAL_S", "3600")
-        if "shelfwise.serving.service" in sys.modules:  # routes are made at import
-            service = importlib.reload(sys.modules["shelfwise.serving.service"])
-        else:
-            service = importlib.import_module("shelfwise.serving.service")
-        app = service.ShelfwiseService.to_asgi()
+        _, app = service_app(env, mp)
         with TestClient(app, raise_server_exceptions=False) as client:
             yield app, client, store_url
 

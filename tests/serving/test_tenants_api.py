@@ -11,16 +11,14 @@ reload show a key its own tenant's tasks only; a flooding key gets 429 while oth
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
 
 import pytest
 import yaml
 
 from shelfwise.monitoring.store import PredictionStore
 from shelfwise.serving.keys import KeyStore
-from tests.serving.conftest import write_tasks_dir
+from tests.serving.conftest import service_app, write_tasks_dir
 
 pytestmark = pytest.mark.integration
 
@@ -85,24 +83,19 @@ def tenants_app(mlflow_server: str, delay_v1, forecast_v1, generated_tasks, tmp_
         for tenant in ("bakery", "grocer", "default")
         for label, scopes in SCOPE_SETS.items()
     }
+    env = {
+        "SHELFWISE_TRACKING_URI": mlflow_server,
+        "SHELFWISE_STORE_URL": store_url,
+        "SHELFWISE_API_KEY": SHARED_KEY,
+        "SHELFWISE_TASKS_DIR": str(tasks),
+        "SHELFWISE_TENANTS_CONFIG": str(tenants_file),
+        "SHELFWISE_POLL_INTERVAL_S": "3600",
+        "SHELFWISE_KEY_CACHE_TTL_S": "0",  # every request reads the key row: revocation
+        "SHELFWISE_RATE_LIMIT_RPS": "0.5",
+        "SHELFWISE_RATE_LIMIT_BURST": str(BURST),
+    }
     with pytest.MonkeyPatch.context() as mp:
-        for var, value in {
-            "SHELFWISE_TRACKING_URI": mlflow_server,
-            "SHELFWISE_STORE_URL": store_url,
-            "SHELFWISE_API_KEY": SHARED_KEY,
-            "SHELFWISE_TASKS_DIR": str(tasks),
-            "SHELFWISE_TENANTS_CONFIG": str(tenants_file),
-            "SHELFWISE_POLL_INTERVAL_S": "3600",
-            "SHELFWISE_KEY_CACHE_TTL_S": "0",  # every request reads the key row: revocation
-            "SHELFWISE_RATE_LIMIT_RPS": "0.5",
-            "SHELFWISE_RATE_LIMIT_BURST": str(BURST),
-        }.items():
-            mp.setenv(var, value)
-        if "shelfwise.serving.service" in sys.modules:  # routes and owners are made at import
-            service = importlib.reload(sys.modules["shelfwise.serving.service"])
-        else:
-            service = importlib.import_module("shelfwise.serving.service")
-        app = service.ShelfwiseService.to_asgi()
+        service, app = service_app(env, mp)
         with TestClient(app, raise_server_exceptions=False) as client:
             yield {
                 "client": client,
