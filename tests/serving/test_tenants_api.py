@@ -18,7 +18,7 @@ import yaml
 
 from shelfwise.monitoring.store import PredictionStore
 from shelfwise.serving.keys import KeyStore
-from tests.serving.conftest import service_app, write_tasks_dir
+from tests.serving.conftest import fuzz_operation, service_app, write_tasks_dir
 
 pytestmark = pytest.mark.integration
 
@@ -342,38 +342,6 @@ def test_a_flooding_key_gets_429_and_others_are_served(tenants_app) -> None:
     )
 
 
-def _fuzz(client, operation, raw_key, seen: list[tuple[int, str]]) -> None:
-    import schemathesis
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-
-    strategy = operation.as_strategy(schemathesis.GenerationMode.POSITIVE)
-    if operation.method.lower() == "post":
-        strategy = st.one_of(strategy, operation.as_strategy(schemathesis.GenerationMode.NEGATIVE))
-
-    @given(case=strategy)
-    @settings(
-        max_examples=8,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        derandomize=True,
-        database=None,
-    )
-    def run(case) -> None:
-        kw = case.as_transport_kwargs(base_url="http://testserver")
-        headers = {**(kw.get("headers") or {}), "X-API-Key": raw_key}
-        body = {"json": kw["json"]} if "json" in kw else {}
-        if not body and kw.get("data") is not None:
-            body["content"] = kw["data"]
-        r = client.request(
-            kw["method"], kw["url"], headers=headers, params=kw.get("params"), **body
-        )
-        assert r.status_code < 500, f"{operation.path} {body}: {r.status_code} {r.text}"
-        seen.append((r.status_code, r.text))
-
-    run()
-
-
 def test_fuzz_with_two_tenants_keys_no_5xx_and_no_other_tenants_ids(tenants_app) -> None:
     """Schemathesis over every operation with a valid key of each tenant (a fresh key per
     operation: the rate limit is not what is tested here): no 5xx, and no answer to one
@@ -389,7 +357,7 @@ def test_fuzz_with_two_tenants_keys_no_5xx_and_no_other_tenants_ids(tenants_app)
     for tenant in seen:
         for operation in operations:
             _, raw = keys.create(tenant, ["predict", "feedback", "admin"], "fuzz")
-            _fuzz(client, operation, raw, seen[tenant])
+            seen[tenant] += fuzz_operation(client, operation, raw, max_examples=8)
     ids = {
         t: set(re.findall(r'"prediction_id":\s*"([0-9a-f]{32})"', " ".join(x for _, x in answers)))
         for t, answers in seen.items()
