@@ -6,6 +6,9 @@ A key is shown once, by ``create`` and ``rotate``; the store keeps only its hash
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -19,12 +22,20 @@ PLATFORM_OPT = typer.Option("platform", "--platform", help="platform config")
 JSON_OPT = typer.Option(False, "--json", help="print the result as JSON")
 
 
-def _store(platform_config: str):
+@contextmanager
+def _key_store(platform_config: str) -> Iterator:
+    """The platform's key store, disposed after the verb; an unknown key or a bad scope exits
+    with code 2, naming it."""
     from shelfwise.flows.cli import _setup
-    from shelfwise.serving.keys import KeyStore
+    from shelfwise.serving.keys import KeyStore, UnknownKeyError
 
-    platform = _setup(platform_config)
-    return KeyStore(platform.store_url)
+    store = KeyStore(_setup(platform_config).store_url)
+    try:
+        yield store
+    except (UnknownKeyError, ValueError) as exc:
+        _fail(exc)
+    finally:
+        store.dispose()
 
 
 def _known_tenant(tenant: str) -> None:
@@ -59,13 +70,8 @@ def create(
     """Create a key; it is printed once (store it now: only its hash is kept)."""
     with stdout_to_stderr(json_out):
         _known_tenant(tenant)
-        store = _store(platform_config)
-        try:
+        with _key_store(platform_config) as store:
             record, raw = store.create(tenant, scope, name)
-        except ValueError as exc:
-            _fail(exc)
-        finally:
-            store.dispose()
     _show_new(record, raw, json_out)
 
 
@@ -76,12 +82,8 @@ def list_keys(
     json_out: bool = JSON_OPT,
 ) -> None:
     """The keys by id and prefix (never the key or its hash)."""
-    with stdout_to_stderr(json_out):
-        store = _store(platform_config)
-        try:
-            records = store.list(tenant, include_revoked=not active)
-        finally:
-            store.dispose()
+    with stdout_to_stderr(json_out), _key_store(platform_config) as store:
+        records = store.list(tenant, include_revoked=not active)
     rows = [r.public() for r in records]
     if json_out:
         emit_json(rows)
@@ -109,16 +111,8 @@ def revoke(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Revoke a key: the service refuses it within auth.key_cache_ttl_s, without a restart."""
-    from shelfwise.serving.keys import UnknownKeyError
-
-    with stdout_to_stderr(json_out):
-        store = _store(platform_config)
-        try:
-            record = store.revoke(key_id, tenant)
-        except UnknownKeyError as exc:
-            _fail(exc)
-        finally:
-            store.dispose()
+    with stdout_to_stderr(json_out), _key_store(platform_config) as store:
+        record = store.revoke(key_id, tenant)
     if json_out:
         emit_json(record.public())
     else:
@@ -132,16 +126,8 @@ def rotate(
     json_out: bool = JSON_OPT,
 ) -> None:
     """A new key with the same tenant, scopes and name; the old one is revoked."""
-    from shelfwise.serving.keys import UnknownKeyError
-
-    with stdout_to_stderr(json_out):
-        store = _store(platform_config)
-        try:
-            record, raw = store.rotate(key_id, tenant)
-        except UnknownKeyError as exc:
-            _fail(exc)
-        finally:
-            store.dispose()
+    with stdout_to_stderr(json_out), _key_store(platform_config) as store:
+        record, raw = store.rotate(key_id, tenant)
     _show_new(record, raw, json_out)
 
 
