@@ -50,7 +50,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from shelfwise.configs.datasets import TimeSeriesDatasetSpec
-from shelfwise.monitoring.store import StoreError, UTCDateTime, make_engine, utc_now
+from shelfwise.monitoring.store import UTCDateTime, tables_on, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -327,14 +327,7 @@ class ActualsStore:
     """The ``actuals`` and ``actuals_audit`` tables in the store's database."""
 
     def __init__(self, url_or_engine: str | Engine) -> None:
-        self.engine = (
-            make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
-        )
-        try:
-            metadata.create_all(self.engine)
-        except Exception as exc:
-            url = self.engine.url.render_as_string(hide_password=True)
-            raise StoreError(f"cannot create the actuals tables in store {url}: {exc}") from exc
+        self.engine = tables_on(url_or_engine, metadata, "actuals")
 
     def upsert(
         self,

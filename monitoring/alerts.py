@@ -47,7 +47,7 @@ from shelfwise.configs.actuals import InventorySettings
 from shelfwise.models.inventory import lead_time_demand, safety_stock, sd_from_interval
 from shelfwise.models.inventory import stockout_probability as p_stockout
 from shelfwise.monitoring.actuals import series_id
-from shelfwise.monitoring.store import UTCDateTime, make_engine, utc_now
+from shelfwise.monitoring.store import UTCDateTime, tables_on, utc_now
 
 Status = Literal["new", "acknowledged", "resolved"]
 OPEN: tuple[str, ...] = ("new", "acknowledged")
@@ -134,10 +134,7 @@ class AlertStore:
     """The ``stock_alerts`` table in the store's database."""
 
     def __init__(self, url_or_engine: str | Engine) -> None:
-        self.engine = (
-            make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
-        )
-        metadata.create_all(self.engine)
+        self.engine = tables_on(url_or_engine, metadata, "stock alert")
 
     def record(
         self, task: str, risks: Iterable[StockRisk], key_columns: Sequence[str]

@@ -195,6 +195,19 @@ def make_engine(url: str) -> Engine:
     return create_engine(norm, pool_pre_ping=True)
 
 
+def tables_on(url_or_engine: str | Engine, tables: MetaData, what: str) -> Engine:
+    """The engine of ``url_or_engine`` with ``tables`` created on it (first use, idempotent);
+    a store that cannot be reached or written is a ``StoreError`` naming ``what`` and the URL
+    (no password). The actuals, stock-alert and API-key tables share the store this way."""
+    engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    try:
+        tables.create_all(engine)
+    except Exception as exc:
+        url = engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"cannot create the {what} tables in store {url}: {exc}") from exc
+    return engine
+
+
 def _sqlite_wal(dbapi_connection, _record) -> None:
     """WAL: the monitoring flow's reads do not block the service's writes (nor the reverse), and
     a commit appends to the log instead of rewriting pages; synchronous=NORMAL is still durable

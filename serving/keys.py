@@ -28,7 +28,7 @@ from sqlalchemy import Column, MetaData, String, Table, insert, select, update
 from sqlalchemy.engine import Engine
 
 from shelfwise.configs.tenants import DEFAULT_TENANT
-from shelfwise.monitoring.store import UTCDateTime, make_engine, utc_now
+from shelfwise.monitoring.store import UTCDateTime, tables_on, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +138,8 @@ class KeyStore:
     def __init__(self, url: str | None = None, engine: Engine | None = None) -> None:
         if engine is None and url is None:
             raise ValueError("give a store URL or an engine")
-        self.engine = engine if engine is not None else make_engine(str(url))
+        self.engine = tables_on(engine if engine is not None else str(url), key_metadata, "API key")
         self._own_engine = engine is None
-        key_metadata.create_all(self.engine)
 
     def dispose(self) -> None:
         if self._own_engine:
