@@ -23,6 +23,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from shelfwise.configs.base import StrictModel
+from shelfwise.configs.online import OnlineEvidence
 
 
 class PrimaryMetric(StrictModel):
@@ -96,6 +97,12 @@ class GateRule(StrictModel):
         description="forecasters: a comparison with the champion needs an evaluation set of at "
         "least this many distinct dates (a frequent retrain's realised window can be a single "
         "day); fewer: refused, gate again later. None = no minimum",
+    )
+
+    online: OnlineEvidence | None = Field(
+        None,
+        description="require live evidence too: labelled requests scored by both versions "
+        "(shadow or canary) and the paired-difference CI of the primary metric",
     )
 
     @model_validator(mode="after")

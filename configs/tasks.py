@@ -37,6 +37,7 @@ from shelfwise.configs.loader import (
     read_yaml,
     resolve_config_path,
 )
+from shelfwise.configs.online import AlarmSettings, ChallengerServing
 
 TASKS_DIR_ENV = "SHELFWISE_TASKS_DIR"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -148,6 +149,11 @@ class TaskServing(StrictModel):
     batch_field: str = Field(
         "rows", min_length=1, description="key of the list in a batch request body"
     )
+    challenger: ChallengerServing = Field(
+        ChallengerServing(),
+        description="online evaluation of a challenger alias: shadow and canary "
+        "(configs/online.py)",
+    )
 
 
 class TaskSchedules(StrictModel):
@@ -186,6 +192,9 @@ class TaskDeclaration(StrictModel):
     )
     inventory: InventorySettings | None = Field(
         None, description="forecast tasks: lead time, service level and stock-alert level"
+    )
+    alarms: AlarmSettings = Field(
+        AlarmSettings(), description="alarms on live traffic that roll the champion back"
     )
     source: Path | None = Field(None, exclude=True, description="the file it was read from")
     tenant: str = Field(

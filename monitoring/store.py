@@ -58,6 +58,17 @@ logger = logging.getLogger(__name__)
 
 BASE_COLUMNS = ("prediction_id", "created_at", "model_name", "model_version", "order_id")
 
+# Who made a prediction (column ``role``): the champion answered it, the challenger answered it
+# (a canary), the other version scored the same request off the response path (a shadow, with
+# ``pair_of`` = the answered prediction's id), or the answering version failed (an error row,
+# outputs hold the error). Feedback lands on the answered row; a shadow row is scored by
+# joining it to its pair's feedback.
+CHAMPION_ROLE = "champion"
+CANARY_ROLE = "canary"
+SHADOW_ROLE = "shadow"
+ERROR_ROLE = "error"
+ANSWERED_ROLES = (CHAMPION_ROLE, CANARY_ROLE)
+
 
 class StoreError(RuntimeError):
     """The store cannot be reached or written. The message names the store URL (no password)."""
@@ -100,7 +111,11 @@ predictions_table = Table(
     Column("inputs", JSON, nullable=False),
     Column("outputs", JSON, nullable=False),
     Column("tenant", String(64), nullable=False, server_default=DEFAULT_TENANT),
+    Column("role", String(16), nullable=False, server_default=CHAMPION_ROLE),
+    Column("pair_of", String(64), nullable=True),
+    Column("latency_ms", Float, nullable=True),
     Index("ix_predictions_model_created", "model_name", "created_at"),
+    Index("ix_predictions_pair_of", "pair_of"),
     Index("ix_predictions_tenant_model", "tenant", "model_name", "created_at"),
     Index("ix_predictions_order", "order_id", "created_at"),
 )
@@ -148,6 +163,9 @@ class PredictionRecord:
     order_id: str | None = None
     created_at: datetime = field(default_factory=utc_now)
     tenant: str = DEFAULT_TENANT
+    role: str = CHAMPION_ROLE
+    pair_of: str | None = None
+    latency_ms: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -159,6 +177,9 @@ class PredictionRecord:
             "inputs": dict(self.inputs),
             "outputs": dict(self.outputs),
             "tenant": self.tenant,
+            "role": self.role,
+            "pair_of": self.pair_of,
+            "latency_ms": self.latency_ms,
         }
 
 
@@ -233,6 +254,7 @@ class PredictionStore:
         try:
             metadata.create_all(self.engine)
             add_tenant_columns(self.engine)
+            add_online_columns(self.engine)
         except Exception as exc:
             raise StoreError(f"cannot create tables in store {self._safe_url}: {exc}") from exc
         self._sqlite_insert = (
@@ -290,7 +312,9 @@ class PredictionStore:
             if prediction_id is not None:
                 found = conn.execute(
                     select(p.c.prediction_id).where(
-                        p.c.prediction_id == prediction_id, p.c.tenant == tenant
+                        p.c.prediction_id == prediction_id,
+                        p.c.tenant == tenant,
+                        p.c.role.in_(ANSWERED_ROLES),
                     )
                 ).scalar_one_or_none()
                 if found is None:
@@ -298,7 +322,11 @@ class PredictionStore:
             else:
                 found = conn.execute(
                     select(p.c.prediction_id)
-                    .where(p.c.order_id == order_id, p.c.tenant == tenant)
+                    .where(
+                        p.c.order_id == order_id,
+                        p.c.tenant == tenant,
+                        p.c.role.in_(ANSWERED_ROLES),
+                    )
                     .order_by(p.c.created_at.desc(), p.c.prediction_id.desc())
                     .limit(1)
                 ).scalar_one_or_none()
@@ -331,6 +359,7 @@ class PredictionStore:
         until: datetime | None = None,
         limit: int | None = None,
         tenant: str | None = None,
+        roles: tuple[str, ...] | None = ANSWERED_ROLES,
     ) -> pd.DataFrame:
         """Predictions of ``model_name`` in ``[since, until)`` joined to their feedback.
 
@@ -338,7 +367,8 @@ class PredictionStore:
         column per input field, one per output field, then ``actual`` (NaN without feedback).
         A field whose name clashes with a base column is prefixed ``input_``/``output_``.
         ``limit`` keeps the most recent rows. Rows are sorted by created_at, oldest first.
-        ``tenant`` given: only that tenant's predictions.
+        ``tenant`` given: only that tenant's predictions. ``roles``: the answered predictions
+        by default (champion and canary; not the shadows nor error rows), None = every row.
         """
         p, fb = predictions_table, feedback_table
         query = (
@@ -346,6 +376,8 @@ class PredictionStore:
             .select_from(p.outerjoin(fb, fb.c.prediction_id == p.c.prediction_id))
             .where(p.c.model_name == model_name)
         )
+        if roles is not None:
+            query = query.where(p.c.role.in_(roles))
         if tenant is not None:
             query = query.where(p.c.tenant == tenant)
         if since is not None:
@@ -360,6 +392,64 @@ class PredictionStore:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return _frame(list(reversed(rows)))
+
+    def online_rows(
+        self,
+        model_name: str,
+        output: str,
+        since: datetime | None = None,
+        tenant: str | None = None,
+    ) -> pd.DataFrame:
+        """Every row of ``model_name`` (all roles) since ``since``, for online evaluation and
+        alarms: prediction_id, created_at, model_version, order_id, role, pair_of, latency_ms,
+        ``prediction`` (the output field ``output``; NaN for error rows) and ``actual`` (the
+        feedback of the row, or for a shadow row the feedback of its pair; NaN: none)."""
+        p, fb = predictions_table, feedback_table
+        query = (
+            select(
+                p.c.prediction_id,
+                p.c.created_at,
+                p.c.model_version,
+                p.c.order_id,
+                p.c.role,
+                p.c.pair_of,
+                p.c.latency_ms,
+                p.c.outputs,
+                fb.c.actual,
+            )
+            .select_from(
+                p.outerjoin(fb, fb.c.prediction_id == func.coalesce(p.c.pair_of, p.c.prediction_id))
+            )
+            .where(p.c.model_name == model_name)
+            .order_by(p.c.created_at, p.c.prediction_id)
+        )
+        if tenant is not None:
+            query = query.where(p.c.tenant == tenant)
+        if since is not None:
+            query = query.where(p.c.created_at >= _aware(since, "since"))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        columns = ["prediction_id", "created_at", "model_version", "order_id", "role"]
+        columns += ["pair_of", "latency_ms", "prediction", "actual"]
+        data = [
+            (
+                r.prediction_id,
+                r.created_at,
+                str(r.model_version),
+                r.order_id,
+                r.role,
+                r.pair_of,
+                np.nan if r.latency_ms is None else float(r.latency_ms),
+                _number((r.outputs or {}).get(output)),
+                np.nan if r.actual is None else float(r.actual),
+            )
+            for r in rows
+        ]
+        df = pd.DataFrame(data, columns=columns)
+        df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
+        for col in ("latency_ms", "prediction", "actual"):
+            df[col] = df[col].astype(float)
+        return df
 
     def feedback_count_since(
         self, model_name: str, since: datetime, tenant: str | None = None
@@ -420,6 +510,36 @@ def add_tenant_columns(engine: Engine) -> None:
                 logger.info("store: index %s not created here: %s", index.name, exc)
 
 
+ONLINE_COLUMNS = {  # column -> DDL of a store made before online evaluation
+    "role": f"VARCHAR(16) NOT NULL DEFAULT '{CHAMPION_ROLE}'",
+    "pair_of": "VARCHAR(64)",
+    "latency_ms": "FLOAT",
+}
+
+
+def add_online_columns(engine: Engine) -> None:
+    """A store made before online evaluation: add ``role`` (default ``'champion'``),
+    ``pair_of`` and ``latency_ms`` to ``predictions``, and the pair index. Idempotent, and safe
+    when two processes open the same old store at once (like ``add_tenant_columns``)."""
+    table = predictions_table.name
+    for name, ddl in ONLINE_COLUMNS.items():
+        if name in {c["name"] for c in inspect(engine).get_columns(table)}:
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+            logger.info("store: added column %s.%s", table, name)
+        except Exception:
+            if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                raise
+    for index in predictions_table.indexes:
+        if index.name == "ix_predictions_pair_of":
+            try:
+                index.create(engine, checkfirst=True)
+            except Exception as exc:
+                logger.info("store: index %s not created here: %s", index.name, exc)
+
+
 _Bind = tuple[str, Callable[[Any], Any] | None]
 
 
@@ -441,6 +561,13 @@ def _prepared_insert(engine: Engine) -> tuple[str, list[_Bind]]:
 
 def _bound(row: Mapping[str, Any], columns: list[_Bind]) -> tuple[Any, ...]:
     return tuple(row[name] if proc is None else proc(row[name]) for name, proc in columns)
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _aware(value: datetime, name: str) -> datetime:

@@ -226,6 +226,11 @@ class ServedModel(BaseModel):
     last_error_version: str | None = None
     last_error_at: datetime | None = None
     swaps: int = 0
+    challenger: dict[str, Any] | None = Field(
+        None,
+        description="the task's challenger online (serving.challenger): its alias and version, "
+        "load error, canary fraction and answers, shadow scored / dropped / errors / latency",
+    )
 
 
 class PredictionLogStatus(BaseModel):

@@ -88,6 +88,7 @@ from shelfwise.serving.forecast import (
 from shelfwise.serving.guard import UnavailableGuard
 from shelfwise.serving.heap import settle_heap
 from shelfwise.serving.keys import KeyAuthenticator, KeyStore
+from shelfwise.serving.online import OnlineTask, online_task, with_role
 from shelfwise.serving.schemas import (
     ActualsRequest,
     ActualsResponse,
@@ -243,8 +244,24 @@ class ShelfwiseService:
                 load=partial(_loader(task), self.tracking_uri, name),
                 poll_interval_s=self.settings.poll_interval_s,
             )
+        # per tabular task: who answers a row, and the challenger's shadow (serving/online.py)
+        self.online: dict[str, OnlineTask] = {
+            name: online_task(
+                task,
+                client,
+                self.tracking_uri,
+                self.settings.poll_interval_s,
+                _loader(task),
+                OWNERS.get(name, DEFAULT_TENANT),
+                self._log,
+            )
+            for name, task in TASKS.items()
+            if name in TABULAR
+        }
         for follower in self.followers.values():
             follower.check()  # load the champion now; if it is absent, polling picks it up later
+        for online in self.online.values():
+            online.start()  # the challenger, when the task declares shadow or canary
         settle_heap()  # the long-lived heap leaves the collector's way (serving/heap.py)
         for follower in self.followers.values():
             follower.on_swap = settle_heap  # later swaps settle it again (one settle at start-up)
@@ -273,6 +290,8 @@ class ShelfwiseService:
     def shutdown(self) -> None:
         for follower in self.followers.values():
             follower.stop()
+        for online in self.online.values():
+            online.stop()
         if self.prediction_log is not None:
             self.prediction_log.close()  # writes every queued prediction
         if self.log_writer is not None:
@@ -313,43 +332,49 @@ class ShelfwiseService:
 
     async def _predict(self, task: str, request: BaseModel) -> Any:
         follower = self.followers[task]
-        model: LoadedTabularModel | None = follower.current  # read once: kept to the end
-        if model is None:
+        champion: LoadedTabularModel | None = follower.current  # read once: kept to the end
+        if champion is None:
             return self._unavailable(follower)
         api = TABULAR[task]
         row = api.row(request)
-        try:
-            value = model.predict_one(row)
+        online = self.online[task]
+        try:  # the champion, or the challenger for a canary entity
+            (scored,) = online.score(champion, [api.request_id(request)], [row])
         except ValueError as exc:
-            return _cannot_score(api, model, [row], exc)
+            return _cannot_score(api, champion, [row], exc)
+        model: LoadedTabularModel = scored.model
         explained = None
         if getattr(request, "explain", False):
             explained = await asyncio.to_thread(_explain, api, model, row)
-        response = _tabular_response(api, model, request, value, explained)
-        self._log([_record(api, model, request, row, response)])
+        response = _tabular_response(api, model, request, scored.value, explained)
+        record = with_role(_record(api, model, request, row, response), scored)
+        self._log([record])
+        online.shadow(champion, [scored], [row], [record])
         return response
 
     async def _batch(self, task: str, requests: list[BaseModel]) -> list[Any]:
         follower = self.followers[task]
-        model: LoadedTabularModel | None = follower.current
-        if model is None:  # the guard answers first; this is the race after a failed swap
+        champion: LoadedTabularModel | None = follower.current
+        if champion is None:  # the guard answers first; this is the race after a failed swap
             raise ServiceUnavailable(_not_loaded(follower))
         api = TABULAR[task]
         rows = [api.row(r) for r in requests]
+        online = self.online[task]
         try:
-            values = model.predict_many(rows)
+            scored = online.score(champion, [api.request_id(r) for r in requests], rows)
         except ValueError as exc:
-            raise InvalidArgument(_cannot_score(api, model, rows, exc).body.decode()) from None
+            raise InvalidArgument(_cannot_score(api, champion, rows, exc).body.decode()) from None
         now = datetime.now(UTC)
         responses, records = [], []
-        for request, row, value in zip(requests, rows, values, strict=True):
+        for request, row, s in zip(requests, rows, scored, strict=True):
             explained = None
             if getattr(request, "explain", False):
-                explained = await asyncio.to_thread(_explain, api, model, row)
-            response = _tabular_response(api, model, request, float(value), explained)
+                explained = await asyncio.to_thread(_explain, api, s.model, row)
+            response = _tabular_response(api, s.model, request, s.value, explained)
             responses.append(response)
-            records.append(_record(api, model, request, row, response, now))
+            records.append(with_role(_record(api, s.model, request, row, response, now), s))
         self._log(records)
+        online.shadow(champion, scored, rows, records)
         return responses
 
     # -- forecast tasks -----------------------------------------------------------------------
@@ -528,6 +553,9 @@ class ShelfwiseService:
                     routes=[r for rs in ROUTES[task.name].values() for r in rs],
                     run_id=getattr(current, "run_id", None),
                     path=getattr(current, "fast_path_note", None),
+                    challenger=(
+                        self.online[task.name].status() if task.name in self.online else None
+                    ),
                 )
             )
         log = self.prediction_log
@@ -558,6 +586,9 @@ class ShelfwiseService:
         tenant = request_tenant(ctx)
         for follower in self._tenant_followers(tenant):
             follower.check(force=True)
+            online = self.online.get(follower.task)
+            if online is not None and online.follower is not None:
+                online.follower.check()
         return self._versions(tenant)
 
 
