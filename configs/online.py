@@ -27,6 +27,8 @@ from pydantic import Field
 
 from shelfwise.configs.base import StrictModel
 
+CANARY_TAG = "shelfwise.canary_fraction"  # on the challenger version: the fraction in force
+
 
 class ChallengerServing(StrictModel):
     alias: str = Field("challenger", min_length=1, description="the alias scored online")

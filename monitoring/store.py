@@ -399,8 +399,10 @@ class PredictionStore:
         output: str,
         since: datetime | None = None,
         tenant: str | None = None,
+        version: str | None = None,
     ) -> pd.DataFrame:
-        """Every row of ``model_name`` (all roles) since ``since``, for online evaluation and
+        """Every row of ``model_name`` (all roles) since ``since`` (of one ``version`` when
+        given), for online evaluation and
         alarms: prediction_id, created_at, model_version, order_id, role, pair_of, latency_ms,
         ``prediction`` (the output field ``output``; NaN for error rows) and ``actual`` (the
         feedback of the row, or for a shadow row the feedback of its pair; NaN: none)."""
@@ -427,6 +429,8 @@ class PredictionStore:
             query = query.where(p.c.tenant == tenant)
         if since is not None:
             query = query.where(p.c.created_at >= _aware(since, "since"))
+        if version is not None:
+            query = query.where(p.c.model_version == str(version))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         columns = ["prediction_id", "created_at", "model_version", "order_id", "role"]

@@ -43,9 +43,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 logger = logging.getLogger(__name__)
 
-Decision = Literal["promoted", "refused", "rolled_back"]
-Action = Literal["gate", "manual", "rollback"]
-TRIGGERS = ("manual", "schedule", "feedback", "drift")
+Decision = Literal["promoted", "refused", "rolled_back", "aborted"]
+Action = Literal["gate", "manual", "rollback", "online", "alarm"]
+TRIGGERS = ("manual", "schedule", "feedback", "drift", "alarm")
 
 metadata = MetaData()
 
@@ -55,8 +55,8 @@ promotion_history = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("model_name", String(255), nullable=False, index=True),
-    Column("action", String(16), nullable=False),  # gate | manual | rollback
-    Column("decision", String(16), nullable=False),  # promoted | refused | rolled_back
+    Column("action", String(16), nullable=False),  # gate | manual | rollback | online | alarm
+    Column("decision", String(16), nullable=False),  # promoted | refused | rolled_back | aborted
     Column("promoted", Boolean, nullable=False),  # did @champion move?
     Column("from_version", String(32)),  # @champion before
     Column("to_version", String(32), nullable=False),  # the candidate / rollback target

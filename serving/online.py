@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shelfwise.configs.online import ChallengerServing
+from shelfwise.configs.online import CANARY_TAG, ChallengerServing
 from shelfwise.monitoring.store import (
     CANARY_ROLE,
     CHAMPION_ROLE,
@@ -46,7 +46,6 @@ from shelfwise.serving.follow import AliasFollower
 
 logger = logging.getLogger(__name__)
 
-CANARY_TAG = "shelfwise.canary_fraction"
 _SCALE = float(1 << 64)
 
 
