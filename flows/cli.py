@@ -206,6 +206,10 @@ from shelfwise.flows.cli_actuals import register as _register_actuals  # noqa: E
 
 _register_actuals(app)
 
+from shelfwise.flows.cli_online import register as _register_online  # noqa: E402
+
+_register_online(app)  # online, canary, alarms
+
 from shelfwise.flows.cli_alerts import register as _register_alerts  # noqa: E402
 
 _register_alerts(app)
