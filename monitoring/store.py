@@ -253,8 +253,7 @@ class PredictionStore:
         self.engine = make_engine(url)
         try:
             metadata.create_all(self.engine)
-            add_tenant_columns(self.engine)
-            add_online_columns(self.engine)
+            upgrade_store(self.engine)
         except Exception as exc:
             raise StoreError(f"cannot create tables in store {self._safe_url}: {exc}") from exc
         self._sqlite_insert = (
@@ -487,61 +486,54 @@ class PredictionStore:
             return int(conn.execute(query).scalar_one())
 
 
-def add_tenant_columns(engine: Engine) -> None:
-    """A store made before tenants: add ``tenant`` (default ``'default'``) to its tables and the
-    tenant index. Idempotent, and safe when two processes open the same old store at once."""
-    for table in (predictions_table, feedback_table):
-        if "tenant" in {c["name"] for c in inspect(engine).get_columns(table.name)}:
-            continue
-        try:
-            with engine.begin() as conn:
-                conn.execute(
-                    text(
-                        f"ALTER TABLE {table.name} ADD COLUMN tenant VARCHAR(64) "
-                        f"NOT NULL DEFAULT '{DEFAULT_TENANT}'"
-                    )
-                )
-            logger.info("store: added column %s.tenant (existing rows: %s)", table.name, "default")
-        except Exception:
-            # another process added it first: fine if it is there now
-            if "tenant" not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
-                raise
-    for index in predictions_table.indexes:
-        if index.name == "ix_predictions_tenant_model":
+# Columns added after the first release, with the DDL that adds each to an older store, and the
+# indexes that come with them: (table, {column: DDL}, index names). One mechanism for every
+# upgrade (upgrade_store); a later column is one more entry here.
+STORE_UPGRADES: tuple[tuple[Table, dict[str, str], tuple[str, ...]], ...] = (
+    (
+        predictions_table,
+        {"tenant": f"VARCHAR(64) NOT NULL DEFAULT '{DEFAULT_TENANT}'"},
+        ("ix_predictions_tenant_model",),
+    ),
+    (feedback_table, {"tenant": f"VARCHAR(64) NOT NULL DEFAULT '{DEFAULT_TENANT}'"}, ()),
+    (  # online evaluation: who made a prediction, its pair, the model's time
+        predictions_table,
+        {
+            "role": f"VARCHAR(16) NOT NULL DEFAULT '{CHAMPION_ROLE}'",
+            "pair_of": "VARCHAR(64)",
+            "latency_ms": "FLOAT",
+        },
+        ("ix_predictions_pair_of",),
+    ),
+)
+
+
+def upgrade_store(engine: Engine) -> None:
+    """A store made by an older release gains the columns of ``STORE_UPGRADES`` (existing rows
+    take each column's default) and their indexes. Idempotent, and safe when two processes
+    open the same old store at once."""
+    for table, columns, index_names in STORE_UPGRADES:
+        for name, ddl in columns.items():
+            if name in _column_names(engine, table):
+                continue
             try:
-                index.create(engine, checkfirst=True)
-            except Exception as exc:  # made by a concurrent opener; reads work without it too
-                logger.info("store: index %s not created here: %s", index.name, exc)
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} {ddl}"))
+                logger.info("store: added column %s.%s", table.name, name)
+            except Exception:
+                # another process added it first: fine if it is there now
+                if name not in _column_names(engine, table):
+                    raise
+        for index in table.indexes:
+            if index.name in index_names:
+                try:
+                    index.create(engine, checkfirst=True)
+                except Exception as exc:  # made by a concurrent opener; reads work without it
+                    logger.info("store: index %s not created here: %s", index.name, exc)
 
 
-ONLINE_COLUMNS = {  # column -> DDL of a store made before online evaluation
-    "role": f"VARCHAR(16) NOT NULL DEFAULT '{CHAMPION_ROLE}'",
-    "pair_of": "VARCHAR(64)",
-    "latency_ms": "FLOAT",
-}
-
-
-def add_online_columns(engine: Engine) -> None:
-    """A store made before online evaluation: add ``role`` (default ``'champion'``),
-    ``pair_of`` and ``latency_ms`` to ``predictions``, and the pair index. Idempotent, and safe
-    when two processes open the same old store at once (like ``add_tenant_columns``)."""
-    table = predictions_table.name
-    for name, ddl in ONLINE_COLUMNS.items():
-        if name in {c["name"] for c in inspect(engine).get_columns(table)}:
-            continue
-        try:
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
-            logger.info("store: added column %s.%s", table, name)
-        except Exception:
-            if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
-                raise
-    for index in predictions_table.indexes:
-        if index.name == "ix_predictions_pair_of":
-            try:
-                index.create(engine, checkfirst=True)
-            except Exception as exc:
-                logger.info("store: index %s not created here: %s", index.name, exc)
+def _column_names(engine: Engine, table: Table) -> set[str]:
+    return {c["name"] for c in inspect(engine).get_columns(table.name)}
 
 
 _Bind = tuple[str, Callable[[Any], Any] | None]
