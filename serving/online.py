@@ -418,10 +418,6 @@ def online_enabled(settings: ChallengerServing) -> bool:
     return settings.shadow or settings.canary_fraction > 0.0
 
 
-def with_role(record: PredictionRecord, scored: Scored) -> PredictionRecord:
-    return dataclasses.replace(record, role=scored.role, latency_ms=scored.latency_ms)
-
-
 def online_task(
     task: Any,
     client: Any,

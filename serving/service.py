@@ -88,7 +88,7 @@ from shelfwise.serving.forecast import (
 from shelfwise.serving.guard import UnavailableGuard
 from shelfwise.serving.heap import settle_heap
 from shelfwise.serving.keys import KeyAuthenticator, KeyStore
-from shelfwise.serving.online import OnlineTask, online_task, with_role
+from shelfwise.serving.online import OnlineTask, Scored, online_task
 from shelfwise.serving.schemas import (
     ActualsRequest,
     ActualsResponse,
@@ -347,7 +347,7 @@ class ShelfwiseService:
         if getattr(request, "explain", False):
             explained = await asyncio.to_thread(_explain, api, model, row)
         response = _tabular_response(api, model, request, scored.value, explained)
-        record = with_role(_record(api, model, request, row, response), scored)
+        record = _record(api, scored, row, response)
         self._log([record])
         online.shadow(champion, [scored], [row], [record])
         return response
@@ -372,7 +372,7 @@ class ShelfwiseService:
                 explained = await asyncio.to_thread(_explain, api, s.model, row)
             response = _tabular_response(api, s.model, request, s.value, explained)
             responses.append(response)
-            records.append(with_role(_record(api, s.model, request, row, response, now), s))
+            records.append(_record(api, s, row, response, now))
         self._log(records)
         online.shadow(champion, scored, rows, records)
         return responses
@@ -683,12 +683,13 @@ def _tabular_response(
 
 def _record(
     api: TabularApi,
-    model: LoadedTabularModel,
-    request: BaseModel,
+    scored: Scored,
     row: dict[str, Any],
     response: Any,
     created_at: datetime | None = None,
 ) -> PredictionRecord:
+    """The stored row of one answer: who answered it (``scored``: version, role, model time)."""
+    model = scored.model
     outputs: dict[str, Any] = {api.task.prediction_field: response.prediction}
     if getattr(response, "severity", None) is not None:
         outputs["severity"] = response.severity
@@ -701,6 +702,8 @@ def _record(
         inputs=dict(row),
         outputs=outputs,
         tenant=OWNERS.get(api.task.name, DEFAULT_TENANT),
+        role=scored.role,
+        latency_ms=scored.latency_ms,
     )
 
 
