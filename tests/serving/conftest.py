@@ -7,7 +7,8 @@ from __future__ import annotations
 import importlib
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +36,31 @@ def service_app(env: dict[str, str], mp: pytest.MonkeyPatch) -> tuple[ModuleType
     else:
         service = importlib.import_module("shelfwise.serving.service")
     return service, service.ShelfwiseService.to_asgi()
+
+
+def service_env(tracking: str, store_url: str, tasks: Path, api_key: str, **extra: str) -> dict:
+    """The env a test service runs under: its registry, store, shared key and task folder, no
+    alias polling (the tests swap explicitly), plus ``extra`` variables."""
+    return {
+        "SHELFWISE_TRACKING_URI": tracking,
+        "SHELFWISE_STORE_URL": store_url,
+        "SHELFWISE_API_KEY": api_key,
+        "SHELFWISE_TASKS_DIR": str(tasks),
+        "SHELFWISE_POLL_INTERVAL_S": "3600",
+        **extra,
+    }
+
+
+@contextmanager
+def served_client(env: dict[str, str]) -> Iterator[tuple[ModuleType, Any]]:
+    """The service module and a started ``TestClient`` on its app, under ``env`` (the
+    variables are restored afterwards); 5xx come back as responses, not exceptions."""
+    from starlette.testclient import TestClient
+
+    with pytest.MonkeyPatch.context() as mp:
+        service, app = service_app(env, mp)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield service, client
 
 
 def fuzz_operation(client, operation, api_key: str, max_examples: int) -> list[tuple[int, str]]:

@@ -17,7 +17,7 @@ import yaml
 
 from shelfwise.monitoring.actuals import ActualsStore
 from shelfwise.monitoring.alerts import AlertStore
-from tests.serving.conftest import service_app
+from tests.serving.conftest import served_client, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,6 @@ def _task(name: str, model: str, **keys) -> dict:
 
 @pytest.fixture(scope="module")
 def served(mlflow_server: str, forecast_v1, walmart_v1, tmp_path_factory):
-    from starlette.testclient import TestClient
 
     folder = tmp_path_factory.mktemp("actuals-api")
     tasks = folder / "tasks"
@@ -89,17 +88,8 @@ def served(mlflow_server: str, forecast_v1, walmart_v1, tmp_path_factory):
     for name, raw in declared.items():
         (tasks / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     store_url = f"sqlite:///{folder / 'store.db'}"
-    env = {
-        "SHELFWISE_TRACKING_URI": mlflow_server,
-        "SHELFWISE_STORE_URL": store_url,
-        "SHELFWISE_API_KEY": KEY,
-        "SHELFWISE_TASKS_DIR": str(tasks),
-        "SHELFWISE_POLL_INTERVAL_S": "3600",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        _, app = service_app(env, mp)
-        with TestClient(app, raise_server_exceptions=False) as c:
-            yield c, ActualsStore(store_url), store_url
+    with served_client(service_env(mlflow_server, store_url, tasks, KEY)) as (_, c):
+        yield c, ActualsStore(store_url), store_url
 
 
 def week(item: int, start: str = "2018-01-01", days: int = 7, value: float = 30.0) -> list:

@@ -18,7 +18,7 @@ import pytest
 
 from shelfwise.monitoring.store import PredictionStore
 from shelfwise.serving.online import CANARY_TAG, in_canary
-from tests.serving.conftest import generated_frame, service_app, write_tasks_dir
+from tests.serving.conftest import generated_frame, served_client, service_env, write_tasks_dir
 
 KEY = "online-key"
 SPEC = {
@@ -63,7 +63,6 @@ def _fit(frame: pd.DataFrame, n: int, seed: int):
 def online(tmp_path_factory) -> Any:
     import bentoml
     import mlflow
-    from starlette.testclient import TestClient
 
     from shelfwise.registry import log as rlog
 
@@ -101,18 +100,9 @@ def online(tmp_path_factory) -> Any:
         }
     tasks = write_tasks_dir(folder / "tasks", {}, extra)
     store_url = f"sqlite:///{folder / 'store.db'}"
-    env = {
-        "SHELFWISE_TRACKING_URI": tracking,
-        "SHELFWISE_STORE_URL": store_url,
-        "SHELFWISE_API_KEY": KEY,
-        "SHELFWISE_TASKS_DIR": str(tasks),
-        "SHELFWISE_POLL_INTERVAL_S": "3600",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        _, app = service_app(env, mp)
-        with TestClient(app, raise_server_exceptions=False) as http:
-            service = bentoml.get_current_service()
-            yield Online(http, PredictionStore(store_url), service, models, v1, v2, tracking)
+    with served_client(service_env(tracking, store_url, tasks, KEY)) as (_, http):
+        service = bentoml.get_current_service()
+        yield Online(http, PredictionStore(store_url), service, models, v1, v2, tracking)
 
 
 def _basket(i: int) -> dict[str, Any]:

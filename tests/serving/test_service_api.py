@@ -17,7 +17,7 @@ import pytest
 import schemathesis
 
 from shelfwise.monitoring.store import PredictionStore
-from tests.serving.conftest import fuzz_operation, service_app, write_tasks_dir
+from tests.serving.conftest import fuzz_operation, served_client, service_env, write_tasks_dir
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,6 @@ VALUE = {"id": "V-1", "channel": "store", "visits": 7, "tenure_days": 300}
 @pytest.fixture(scope="module")
 def served(mlflow_server: str, delay_v1, forecast_v1, generated_tasks, tmp_path_factory):
     """The service's ASGI app, started (lifespan run) against the real MLflow server."""
-    from starlette.testclient import TestClient
 
     folder = tmp_path_factory.mktemp("serving-api")
     tasks = write_tasks_dir(
@@ -51,17 +50,8 @@ def served(mlflow_server: str, delay_v1, forecast_v1, generated_tasks, tmp_path_
     for path in generated_tasks.folder.glob("*.yaml"):
         (tasks / path.name).write_text(path.read_text())
     store_url = f"sqlite:///{folder / 'store.db'}"
-    env = {
-        "SHELFWISE_TRACKING_URI": mlflow_server,
-        "SHELFWISE_STORE_URL": store_url,
-        "SHELFWISE_API_KEY": KEY,
-        "SHELFWISE_TASKS_DIR": str(tasks),
-        "SHELFWISE_POLL_INTERVAL_S": "3600",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        _, app = service_app(env, mp)
-        with TestClient(app, raise_server_exceptions=False) as client:
-            yield app, client, store_url
+    with served_client(service_env(mlflow_server, store_url, tasks, KEY)) as (service, client):
+        yield client.app, client, store_url
 
 
 @pytest.fixture(scope="module")

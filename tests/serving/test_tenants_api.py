@@ -18,7 +18,7 @@ import yaml
 
 from shelfwise.monitoring.store import PredictionStore
 from shelfwise.serving.keys import KeyStore
-from tests.serving.conftest import fuzz_operation, service_app, write_tasks_dir
+from tests.serving.conftest import fuzz_operation, served_client, service_env, write_tasks_dir
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,6 @@ SCOPE_SETS = {
 
 @pytest.fixture(scope="module")
 def tenants_app(mlflow_server: str, delay_v1, forecast_v1, generated_tasks, tmp_path_factory):
-    from starlette.testclient import TestClient
 
     folder = tmp_path_factory.mktemp("tenants-api")
     tasks = write_tasks_dir(
@@ -83,28 +82,25 @@ def tenants_app(mlflow_server: str, delay_v1, forecast_v1, generated_tasks, tmp_
         for tenant in ("bakery", "grocer", "default")
         for label, scopes in SCOPE_SETS.items()
     }
-    env = {
-        "SHELFWISE_TRACKING_URI": mlflow_server,
-        "SHELFWISE_STORE_URL": store_url,
-        "SHELFWISE_API_KEY": SHARED_KEY,
-        "SHELFWISE_TASKS_DIR": str(tasks),
-        "SHELFWISE_TENANTS_CONFIG": str(tenants_file),
-        "SHELFWISE_POLL_INTERVAL_S": "3600",
-        "SHELFWISE_KEY_CACHE_TTL_S": "0",  # every request reads the key row: revocation
-        "SHELFWISE_RATE_LIMIT_RPS": "0.5",
-        "SHELFWISE_RATE_LIMIT_BURST": str(BURST),
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        service, app = service_app(env, mp)
-        with TestClient(app, raise_server_exceptions=False) as client:
-            yield {
-                "client": client,
-                "service": service,
-                "store": PredictionStore(store_url),
-                "keys": keys,
-                "key": {k: raw for k, (_, raw) in made.items()},
-                "names": names,
-            }
+    env = service_env(
+        mlflow_server,
+        store_url,
+        tasks,
+        SHARED_KEY,
+        SHELFWISE_TENANTS_CONFIG=str(tenants_file),
+        SHELFWISE_KEY_CACHE_TTL_S="0",  # every request reads the key row: revocation
+        SHELFWISE_RATE_LIMIT_RPS="0.5",
+        SHELFWISE_RATE_LIMIT_BURST=str(BURST),
+    )
+    with served_client(env) as (service, client):
+        yield {
+            "client": client,
+            "service": service,
+            "store": PredictionStore(store_url),
+            "keys": keys,
+            "key": {k: raw for k, (_, raw) in made.items()},
+            "names": names,
+        }
     keys.dispose()
 
 
