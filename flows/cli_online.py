@@ -3,11 +3,29 @@ live traffic (flows/online.py). Quick registry and store operations, no Prefect 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import typer
 
 from shelfwise.flows.cli_output import emit_json, stdout_to_stderr
 
 TASK_ARG = "a declared task (configs/tasks/<name>.yaml) or the path of a task YAML"
+
+
+def _run(platform_config: str, json_out: bool, call: Callable[[Any], dict]) -> dict | None:
+    """``call(platform)`` with user errors as exit 2 and, under ``--json``, every log line on
+    stderr; the result to print, or None when it went out as JSON."""
+    from shelfwise.flows.cli import _setup, user_errors
+
+    with stdout_to_stderr(json_out):
+        platform = _setup(platform_config)
+        with user_errors():
+            out = call(platform)
+    if json_out:
+        emit_json(out)
+        return None
+    return out
 
 
 def online(
@@ -18,15 +36,11 @@ def online(
 ) -> None:
     """The challenger vs @champion on the same labelled live requests (shadow or canary):
     each version's metric and the paired-difference CI, logged on the challenger's version."""
-    from shelfwise.flows.cli import _setup, console, user_errors
+    from shelfwise.flows.cli import console
     from shelfwise.flows.online import compare_live
 
-    with stdout_to_stderr(json_out):
-        platform = _setup(platform_config)
-        with user_errors():
-            out = compare_live(platform, task, log=log)
-    if json_out:
-        emit_json(out)
+    out = _run(platform_config, json_out, lambda p: compare_live(p, task, log=log))
+    if out is None:
         return
     metric, iv = out["metric"], out["interval"]
     console.print(
@@ -54,15 +68,11 @@ def canary(
 ) -> None:
     """Ramp the canary: the share of entities the challenger answers (0 stops it). The
     service picks it up on its next alias poll."""
-    from shelfwise.flows.cli import _setup, console, user_errors
+    from shelfwise.flows.cli import console
     from shelfwise.flows.online import set_canary
 
-    with stdout_to_stderr(json_out):
-        platform = _setup(platform_config)
-        with user_errors():
-            out = set_canary(platform, task, fraction)
-    if json_out:
-        emit_json(out)
+    out = _run(platform_config, json_out, lambda p: set_canary(p, task, fraction))
+    if out is None:
         return
     console.print(f"{out['task']}: v{out['version']} answers {fraction:.0%} of entities")
 
@@ -75,15 +85,11 @@ def alarms(
 ) -> None:
     """Check the task's alarms on its champion's live window; roll back to @previous when one
     fires (recorded, then a cooldown)."""
-    from shelfwise.flows.cli import _setup, console, user_errors
+    from shelfwise.flows.cli import console
     from shelfwise.flows.online import check_task_alarms
 
-    with stdout_to_stderr(json_out):
-        platform = _setup(platform_config)
-        with user_errors():
-            out = check_task_alarms(platform, task, act=act)
-    if json_out:
-        emit_json(out)
+    out = _run(platform_config, json_out, lambda p: check_task_alarms(p, task, act=act))
+    if out is None:
         return
     state = "[red]fired[/red]" if out["fired"] else "[green]quiet[/green]"
     console.print(f"{out['model_name']} v{out['champion']}: alarms {state}")
