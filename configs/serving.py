@@ -25,6 +25,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "prediction_log.enabled": "SHELFWISE_PREDICTION_LOG",
     "prediction_log.writer": "SHELFWISE_PREDICTION_LOG_WRITER",
     "workers": "SHELFWISE_SERVING_WORKERS",
+    "push.enabled": "SHELFWISE_PUSH_SWAPS",
 }
 
 # BentoML's dispatcher answers 503 "process is overloaded" when max_latency_ms is close to the
@@ -63,8 +64,28 @@ class PredictionLogConfig(StrictModel):
     max_queue_rows: int = Field(200_000, ge=1)
 
 
+class PushConfig(StrictModel):
+    """Swaps pushed by the registry (serving/push.py): the stack registers an MLflow webhook for
+    alias events at ``route``; the service verifies its HMAC signature with the secret in
+    ``secret_env`` and checks the alias at once. Polling (``poll_interval_s``) stays the
+    fallback."""
+
+    enabled: bool = True
+    route: str = Field("/v1/registry/events", pattern=r"^/[A-Za-z0-9_\-/]+$")
+    secret_env: str = "SHELFWISE_WEBHOOK_SECRET"
+    max_age_s: float = Field(300.0, gt=0, le=3600, description="replay window of a delivery")
+    signal_tick_s: float = Field(
+        0.2, gt=0, le=10, description="how often the other workers look at the wake signal"
+    )
+
+    def secret(self, environ: Mapping[str, str] | None = None) -> str | None:
+        env = os.environ if environ is None else environ
+        return (env.get(self.secret_env) or None) if self.enabled else None
+
+
 class ServingSettings(StrictModel):
     poll_interval_s: float = Field(10.0, gt=0, le=3600)
+    push: PushConfig = PushConfig()
     batching: BatchingConfig = BatchingConfig()
     auth: AuthConfig = AuthConfig()
     prediction_log: PredictionLogConfig = PredictionLogConfig()

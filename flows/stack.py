@@ -101,6 +101,16 @@ class ComponentState:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PushPlan:
+    """Swaps pushed by the registry: MLflow posts alias events to ``url``, signed with
+    ``secret`` (the service gets the same secret in ``secret_env``)."""
+
+    url: str
+    secret: str
+    secret_env: str
+
+
 @dataclass
 class StackPlan:
     platform: PlatformConfig
@@ -112,6 +122,7 @@ class StackPlan:
     work_pool: str
     external: dict[Component, str] = field(default_factory=dict)
     disabled: dict[Component, str] = field(default_factory=dict)
+    push: PushPlan | None = None  # the service's alias webhook (None: push is off)
 
     def process(self, component: Component) -> ManagedProcess | None:
         return next((p for p in self.processes if p.component == component), None)
@@ -250,7 +261,7 @@ def plan_stack(
                 platform.tracking.host,
                 platform.tracking.port,
                 platform.tracking.startup_timeout_s,
-                env=mlflow_server_env(),
+                env=mlflow_server_env(platform),
                 ui_url=srv.url,
             )
         )
@@ -312,10 +323,12 @@ def plan_stack(
 
     sv = stack.serving
     service_module = sv.target.split(":", 1)[0]
+    push: PushPlan | None = None
     if _wanted(sv.enabled, importable(service_module), serving):
         s = platform.serving
         url = f"http://{s.host}:{s.port}"
         srv = _local(platform, "serving", "bentoml service", url, sv.health_path)
+        push = push_plan(platform, url)
         processes.append(
             ManagedProcess(
                 Component.serving,
@@ -325,7 +338,11 @@ def plan_stack(
                 s.host,
                 s.port,
                 sv.startup_timeout_s,
-                env={**flow_run_env(platform, root), "BENTOML_HOME": str(state / "bentoml")},
+                env={
+                    **flow_run_env(platform, root),
+                    "BENTOML_HOME": str(state / "bentoml"),
+                    **({push.secret_env: push.secret} if push else {}),
+                },
                 cwd=root,
                 ui_url=f"{srv.url}/",  # BentoML serves its Swagger UI at the root
             )
@@ -366,6 +383,60 @@ def plan_stack(
         work_pool=pool,
         external=external,
         disabled=disabled,
+        push=push,
+    )
+
+
+def push_plan(platform: PlatformConfig, service_url: str) -> PushPlan | None:
+    """The alias webhook of the service at ``service_url`` (configs/serving.yaml ``push``); its
+    secret from the environment, else one made once in the state folder."""
+    from shelfwise.configs.serving import load_serving_config
+    from shelfwise.registry.webhooks import webhook_secret
+
+    settings = load_serving_config(os.environ.get("SHELFWISE_SERVING_CONFIG", "serving")).push
+    if not settings.enabled:
+        return None
+    secret = settings.secret() or webhook_secret(platform.state_path / "run" / "webhook.secret")
+    host = service_url.split("://", 1)[1]
+    host = host.replace("0.0.0.0", "127.0.0.1", 1)  # MLflow posts to it: a reachable address
+    return PushPlan(f"http://{host}{settings.route}", secret, settings.secret_env)
+
+
+def register_push(plan: StackPlan) -> ComponentState:
+    """Register (or refresh) the service's alias webhook with the tracking server. A refusal
+    is reported, not raised: the service then swaps on its poll alone."""
+    assert plan.push is not None
+    from mlflow import MlflowClient
+
+    from shelfwise.configs.serving import load_serving_config
+    from shelfwise.registry.webhooks import ensure_alias_webhook
+
+    poll = load_serving_config(os.environ.get("SHELFWISE_SERVING_CONFIG", "serving"))
+    try:
+        client = MlflowClient(plan.tracking_uri, registry_uri=plan.tracking_uri)
+        hook = ensure_alias_webhook(client, plan.push.url, plan.push.secret)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        logger.warning(
+            "the tracking server refused the alias webhook (%s: %s); the service swaps on "
+            "its %gs poll only",
+            type(exc).__name__,
+            first,
+            poll.poll_interval_s,
+        )
+        return ComponentState(
+            "push",
+            "registry push",
+            plan.push.url,
+            "failed",
+            detail=f"{type(exc).__name__}: {first}; polling every {poll.poll_interval_s:g}s",
+        )
+    return ComponentState(
+        "push",
+        "registry push",
+        plan.push.url,
+        hook.state,
+        detail=f"MLflow webhook {hook.webhook_id} on alias events",
     )
 
 
@@ -583,6 +654,12 @@ def stack_up(plan: StackPlan, only: set[Component] | None = None) -> list[Compon
                 states.append(state)
             if errors:
                 raise errors[0]
+            serving_up = any(
+                st.component == Component.serving and st.state in ("started", "reused")
+                for st in states
+            )
+            if Component.serving in wave and serving_up and plan.push is not None:
+                states.append(register_push(plan))
     except BaseException:
         for p in reversed(started):
             stop_server(p.server)

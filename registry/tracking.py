@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from shelfwise.configs.platform import PlatformConfig
@@ -48,14 +50,53 @@ def mlflow_server_command(platform: PlatformConfig) -> list[str]:
     ]
 
 
-def mlflow_server_env() -> dict[str, str]:
-    """MLflow 3's job execution (GenAI judges, trace roll-ups) starts ~8 huey consumer processes
-    per server; Shelfwise uses none of it, so it is off unless the environment turns it on."""
-    return {
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get(
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"
-        )
+def mlflow_server_env(platform: PlatformConfig) -> dict[str, str]:
+    """The environment of the ``mlflow server`` the platform starts.
+
+    - MLflow 3's job execution (GenAI judges, trace roll-ups) starts ~8 huey consumer processes
+      per server; Shelfwise uses none of it, so it is off unless the environment turns it on.
+    - Alias webhooks (swaps pushed to the service, serving/push.py) go to the local service over
+      plain HTTP on a loopback address, which MLflow refuses by default (https only, no private
+      IPs); the webhook list is cached for 2 s instead of 60 so a newly registered hook is used
+      at once; and the webhook secrets are encrypted with a key kept in the state folder, so
+      they stay readable across server restarts (MLflow otherwise makes a new key per process).
+    Each is only a default: the environment wins."""
+    defaults = {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_CACHE_TTL": "2",
     }
+    env = {k: os.environ.get(k, v) for k, v in defaults.items()}
+    key = os.environ.get("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY")
+    env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = key or webhook_encryption_key(platform)
+    return env
+
+
+def webhook_encryption_key(platform: PlatformConfig) -> str:
+    """The Fernet key the local MLflow server encrypts webhook secrets with (made once)."""
+    path = platform.state_path / "run" / "mlflow-webhook.key"
+    return read_or_create_secret(path, lambda: base64.urlsafe_b64encode(os.urandom(32)).decode())
+
+
+def read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret in ``path``, created (owner-only, written whole) when the file is absent."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(make())
+    try:
+        os.link(tmp, path)  # fails if another process created it first: keep theirs
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -117,7 +158,7 @@ def ensure_tracking_uri(platform: PlatformConfig) -> str:
         platform.tracking.host,
         platform.tracking.port,
         platform.tracking.startup_timeout_s,
-        env=mlflow_server_env(),
+        env=mlflow_server_env(platform),
     )
     return server.url
 

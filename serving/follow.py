@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from shelfwise.serving.push import WakeSignal
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class FollowStatus:
     last_error_version: str | None
     last_error_at: datetime | None
     swaps: int
+    wakes: int  # registry events (pushed) that asked for a check
 
 
 class AliasFollower(Generic[M]):
@@ -57,6 +62,8 @@ class AliasFollower(Generic[M]):
         load: Callable[[str], M],
         poll_interval_s: float,
         on_swap: Callable[[], object] | None = None,
+        signal: WakeSignal | None = None,
+        signal_tick_s: float = 0.2,
     ) -> None:
         self.task = task
         self.registered_name = registered_name
@@ -65,6 +72,11 @@ class AliasFollower(Generic[M]):
         self._load = load
         self.poll_interval_s = poll_interval_s
         self.on_swap = on_swap  # called after each swap (e.g. serving.heap.settle_heap)
+        # pushed swaps: a registry event wakes this follower (wake()), or another worker's
+        # follower of the same alias through the shared signal file (serving/push.py)
+        self.signal = signal
+        self.signal_tick_s = signal_tick_s
+        self.wakes = 0
         self.current: M | None = None
         self._check_lock = threading.Lock()
         self._stop = threading.Event()
@@ -154,13 +166,31 @@ class AliasFollower(Generic[M]):
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def wake(self, signal_peers: bool = True) -> None:
+        """Check the alias now (a registry event said it moved); with ``signal_peers`` the
+        followers of the same alias in the other worker processes are told too."""
+        self.wakes += 1
+        if signal_peers and self.signal is not None:
+            try:
+                self.signal.bump()
+            except OSError as exc:  # the peers fall back to polling
+                logger.warning("%s: cannot signal the other workers: %s", self.label, exc)
+        self._wake.set()
+
     def _poll(self) -> None:
+        due = time.monotonic() + self.poll_interval_s
         while not self._stop.is_set():
-            self._wake.wait(self.poll_interval_s)
+            timeout = max(0.0, due - time.monotonic())
+            if self.signal is not None:
+                timeout = min(timeout, self.signal_tick_s)
+            woken = self._wake.wait(timeout)
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self.check()
+            signalled = self.signal is not None and self.signal.changed()
+            if woken or signalled or time.monotonic() >= due:
+                self.check()
+                due = time.monotonic() + self.poll_interval_s
 
     def status(self) -> FollowStatus:
         current = self.current
@@ -176,6 +206,7 @@ class AliasFollower(Generic[M]):
             last_error_version=self.last_error_version,
             last_error_at=self.last_error_at,
             swaps=self.swaps,
+            wakes=self.wakes,
         )
 
 

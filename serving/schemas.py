@@ -226,6 +226,9 @@ class ServedModel(BaseModel):
     last_error_version: str | None = None
     last_error_at: datetime | None = None
     swaps: int = 0
+    wakes: int = Field(
+        0, description="verified registry events (MLflow alias webhooks) that woke this alias"
+    )
     challenger: dict[str, Any] | None = Field(
         None,
         description="the task's challenger online (serving.challenger): its alias and version, "
@@ -247,4 +250,7 @@ class PredictionLogStatus(BaseModel):
 class VersionsResponse(BaseModel):
     models: list[ServedModel]
     poll_interval_s: float
+    push: bool = Field(
+        False, description="swaps are also pushed by the registry (a webhook secret is set)"
+    )
     prediction_log: PredictionLogStatus

@@ -89,6 +89,7 @@ from shelfwise.serving.guard import UnavailableGuard
 from shelfwise.serving.heap import settle_heap
 from shelfwise.serving.keys import KeyAuthenticator, KeyStore
 from shelfwise.serving.online import OnlineTask, Scored, online_task
+from shelfwise.serving.push import AliasEvent, RegistryEventReceiver, WakeSignal, signal_path
 from shelfwise.serving.schemas import (
     ActualsRequest,
     ActualsResponse,
@@ -207,7 +208,8 @@ class ShelfwiseService:
 
     def __init__(self) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        for name in ("serving", "registry", "monitoring"):  # swaps and flushes in the server log
+        for name in ("shelfwise.serving", "shelfwise.registry", "shelfwise.monitoring"):
+            # swaps, pushed events and flushes in the server log
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(logging.INFO)
         self.settings = serving_config()
@@ -258,6 +260,16 @@ class ShelfwiseService:
             for name, task in TASKS.items()
             if name in TABULAR
         }
+        # swaps pushed by the registry: a verified alias event wakes these at once; the shared
+        # signal files tell the followers of the other workers (serving/push.py)
+        self.push_secret = self.settings.push.secret()
+        if self.push_secret:
+            folder = self.platform.state_path / "run" / "push"
+            for follower in self.all_followers():
+                follower.signal = WakeSignal(
+                    signal_path(folder, follower.registered_name, follower.alias)
+                )
+                follower.signal_tick_s = self.settings.push.signal_tick_s
         for follower in self.followers.values():
             follower.check()  # load the champion now; if it is absent, polling picks it up later
         for online in self.online.values():
@@ -276,6 +288,20 @@ class ShelfwiseService:
             )
             or "no task (none declared)",
         )
+
+    def all_followers(self) -> list[AliasFollower[Any]]:
+        """The champions' followers and the challengers' (shadow/canary) ones."""
+        challengers = [o.follower for o in self.online.values() if o.follower is not None]
+        return [*self.followers.values(), *challengers]
+
+    def registry_event(self, event: AliasEvent) -> list[str]:
+        """A verified alias event: wake every follower of that alias; their labels."""
+        woken = []
+        for follower in self.all_followers():
+            if (follower.registered_name, follower.alias) == (event.name, event.alias):
+                follower.wake()
+                woken.append(follower.label)
+        return woken
 
     # -- BentoML hooks ------------------------------------------------------------------------
 
@@ -575,6 +601,7 @@ class ShelfwiseService:
         return VersionsResponse(
             models=models,
             poll_interval_s=self.settings.poll_interval_s,
+            push=bool(self.push_secret),
             prediction_log=log_status,
         )
 
@@ -843,6 +870,14 @@ ShelfwiseService.add_asgi_middleware(
     ),
     authenticator_factory=key_authenticator,
     limiter_factory=rate_limiter,
+)
+# MLflow's alias webhooks: verified by their HMAC signature, not by an API key (serving/push.py)
+ShelfwiseService.add_asgi_middleware(
+    RegistryEventReceiver,
+    route=_BOOT.push.route,
+    secret=lambda: _current().push_secret,
+    max_age_s=_BOOT.push.max_age_s,
+    on_event=lambda event: _current().registry_event(event),
 )
 # After the API-key check: Starlette runs the first registered middleware first.
 ShelfwiseService.add_asgi_middleware(
