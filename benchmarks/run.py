@@ -16,6 +16,7 @@ BENCHMARKS = (
     "bench_loop",
     "forecast_floor",
     "bench_fanout",
+    "bench_push",
 )
 
 
