@@ -20,18 +20,20 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-from mlflow import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from shelfwise.registry import aliases as al
-from shelfwise.registry.gate import GateDecision
 from shelfwise.registry.history import TRIGGERS, HistoryEntry, HistoryStore
+
+if TYPE_CHECKING:  # promote / rollback on the CLI need neither scikit-learn nor the gate
+    from mlflow import MlflowClient
+
+    from shelfwise.registry.gate import GateDecision
 
 logger = logging.getLogger(__name__)
 
 TAG_PREFIX = "shelfwise.promotion."
-Evaluate = Callable[[str, str | None], GateDecision]  # (candidate, champion) -> decision
+Evaluate = Callable[[str, str | None], "GateDecision"]  # (candidate, champion) -> decision
 
 
 @dataclass

@@ -106,6 +106,9 @@ def test_demo_runs_the_loop_shows_the_faces_and_runs_twice(tmp_path, data_dir, m
         again = {s.component: s for s in stack_up(plan)}
         for c, pid in pids.items():
             assert again[c].state == "reused" and again[c].pid == pid
+        # the service's alias webhook (swaps pushed by the registry) was registered by the
+        # demo's `up`; this one refreshes it in place
+        assert again["push"].state == "updated", again["push"]
         tree = set(pids.values())
         for pid in pids.values():
             tree.update(descendants(pid))
