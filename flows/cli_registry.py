@@ -44,6 +44,23 @@ def _ctx(platform_config: str):
     return platform, mlflow.MlflowClient(), console
 
 
+def _registry(platform_config: str):
+    """(platform, registry client, console) for promote and rollback: MLflow's REST API without
+    importing ``mlflow`` (registry/rest.py), so the alias moves seconds sooner."""
+    from shelfwise.flows.cli import _setup, console, user_errors
+    from shelfwise.registry.rest import RestRegistry
+    from shelfwise.registry.tracking import ensure_tracking_uri
+
+    platform = _setup(platform_config)
+    with user_errors():
+        uri = ensure_tracking_uri(platform)
+    if not uri.startswith(("http://", "https://")):  # a local store: only MLflow's client
+        import mlflow
+
+        return platform, mlflow.MlflowClient(uri), console
+    return platform, RestRegistry(uri), console
+
+
 def _print_outcome(console, out: dict) -> None:
     colour = "green" if out["promoted"] else "yellow"
     console.print(
@@ -203,7 +220,7 @@ def promote(
     platform_config: str = typer.Option("platform", "--platform"),
 ) -> None:
     """Manual override: make a version @champion without the gate (recorded with the reason)."""
-    platform, client, console = _ctx(platform_config)
+    platform, client, console = _registry(platform_config)
     from shelfwise.flows.cli import user_errors
     from shelfwise.registry.history import HistoryStore
     from shelfwise.registry.promotion import promote_manual
@@ -224,7 +241,7 @@ def rollback(
     platform_config: str = typer.Option("platform", "--platform"),
 ) -> None:
     """Point @champion back to @previous (recorded)."""
-    platform, client, console = _ctx(platform_config)
+    platform, client, console = _registry(platform_config)
     from shelfwise.flows.cli import user_errors
     from shelfwise.registry.history import HistoryStore
     from shelfwise.registry.promotion import rollback as do_rollback

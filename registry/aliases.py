@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
+if TYPE_CHECKING:  # any client with MlflowClient's registry calls (also registry/rest.py's)
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +53,16 @@ def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | No
     """The version an alias points to, or None when the alias is not set."""
     try:
         return str(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException as exc:
+    except Exception as exc:  # MlflowException, RegistryRequestError
         if _not_found(exc):
             return None
         raise
 
 
-def _not_found(exc: MlflowException) -> bool:
-    return exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
+def _not_found(exc: Exception) -> bool:
+    """MLflow's "no such model / version / alias" (either client carries ``error_code``)."""
+    code = getattr(exc, "error_code", None)
+    return code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
 
 
 def aliases_of(client: MlflowClient, model_name: str) -> dict[str, str]:
@@ -70,7 +73,7 @@ def aliases_of(client: MlflowClient, model_name: str) -> dict[str, str]:
 def require_model(client: MlflowClient, model_name: str):
     try:
         return client.get_registered_model(model_name)
-    except MlflowException as exc:
+    except Exception as exc:  # MlflowException, RegistryRequestError
         if _not_found(exc):
             raise RegistryError(f"no registered model named {model_name!r}") from None
         raise
@@ -108,7 +111,7 @@ def resolve_version(client: MlflowClient, model_name: str, ref: str | int) -> Mo
             raise RegistryError(f"registered model {model_name!r} has no alias @{alias}")
     try:
         mv = client.get_model_version(model_name, str(version))
-    except MlflowException as exc:
+    except Exception as exc:  # MlflowException, RegistryRequestError
         if _not_found(exc):
             known = sorted(
                 (int(v.version) for v in client.search_model_versions(f"name='{model_name}'")),
