@@ -37,6 +37,7 @@ from shelfwise.registry.tracking import (
     mlflow_server,
     mlflow_server_command,
     mlflow_server_env,
+    mlflow_start_env,
     prepare_sqlite_backend,
 )
 
@@ -107,8 +108,14 @@ class PushPlan:
     ``secret`` (the service gets the same secret in ``secret_env``)."""
 
     url: str
-    secret: str
     secret_env: str
+    secret_file: Path
+
+    def secret(self) -> str:
+        """From ``secret_env`` in the environment, else the state folder's (made once)."""
+        from shelfwise.registry.webhooks import webhook_secret
+
+        return os.environ.get(self.secret_env) or webhook_secret(self.secret_file)
 
 
 @dataclass
@@ -261,7 +268,7 @@ def plan_stack(
                 platform.tracking.host,
                 platform.tracking.port,
                 platform.tracking.startup_timeout_s,
-                env=mlflow_server_env(platform),
+                env=mlflow_server_env(),
                 ui_url=srv.url,
             )
         )
@@ -338,11 +345,7 @@ def plan_stack(
                 s.host,
                 s.port,
                 sv.startup_timeout_s,
-                env={
-                    **flow_run_env(platform, root),
-                    "BENTOML_HOME": str(state / "bentoml"),
-                    **({push.secret_env: push.secret} if push else {}),
-                },
+                env={**flow_run_env(platform, root), "BENTOML_HOME": str(state / "bentoml")},
                 cwd=root,
                 ui_url=f"{srv.url}/",  # BentoML serves its Swagger UI at the root
             )
@@ -391,15 +394,17 @@ def push_plan(platform: PlatformConfig, service_url: str) -> PushPlan | None:
     """The alias webhook of the service at ``service_url`` (configs/serving.yaml ``push``); its
     secret from the environment, else one made once in the state folder."""
     from shelfwise.configs.serving import load_serving_config
-    from shelfwise.registry.webhooks import webhook_secret
 
     settings = load_serving_config(os.environ.get("SHELFWISE_SERVING_CONFIG", "serving")).push
     if not settings.enabled:
         return None
-    secret = settings.secret() or webhook_secret(platform.state_path / "run" / "webhook.secret")
     host = service_url.split("://", 1)[1]
     host = host.replace("0.0.0.0", "127.0.0.1", 1)  # MLflow posts to it: a reachable address
-    return PushPlan(f"http://{host}{settings.route}", secret, settings.secret_env)
+    return PushPlan(
+        f"http://{host}{settings.route}",
+        settings.secret_env,
+        platform.state_path / "run" / "webhook.secret",
+    )
 
 
 def register_push(plan: StackPlan) -> ComponentState:
@@ -414,7 +419,7 @@ def register_push(plan: StackPlan) -> ComponentState:
     poll = load_serving_config(os.environ.get("SHELFWISE_SERVING_CONFIG", "serving"))
     try:
         client = MlflowClient(plan.tracking_uri, registry_uri=plan.tracking_uri)
-        hook = ensure_alias_webhook(client, plan.push.url, plan.push.secret)
+        hook = ensure_alias_webhook(client, plan.push.url, plan.push.secret())
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         logger.warning(
@@ -564,10 +569,14 @@ def _start(plan: StackPlan, p: ManagedProcess) -> ComponentState:
         )
     command = p.command or mlflow_server_command(plan.platform)
     t0 = time.monotonic()
+    env = p.env
     if p.component is Component.mlflow:
         prepare_sqlite_backend(plan.platform.mlflow_backend_store_uri)
+        env = mlflow_start_env(plan.platform, env)
+    if p.component is Component.serving and plan.push is not None:
+        env = {**env, plan.push.secret_env: plan.push.secret()}
     try:
-        pid = start_server(p.server, command, p.host, p.port, p.timeout_s, env=p.env, cwd=p.cwd)
+        pid = start_server(p.server, command, p.host, p.port, p.timeout_s, env=env, cwd=p.cwd)
     except ServerError as exc:
         raise StackError(str(exc)) from None
     return ComponentState(

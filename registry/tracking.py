@@ -50,7 +50,7 @@ def mlflow_server_command(platform: PlatformConfig) -> list[str]:
     ]
 
 
-def mlflow_server_env(platform: PlatformConfig) -> dict[str, str]:
+def mlflow_server_env() -> dict[str, str]:
     """The environment of the ``mlflow server`` the platform starts.
 
     - MLflow 3's job execution (GenAI judges, trace roll-ups) starts ~8 huey consumer processes
@@ -59,7 +59,8 @@ def mlflow_server_env(platform: PlatformConfig) -> dict[str, str]:
       plain HTTP on a loopback address, which MLflow refuses by default (https only, no private
       IPs); the webhook list is cached for 2 s instead of 60 so a newly registered hook is used
       at once; and the webhook secrets are encrypted with a key kept in the state folder, so
-      they stay readable across server restarts (MLflow otherwise makes a new key per process).
+      they stay readable across server restarts (MLflow otherwise makes a new key per process;
+      ``mlflow_start_env`` adds it when the server starts).
     Each is only a default: the environment wins."""
     defaults = {
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -67,10 +68,13 @@ def mlflow_server_env(platform: PlatformConfig) -> dict[str, str]:
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
         "MLFLOW_WEBHOOK_CACHE_TTL": "2",
     }
-    env = {k: os.environ.get(k, v) for k, v in defaults.items()}
+    return {k: os.environ.get(k, v) for k, v in defaults.items()}
+
+
+def mlflow_start_env(platform: PlatformConfig, env: dict[str, str]) -> dict[str, str]:
+    """``env`` plus the webhook-secret encryption key, made when the server first starts."""
     key = os.environ.get("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY")
-    env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = key or webhook_encryption_key(platform)
-    return env
+    return {**env, "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key or webhook_encryption_key(platform)}
 
 
 def webhook_encryption_key(platform: PlatformConfig) -> str:
@@ -158,7 +162,7 @@ def ensure_tracking_uri(platform: PlatformConfig) -> str:
         platform.tracking.host,
         platform.tracking.port,
         platform.tracking.startup_timeout_s,
-        env=mlflow_server_env(platform),
+        env=mlflow_start_env(platform, mlflow_server_env()),
     )
     return server.url
 
