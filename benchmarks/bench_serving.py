@@ -334,7 +334,7 @@ def run_inprocess(
     from shelfwise.registry.load import load_tabular_model
     from shelfwise.serving.client import _task_api
 
-    api = _task_api(None)  # the task behind the client's routes: its generated models
+    api = _task_api(load_task("delay_risk"))  # the benchmarked task: its generated models
     model = load_tabular_model(
         tracking_uri, name, version, bands=training_config(load_task("delay_risk")).severity
     )

@@ -4,15 +4,18 @@ numbers are the framework's own ceiling."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
 import bentoml
 
+from shelfwise.configs.tasks import load_task
 from shelfwise.serving.client import _task_api
 from shelfwise.serving.service import service_options, serving_config
 
-API = _task_api(None)  # the task behind the client's routes
+# the benchmarked task (bench_serving: the shipped delay_risk); `bentoml serve` imports this module
+API = _task_api(load_task(os.environ.get("SHELFWISE_ECHO_TASK", "delay_risk")))
 ROUTE = API.task.serving.legacy_routes.predict or f"/v1/{API.task.url_path}/predict"
 
 

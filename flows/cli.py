@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,25 +24,43 @@ app.command("serve")(cli_serving.serve)
 console = Console()
 
 
+# (module, exception class, exit code): a user's mistake exits 2, a server that is not there 1.
+USER_ERRORS: tuple[tuple[str, str, int], ...] = (
+    ("shelfwise.configs.loader", "ConfigError", 2),
+    ("shelfwise.models.datasets", "DatasetError", 2),
+    ("shelfwise.registry.aliases", "RegistryError", 2),
+    ("shelfwise.registry.gate", "GateError", 2),
+    ("shelfwise.registry.server", "ServerError", 1),
+    ("shelfwise.monitoring.store", "StoreError", 1),
+)
+
+
+def user_error_code(exc: BaseException) -> int | None:
+    """The exit code for a user's mistake, or None for a bug.
+
+    Only modules already imported are looked at: an exception can only come from a module
+    that was loaded, so a command that never touched the datasets never pays for importing
+    them (and scikit-learn with them) just to be able to catch their errors."""
+    for module_name, class_name, code in USER_ERRORS:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if cls is not None and isinstance(exc, cls):
+            return code
+    return None
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """A user's mistake (bad config or data, no champion yet, a server that is not there) ends
     the command with its message and exit code 2 (1 for servers), not a traceback."""
-    from shelfwise.configs.loader import ConfigError
-    from shelfwise.models.datasets import DatasetError
-    from shelfwise.monitoring.store import StoreError
-    from shelfwise.registry.aliases import RegistryError
-    from shelfwise.registry.gate import GateError
-    from shelfwise.registry.server import ServerError
-
     try:
         yield
-    except (ConfigError, DatasetError, RegistryError, GateError) as exc:
+    except Exception as exc:
+        code = user_error_code(exc)
+        if code is None:
+            raise
         console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except (ServerError, StoreError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(code) from None
 
 
 def _setup(platform_config: str, verbose: bool = False):

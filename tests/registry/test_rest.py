@@ -4,6 +4,7 @@ answers for the same model, errors carry MLflow's error codes, and the promote /
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -64,12 +65,37 @@ def test_rest_registry_answers_like_mlflow_client(mlflow_server, fresh_model) ->
         rest.close()
 
 
-def test_the_promote_path_imports_neither_mlflow_nor_scikit_learn() -> None:
+def test_shelfwise_promote_imports_neither_mlflow_nor_scikit_learn(
+    mlflow_server, fresh_model, tmp_path
+) -> None:
+    """The whole command, error handling included, in a fresh interpreter: the alias moves and
+    none of the heavy libraries was loaded on the way (that is where its seconds went)."""
+    import mlflow
+
+    name, versions = fresh_model("default")
     code = (
         "import sys\n"
-        "import shelfwise.flows.cli, shelfwise.flows.cli_registry\n"
-        "import shelfwise.registry.promotion, shelfwise.registry.history, shelfwise.registry.rest\n"
-        "print(sorted(m for m in ('mlflow', 'sklearn', 'pandas') if m in sys.modules))\n"
+        "from shelfwise.flows.cli import app\n"
+        "try:\n"
+        f"    app(['promote', {name!r}, '--version', {versions['default']!r},"
+        " '--reason', 'import check'])\n"
+        "except SystemExit as exit_:\n"
+        "    assert not exit_.code, exit_.code\n"
+        "heavy = sorted(m for m in ('mlflow', 'sklearn', 'pandas') if m in sys.modules)\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    env = {
+        **os.environ,
+        "SHELFWISE_TRACKING_URI": mlflow_server,
+        "SHELFWISE_HOME": str(tmp_path / ".shelfwise"),
+        "SHELFWISE_STORE_URL": f"sqlite:///{tmp_path / 'shelfwise.db'}",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "HEAVY []" in out.stderr, out.stderr
+    assert (
+        mlflow.MlflowClient(mlflow_server).get_model_version_by_alias(name, "champion").version
+        == versions["default"]
+    )
