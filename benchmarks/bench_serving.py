@@ -334,10 +334,9 @@ def run_inprocess(
     from shelfwise.registry.load import load_tabular_model
     from shelfwise.serving.client import _task_api
 
-    api = _task_api(load_task("delay_risk"))  # the benchmarked task: its generated models
-    model = load_tabular_model(
-        tracking_uri, name, version, bands=training_config(load_task("delay_risk")).severity
-    )
+    task = load_task("delay_risk")  # the benchmarked task
+    api = _task_api(task)  # its generated request / response models
+    model = load_tabular_model(tracking_uri, name, version, bands=training_config(task).severity)
 
     def call(i: int) -> Any:
         order = api.request.model_validate(orders[i % len(orders)])

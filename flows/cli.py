@@ -42,8 +42,7 @@ def user_error_code(exc: BaseException) -> int | None:
     that was loaded, so a command that never touched the datasets never pays for importing
     them (and scikit-learn with them) just to be able to catch their errors."""
     for module_name, class_name, code in USER_ERRORS:
-        module = sys.modules.get(module_name)
-        cls = getattr(module, class_name, None) if module is not None else None
+        cls = getattr(sys.modules.get(module_name), class_name, None)  # None: not imported
         if cls is not None and isinstance(exc, cls):
             return code
     return None
