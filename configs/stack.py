@@ -14,7 +14,24 @@ from shelfwise.configs.loader import load_config, resolve_config_path
 ENV_OVERRIDES: dict[str, str] = {
     "evidently.port": "SHELFWISE_EVIDENTLY_PORT",
     "serving.enabled": "SHELFWISE_SERVING_ENABLED",
+    "prefect.warm_starts": "SHELFWISE_WARM_STARTS",
 }
+
+# imported by the warm server besides prefect.yaml's entrypoint modules: what the flows import
+# inside functions (model families, reports, registry flavours) and the engine itself
+WARM_PRELOAD: tuple[str, ...] = (
+    "prefect.engine",
+    "prefect.flow_engine",
+    "mlflow.pyfunc",
+    "mlflow.sklearn",
+    "sklearn.preprocessing",
+    "xgboost",
+    "skops.io",
+    "optuna",
+    "evidently",
+    "evidently.presets",
+    "matplotlib.pyplot",
+)
 
 
 class Enabled(StrEnum):
@@ -29,6 +46,14 @@ class PrefectStackConfig(StrictModel):
     worker_limit: int = Field(2, ge=1)
     worker_startup_timeout_s: float = Field(120.0, gt=0)
     worker_query_s: float = Field(2.0, gt=0, description="how often the worker polls for runs")
+    warm_starts: bool = Field(
+        True, description="flow runs fork from a server that has imported the flows once"
+    )
+    warm_preload: list[str] = Field(
+        default_factory=lambda: list(WARM_PRELOAD),
+        description="modules the warm server imports besides prefect.yaml's entrypoints",
+    )
+    warm_startup_timeout_s: float = Field(180.0, gt=0)
 
 
 class ServingStackConfig(StrictModel):

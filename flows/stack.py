@@ -23,8 +23,9 @@ from pathlib import Path
 import httpx
 
 from shelfwise.configs.platform import PlatformConfig
-from shelfwise.configs.stack import Enabled, StackConfig
+from shelfwise.configs.stack import Enabled, PrefectStackConfig, StackConfig
 from shelfwise.flows.environment import prefect_logging_env
+from shelfwise.flows.warm import SOCKET_ENV, ping, socket_path
 from shelfwise.registry.server import (
     LocalServer,
     ServerError,
@@ -53,6 +54,7 @@ class Component(StrEnum):
     mlflow = "mlflow"
     prefect = "prefect"
     worker = "worker"
+    warm = "warm"
     serving = "serving"
     evidently = "evidently"
 
@@ -184,6 +186,34 @@ def flow_run_env(platform: PlatformConfig, root: Path) -> dict[str, str]:
     }
 
 
+def warm_process(platform: PlatformConfig, root: Path, wk: PrefectStackConfig) -> ManagedProcess:
+    """The warm-start server (flows/warm.py): the flow runs' environment, prefect.yaml's
+    entrypoint modules and ``warm_preload`` imported once; healthy when it answers a ping.
+    Its "url" is its Unix socket."""
+    sock = socket_path(platform.state_path)
+    state = platform.state_path
+    server = LocalServer(
+        name="warm-start server",
+        url=str(sock),
+        health_path="",
+        pid_file=state / "run" / "warm.pid",
+        log_file=state / "logs" / "warm.log",
+        probe=lambda: (ping(sock) or {}).get("pong", False),
+    )
+    command = [sys.executable, "-m", "shelfwise.flows.warm", "serve", "--socket", str(sock)]
+    command += ["--prefect-yaml", str(root / "prefect.yaml"), *wk.warm_preload]
+    return ManagedProcess(
+        Component.warm,
+        server,
+        command,
+        platform.prefect.host,
+        None,
+        wk.warm_startup_timeout_s,
+        env=flow_run_env(platform, root),
+        cwd=root,
+    )
+
+
 def _local(platform: PlatformConfig, key: str, name: str, url: str, health: str) -> LocalServer:
     state = platform.state_path
     return LocalServer(
@@ -311,19 +341,29 @@ def plan_stack(
         log_file=worker_srv.log_file,
         probe=worker_probe(api, pool, wk.worker_name, worker_srv.pid_file),
     )
+    worker_env = {
+        **flow_run_env(platform, root),
+        "PREFECT_WORKER_QUERY_SECONDS": f"{wk.worker_query_s:g}",
+    }
+    worker_args = ["--pool", pool, "--name", wk.worker_name, "--limit", str(wk.worker_limit)]
+    if wk.warm_starts:
+        warm = warm_process(platform, root, wk)
+        processes.append(warm)
+        worker_env[SOCKET_ENV] = warm.server.url
+        worker_cmd = [sys.executable, "-m", "shelfwise.flows.warm", "worker", *worker_args]
+    else:
+        disabled[Component.warm] = "prefect.warm_starts is false in configs/stack.yaml"
+        worker_cmd = [sys.executable, "-m", "prefect", "worker", "start", "--type", "process"]
+        worker_cmd += worker_args
     processes.append(
         ManagedProcess(
             Component.worker,
             worker_srv,
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool]
-            + ["--name", wk.worker_name, "--type", "process", "--limit", str(wk.worker_limit)],
+            worker_cmd,
             platform.prefect.host,
             None,
             wk.worker_startup_timeout_s,
-            env={
-                **flow_run_env(platform, root),
-                "PREFECT_WORKER_QUERY_SECONDS": f"{wk.worker_query_s:g}",
-            },
+            env=worker_env,
             cwd=root,
         )
     )
@@ -504,7 +544,8 @@ def require_work_pool(api_url: str, pool: str) -> None:
 _MARKERS: dict[Component, str] = {
     Component.mlflow: "mlflow server",
     Component.prefect: "prefect server start",
-    Component.worker: "prefect worker start",
+    Component.worker: " worker ",  # `prefect worker start ...` or `shelfwise.flows.warm worker ...`
+    Component.warm: "shelfwise.flows.warm serve",
     Component.serving: "bentoml serve",
     Component.evidently: "evidently.cli",
 }
@@ -594,7 +635,7 @@ def _start(plan: StackPlan, p: ManagedProcess) -> ComponentState:
 # MLflow and Prefect servers' imports and migrations overlap); a wave needs the earlier ones.
 _WAVES: list[set[Component]] = [
     {Component.mlflow, Component.prefect, Component.evidently},
-    {Component.worker},  # needs the Prefect server (and its work pool)
+    {Component.worker, Component.warm},  # the worker needs the Prefect server and work pool
     {Component.serving},  # needs the tracking server
 ]
 

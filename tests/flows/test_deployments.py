@@ -28,7 +28,15 @@ from shelfwise.flows.deployments import (
     run_deployment_and_wait,
 )
 from shelfwise.flows.events import emit_retrain_requested
-from shelfwise.flows.stack import StackError, plan_stack, project_root, stack_down, stack_up
+from shelfwise.flows.stack import (
+    Component,
+    StackError,
+    plan_stack,
+    project_root,
+    stack_down,
+    stack_up,
+)
+from shelfwise.flows.warm import ping
 from tests.flows.stack_helpers import (
     all_flow_runs,
     flow_runs,
@@ -212,6 +220,10 @@ def test_retrain_event_runs_the_deployment_and_registers_a_version(deployed, mlf
         f"{time.monotonic() - t0:.0f} s"
     )
     assert final["state_type"] == "COMPLETED", final["state"]
+    # it started warm: a fork of the stack's warm server, not a fresh interpreter
+    warm = ping(plan.process(Component.warm).server.url)
+    assert warm is not None and warm["fork_safe"] and warm["forks"] >= 1, warm
+    assert "shelfwise.flows.monitor" in warm["preloaded"], warm
     new = [v for v in client.search_model_versions("name='delay_risk'") if v.version not in before]
     assert len(new) == 1
     assert new[0].tags["shelfwise.trigger"] == trigger

@@ -36,14 +36,31 @@ def test_plan_uses_configured_ports_and_skips_external_and_absent_parts(tmp_path
     absent = StackConfig(serving=ServingStackConfig(target="shelfwise.serving.no_such_service"))
     plan = plan_stack(platform, absent, root=tmp_path)
     comps = [p.component for p in plan.processes]
-    assert comps == [Component.mlflow, Component.prefect, Component.worker]
+    assert comps == [Component.mlflow, Component.prefect, Component.warm, Component.worker]
     assert plan.process(Component.prefect).port == platform.prefect.port
     assert plan.process(Component.mlflow).port == platform.tracking.port
     assert plan.prefect_api_url == f"http://127.0.0.1:{platform.prefect.port}/api"
     assert "shelfwise.serving.no_such_service is not importable" in plan.disabled[Component.serving]
     worker = plan.process(Component.worker)
-    expected = ["--name", "shelfwise-worker", "--type", "process", "--limit", "2"]
-    assert worker.command[-6:] == expected
+    warm = plan.process(Component.warm)
+    assert worker.command[1:4] == ["-m", "shelfwise.flows.warm", "worker"]
+    assert worker.command[-6:] == ["--pool", "shelfwise-process", "--name", "shelfwise-worker"] + [
+        "--limit",
+        "2",
+    ]
+    # the worker's flow runs find the warm server; it preloads prefect.yaml's entrypoints
+    assert worker.env["SHELFWISE_WARM_SOCKET"] == warm.server.url
+    assert warm.command[warm.command.index("--prefect-yaml") + 1] == str(tmp_path / "prefect.yaml")
+    cold = plan_stack(
+        platform,
+        absent.model_copy(
+            update={"prefect": absent.prefect.model_copy(update={"warm_starts": False})}
+        ),
+        root=tmp_path,
+    )
+    assert cold.process(Component.warm) is None and "warm_starts" in cold.disabled[Component.warm]
+    assert cold.process(Component.worker).command[1:5] == ["-m", "prefect", "worker", "start"]
+    assert "SHELFWISE_WARM_SOCKET" not in cold.process(Component.worker).env
     assert worker.env["SHELFWISE_PROJECT_ROOT"] == str(tmp_path.resolve())
     assert worker.env["SHELFWISE_TRACKING_URI"] == f"http://127.0.0.1:{platform.tracking.port}"
 
