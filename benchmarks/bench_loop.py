@@ -2,7 +2,7 @@
 
 1. Loop latency, on embedded defaults: `shelfwise demo --reduced` in a fresh state folder on free
    ports; from the monitoring run that crosses the threshold to the new champion answering
-   requests, split into detect / trigger / worker start / retrain (gate) / swap. Target < 2 min.
+   requests, split into detect / trigger / worker start / retrain (gate) / swap. Target < 30 s.
 2. Drift report time for 5k and 100k rows per side (reference vs current), our configured report
    (explicit Wasserstein / Jensen-Shannon tests + prediction drift) beside Evidently's default
    DataDriftPreset on the same frames, median of a few repeats.
@@ -29,7 +29,7 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parent / "results"
-LOOP_TARGET_S = 120.0
+LOOP_TARGET_S = 30.0  # issue 16: threshold crossed -> new champion answering, quiet 2 cores
 
 
 def resample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -147,6 +147,10 @@ def markdown(result: dict) -> str:
             "|---|---:|",
             *(f"| {k} | {v:.1f} |" for k, v in loop["stages_s"].items()),
             f"| **total** (threshold -> new champion answering) | **{loop['total_s']:.1f}** |",
+            "",
+            "Flow runs start warm (a fork of the stack's warm server, `flows/warm.py`); the swap is "
+            "pushed by the registry's webhook, so the service can serve the new version before the "
+            "retrain run has finished (swap 0).",
             "",
             f"Target < {loop['target_s']:.0f} s: {'yes' if loop['meets_target'] else 'NO'}. "
             f"Whole demo wall time {loop['demo_wall_s']:.0f} s. Monitoring decisions: "
