@@ -148,9 +148,9 @@ def markdown(result: dict) -> str:
             *(f"| {k} | {v:.1f} |" for k, v in loop["stages_s"].items()),
             f"| **total** (threshold -> new champion answering) | **{loop['total_s']:.1f}** |",
             "",
-            "Flow runs start warm (a fork of the stack's warm server, `flows/warm.py`); the swap is "
-            "pushed by the registry's webhook, so the service can serve the new version before the "
-            "retrain run has finished (swap 0).",
+            "Flow runs start warm (a fork of the stack's warm server, `flows/warm.py`); the "
+            "swap is pushed by the registry's webhook, so the service can serve the new version "
+            "before the retrain run has finished (swap 0).",
             "",
             f"Target < {loop['target_s']:.0f} s: {'yes' if loop['meets_target'] else 'NO'}. "
             f"Whole demo wall time {loop['demo_wall_s']:.0f} s. Monitoring decisions: "
