@@ -136,6 +136,7 @@ def task_deployments(task: Any, retrain_event: str) -> list[DeploymentConfig]:
             tags=[name, "monitoring"],
         )
     )
+    out += online_deployments(task)
     event_params = {
         "model": "{{ event.payload.model }}",
         "trigger": "{{ event.payload.trigger }}",
@@ -162,6 +163,39 @@ def task_deployments(task: Any, retrain_event: str) -> list[DeploymentConfig]:
             ],
         )
     )
+    return out
+
+
+def online_deployments(task: Any) -> list[DeploymentConfig]:
+    """``online-compare-<task>`` when the task scores a challenger online (shadow or canary)
+    and ``alarm-check-<task>`` when it declares alarms, on the task's intervals."""
+    name, s, online = task.name, task.schedules, task.serving.challenger
+    out = []
+    if task.serving.enabled and (online.shadow or online.canary_fraction > 0):
+        out.append(
+            DeploymentConfig(
+                name=deployment_name("online-compare", task),
+                entrypoint="shelfwise.flows.online.online_compare_flow",
+                description=f"Paired comparison of {name}'s @{online.alias} with its champion "
+                "on labelled live requests, logged on the challenger's MLflow version.",
+                interval_s=s.online_compare_interval_s,
+                parameters={"task": name},
+                tags=[name, "online"],
+            )
+        )
+    if task.alarms.enabled:
+        out.append(
+            DeploymentConfig(
+                name=deployment_name("alarm-check", task),
+                entrypoint="shelfwise.flows.online.alarm_check_flow",
+                description=f"Alarms on {name}'s champion (error rate, p99 latency, live metric "
+                "vs @previous); a fired alarm rolls back and starts the cooldown.",
+                interval_s=s.alarm_check_interval_s,
+                parameters={"task": name},
+                concurrency_limit=1,
+                tags=[name, "alarms"],
+            )
+        )
     return out
 
 

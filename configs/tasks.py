@@ -163,6 +163,18 @@ class TaskSchedules(StrictModel):
     tune: str | None = None
     monitor_interval_s: int | None = Field(None, ge=10)
     monitor_cron: str | None = None
+    online_compare_interval_s: int | None = Field(
+        3600,
+        ge=10,
+        description="how often online-compare-<task> pairs the challenger with the champion "
+        "(deployed when serving.challenger has shadow or a canary fraction); null: on demand",
+    )
+    alarm_check_interval_s: int | None = Field(
+        60,
+        ge=10,
+        description="how often alarm-check-<task> judges the champion's live window (deployed "
+        "when alarms.enabled); null: on demand",
+    )
 
 
 class TaskDeclaration(StrictModel):

@@ -634,8 +634,9 @@ def _start(plan: StackPlan, p: ManagedProcess) -> ComponentState:
 # start order: each wave's processes start together and are waited on together (on 2 cores the
 # MLflow and Prefect servers' imports and migrations overlap); a wave needs the earlier ones.
 _WAVES: list[set[Component]] = [
-    {Component.mlflow, Component.prefect, Component.evidently},
-    {Component.worker, Component.warm},  # the worker needs the Prefect server and work pool
+    # the warm server needs nothing; its imports overlap the servers' start-up
+    {Component.mlflow, Component.prefect, Component.evidently, Component.warm},
+    {Component.worker},  # needs the Prefect server (and its work pool)
     {Component.serving},  # needs the tracking server
 ]
 

@@ -104,6 +104,35 @@ def test_rendering_carries_schedules_trigger_pull_step_and_work_pool(tmp_path, d
     assert yaml.safe_load(dump_prefect_yaml(doc)) == doc
 
 
+def test_online_compare_and_alarm_check_are_deployed_for_the_tasks_that_declare_them():
+    import importlib
+
+    from shelfwise.configs.deployments import task_deployments
+    from shelfwise.configs.tasks import load_task
+
+    plain = load_task("delay_risk")
+    assert not plain.alarms.enabled and not plain.serving.challenger.shadow
+    names = {d.name for d in task_deployments(plain, EVENT)}
+    assert not any(n.startswith(("online-compare-", "alarm-check-")) for n in names)
+    online = plain.model_copy(
+        update={
+            "alarms": plain.alarms.model_copy(update={"enabled": True}),
+            "serving": plain.serving.model_copy(
+                update={"challenger": plain.serving.challenger.model_copy(update={"shadow": True})}
+            ),
+            "schedules": plain.schedules.model_copy(update={"alarm_check_interval_s": 30}),
+        }
+    )
+    by = {d.name: d for d in task_deployments(online, EVENT)}
+    compare, alarm = by["online-compare-delay-risk"], by["alarm-check-delay-risk"]
+    assert compare.interval_s == 3600 and alarm.interval_s == 30
+    assert compare.parameters == alarm.parameters == {"task": "delay_risk"}
+    assert alarm.concurrency_limit == 1  # two checks must not both roll back
+    for d, flow_name in ((compare, "online-compare"), (alarm, "alarm-check")):
+        module, attr = d.entrypoint.rsplit(".", 1)
+        assert getattr(importlib.import_module(module), attr).name == flow_name
+
+
 def test_retrain_trigger_matches_what_emit_retrain_requested_sends():
     from shelfwise.flows.events import RETRAIN_REQUESTED, model_resource, retrain_payload
 
