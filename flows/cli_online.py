@@ -62,7 +62,9 @@ def online(
 
 def canary(
     task: str = typer.Argument(..., help=TASK_ARG),
-    fraction: float = typer.Option(..., "--fraction", help="share of entities, 0..1"),
+    fraction: float = typer.Option(
+        ..., "--fraction", min=0.0, max=1.0, help="share of entities, 0..1"
+    ),
     platform_config: str = typer.Option("platform", "--platform"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
