@@ -173,18 +173,17 @@ def online_evaluator(
     task: TaskDeclaration,
     rule: GateRule,
     offline: Evaluate,
-    seen: list[ro.OnlineComparison],
 ) -> Evaluate:
     """``offline`` plus the rule's online check (a first version has nothing to pair with:
-    the offline decision alone). Each comparison made is appended to ``seen``."""
+    the offline decision alone); the decision carries the comparison (``online``)."""
 
     def evaluate(candidate: str, champion: str | None) -> GateDecision:
         decision = offline(candidate, champion)
         if champion is None or rule.online is None:
             return decision
         _, comparison = live_comparison(platform, task, rule, champion, candidate)
-        seen.append(comparison)
-        return ro.with_online_check(decision, ro.online_check(rule.online, comparison))
+        check = ro.online_check(rule.online, comparison)
+        return ro.with_online_check(decision, check, comparison)
 
     return evaluate
 
@@ -195,15 +194,16 @@ def settle_online(
     model_name: str,
     rule: GateRule,
     outcome: dict[str, Any],
-    seen: list[ro.OnlineComparison],
     trigger: str,
     actor: str | None,
 ) -> dict[str, Any] | None:
-    """After an online-gated decision: tag the comparison on the candidate, and when it was
-    refused on enough evidence against it, abort the challenger (recorded)."""
-    if not seen or rule.online is None:
+    """After an online-gated decision (``outcome``, a PromotionOutcome as a dict): tag its
+    comparison on the candidate, and when it was refused on enough evidence against it, abort
+    the challenger (recorded)."""
+    judged = (outcome.get("gate") or {}).get("online")
+    if judged is None or rule.online is None:
         return None
-    comparison = seen[-1]
+    comparison = ro.OnlineComparison.from_dict(judged)
     ro.tag_comparison(client, model_name, comparison)
     out: dict[str, Any] = {"comparison": comparison.as_dict(), "aborted": False}
     if not outcome["promoted"] and ro.evidence_against(rule.online, comparison):

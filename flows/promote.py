@@ -199,19 +199,18 @@ def run_gate(
         evaluator = _forecast_evaluator(client, model_name, declaration, rule)
     else:
         evaluator = _tabular_evaluator(platform, client, model_name, declaration, rule, extra_data)
-    seen: list = []
     if rule.online is not None:  # live evidence too (flows/online.py)
         from shelfwise.flows.online import online_evaluator
 
-        evaluator = online_evaluator(platform, declaration, rule, evaluator, seen)
+        evaluator = online_evaluator(platform, declaration, rule, evaluator)
     logger.info(
         "gating %s v%s for task %s (%s)", model_name, mv.version, declaration.name, declaration.kind
     )
     out = _gate_with(platform, client, model_name, str(mv.version), evaluator, trigger, actor)
-    if seen:
+    if (out.get("gate") or {}).get("online") is not None:
         from shelfwise.flows.online import settle_online
 
-        out["online"] = settle_online(platform, client, model_name, rule, out, seen, trigger, actor)
+        out["online"] = settle_online(platform, client, model_name, rule, out, trigger, actor)
     return out
 
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,9 @@ from shelfwise.models.metrics import (
 )
 from shelfwise.models.tabular import features_and_target
 from shelfwise.registry.model_code import load_pyfunc
+
+if TYPE_CHECKING:
+    from shelfwise.registry.online import OnlineComparison
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +161,8 @@ class GateDecision:
     eval_fingerprint: str
     checks: list[Check] = field(default_factory=list)
     baselines: dict[str, dict[str, float]] | None = None  # reported beside, never decisive
+    # the live comparison the online check judged (registry/online.py), when the rule has one
+    online: OnlineComparison | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -60,6 +60,12 @@ class OnlineComparison:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OnlineComparison:
+        """Back from ``as_dict`` (e.g. a GateDecision's ``online`` after ``asdict``)."""
+        interval = d.get("interval")
+        return cls(**{**d, "interval": BootstrapInterval(**interval) if interval else None})
+
     def as_tags(self) -> dict[str, str]:
         tags = {
             "metric": self.metric,
@@ -165,14 +171,18 @@ def evidence_against(evidence: OnlineEvidence, comparison: OnlineComparison) -> 
     return enough and iv.high <= evidence.min_improvement  # type: ignore[union-attr]
 
 
-def with_online_check(decision: GateDecision, check: Check) -> GateDecision:
-    """The offline decision with the online check: promoted only if both pass."""
+def with_online_check(
+    decision: GateDecision, check: Check, comparison: OnlineComparison
+) -> GateDecision:
+    """The offline decision with the online check on ``comparison``: promoted only if both
+    pass; the comparison is kept on the decision (``online``)."""
     reasons = [*decision.reasons, check.detail]
     return dataclasses.replace(
         decision,
         promote=decision.promote and check.passed,
         reasons=reasons,
         checks=[*decision.checks, check],
+        online=comparison,
     )
 
 

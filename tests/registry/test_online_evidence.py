@@ -121,11 +121,20 @@ def test_too_few_or_one_class_rows_give_no_interval() -> None:
     assert not check.passed and "no roc_auc" in check.detail
 
 
-def test_with_online_check_promotes_only_if_both_pass() -> None:
+def test_with_online_check_promotes_only_if_both_pass_and_keeps_the_comparison() -> None:
+    from dataclasses import asdict
+
+    from shelfwise.registry.online import OnlineComparison
+
     decision = GateDecision(True, ["offline ok"], "2", "1", "roc_auc", {}, {}, None, "fp")
-    failed = with_online_check(decision, Check("online:roc_auc", False, "not yet"))
+    cmp = compare_online(paired_frame(_rows(400, 0.2, 0.1), "1", "2"), "roc_auc", True, "1", "2")
+    failed = with_online_check(decision, Check("online:roc_auc", False, "not yet"), cmp)
     assert not failed.promote and failed.reasons == ["offline ok", "not yet"]
-    assert with_online_check(decision, Check("online:roc_auc", True, "ok")).promote
+    passed = with_online_check(decision, Check("online:roc_auc", True, "ok"), cmp)
+    assert passed.promote and passed.online == cmp and decision.online is None
+    # what the promotion outcome carries (asdict) turns back into the same comparison
+    assert OnlineComparison.from_dict(asdict(passed)["online"]) == cmp
+    assert cmp.interval is not None
 
 
 # -- alarms ---------------------------------------------------------------------------------
