@@ -47,6 +47,7 @@ class Answer:
     received: float
     status: int
     version: str | None
+    entity: str = ""  # the request's id (canary routing is sticky by it)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class SwapLoad:
     route: str
     body: dict[str, Any]
     concurrency: int
+    id_field: str = "order_id"  # the task's serving.id_field
     answers: list[Answer] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -74,14 +76,15 @@ class SwapLoad:
             while not self._stop.is_set():
                 i += 1
                 sent = time.monotonic()
+                entity = f"w{worker}-{i % 500}"  # repeats: a sticky route answers alike
                 try:
-                    r = client.post(self.route, json={**self.body, "order_id": f"w{worker}-{i}"})
+                    r = client.post(self.route, json={**self.body, self.id_field: entity})
                 except httpx.HTTPError as exc:
                     with self._lock:
                         self.errors.append(f"{type(exc).__name__}: {exc}")
                     continue
                 version = r.json().get("model_version") if r.status_code == 200 else None
-                answer = Answer(sent, time.monotonic(), r.status_code, version)
+                answer = Answer(sent, time.monotonic(), r.status_code, version, entity)
                 with self._lock:
                     self.answers.append(answer)
                     if r.status_code != 200:
