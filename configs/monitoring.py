@@ -52,6 +52,12 @@ class RetrainPolicy(StrictModel):
         5000, ge=1, description="retrain when this many labelled rows arrived since training"
     )
     cooldown_minutes: float = Field(60, ge=0)
+    new_incident_labelled_rows: int = Field(
+        500,
+        ge=1,
+        description="one retrain per incident (champion version + trigger) until this many "
+        "labelled rows arrived after its request; then a retrain may be requested again",
+    )
 
 
 class KPIConfig(StrictModel):

@@ -4,6 +4,7 @@ rows + original data -> train -> gate). Everything task-specific comes from the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -217,9 +218,11 @@ def monitor_tabular(
         new_feedback_rows=store.feedback_count_since(cfg.model_name, ref.created_at, tenant),
     )
     engine = records.ensure_tables(store.engine)
-    decision = decide(
-        evidence, cfg.policy, cfg.window.min_rows, records.last_retrain(engine, cfg.model_name), now
-    )
+    last = records.last_retrain(engine, cfg.model_name)
+    if last is not None:  # the labels that arrived since: a handled incident may be over
+        since = store.feedback_count_since(cfg.model_name, last.at, tenant)
+        last = dataclasses.replace(last, labelled_since=since)
+    decision = decide(evidence, cfg.policy, cfg.window.min_rows, last, now)
     log.info(
         "v%s window %s rows, drift share %s, labelled %s, decision %s (%s)",
         ref.version,

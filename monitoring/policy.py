@@ -26,6 +26,7 @@ class LastRetrain:
     at: datetime
     model_version: str
     trigger: str
+    labelled_since: int | None = None  # labelled rows that arrived after the request
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,14 @@ def decide(
     """Retrain when a rule is broken, unless within the cooldown or this incident (same champion
     version, same trigger) already had its retrain."""
     found = findings(evidence, policy, min_window_rows)
-    return incident_decision(found, evidence.model_version, policy.cooldown_minutes, last, now)
+    return incident_decision(
+        found,
+        evidence.model_version,
+        policy.cooldown_minutes,
+        last,
+        now,
+        policy.new_incident_labelled_rows,
+    )
 
 
 def incident_decision(
@@ -99,9 +107,12 @@ def incident_decision(
     cooldown_minutes: float,
     last: LastRetrain | None,
     now: datetime,
+    fresh_labelled_rows: int | None = None,
 ) -> RetrainDecision:
     """Findings -> decision, with the cooldown and one retrain per incident (shared by every
-    model's policy)."""
+    model's policy). An incident is the champion version and the trigger; it is over (a new
+    one may retrain) once ``fresh_labelled_rows`` labelled rows arrived after its retrain
+    request: the evidence a refused retrain lacked."""
     if not found:
         return RetrainDecision(False, None, ["no rule broken"])
     trigger = "drift" if any(t == "drift" for t, _ in found) else found[0][0]
@@ -111,7 +122,12 @@ def incident_decision(
             return RetrainDecision(
                 False, trigger, reasons, [f"cooldown: last retrain at {last.at.isoformat()}"]
             )
-        if last.model_version == model_version and last.trigger == trigger:
+        fresh = (
+            fresh_labelled_rows is not None
+            and last.labelled_since is not None
+            and last.labelled_since >= fresh_labelled_rows
+        )
+        if last.model_version == model_version and last.trigger == trigger and not fresh:
             return RetrainDecision(
                 False,
                 trigger,

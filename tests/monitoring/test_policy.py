@@ -93,3 +93,20 @@ def test_regression_policy_is_relative_to_the_versions_own_error() -> None:
     worse = decide(evidence(performance={"rmse": 12.5}, gate_metric=10.0), policy, 200, None, NOW)
     assert worse.retrain and worse.trigger == "feedback"
     assert "2.5000 worse than the version's gate value 10.0000 (allowed 2.0000)" in worse.reasons[0]
+
+
+def test_a_handled_incident_is_over_once_enough_labels_arrived_after_its_request() -> None:
+    need = POLICY.new_incident_labelled_rows
+    at = NOW - timedelta(hours=5)
+    few = LastRetrain(at=at, model_version="3", trigger="drift", labelled_since=need - 1)
+    d = decide(evidence(drift_share=0.5), POLICY, 200, few, NOW)
+    assert not d.retrain and "incident already handled" in d.suppressed[0]
+    # e.g. the retrain was refused by the gate; the drift persists and new labels arrived
+    enough = LastRetrain(at=at, model_version="3", trigger="drift", labelled_since=need)
+    d = decide(evidence(drift_share=0.5), POLICY, 200, enough, NOW)
+    assert d.retrain and d.trigger == "drift" and not d.suppressed
+    # the cooldown still comes first
+    recent = LastRetrain(
+        at=NOW - timedelta(minutes=10), model_version="3", trigger="drift", labelled_since=need
+    )
+    assert not decide(evidence(drift_share=0.5), POLICY, 200, recent, NOW).retrain
