@@ -63,7 +63,6 @@ def user_errors() -> Iterator[None]:
 
 
 def _setup(platform_config: str, verbose: bool = False):
-    from shelfwise.configs.loader import ConfigError
     from shelfwise.configs.platform import load_platform_config
     from shelfwise.flows.environment import (
         configure_logging,
@@ -73,11 +72,8 @@ def _setup(platform_config: str, verbose: bool = False):
 
     configure_logging(verbose)
     configure_prefect_logging()  # before Prefect is imported: its logging set-up reads it
-    try:
+    with user_errors():  # a bad platform config: its file and key, exit 2
         platform = load_platform_config(platform_config)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
     configure_prefect_home(platform.state_dir)
     return platform
 
