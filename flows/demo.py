@@ -793,6 +793,26 @@ def demo_steps(demo: DemoConfig | None = None) -> list[DemoStep]:
 # --------------------------------------------------------------------------- run + summary
 
 
+def earlier_demo(platform: PlatformConfig) -> bool:
+    """The state folder holds an earlier demo's run (its registry, incidents and feedback): the
+    demo's own configs folder is there."""
+    return (platform.state_path / "demo").is_dir()
+
+
+def set_aside_state(platform: PlatformConfig, stack: StackConfig, now: datetime) -> Path:
+    """Stop the stack running on the state folder and rename the folder beside itself
+    (``<state>.<timestamp>``): nothing is deleted, and the demo starts from a fresh registry.
+    The loop's story needs one: on an earlier demo's registry the champion, its handled
+    incidents and its accumulated feedback are not the ones the story assumes."""
+    from shelfwise.flows.stack import plan_stack, stack_down
+
+    state = platform.state_path
+    stack_down(plan_stack(platform, stack, serving=True, evidently=True))
+    target = state.with_name(f"{state.name}.{now.strftime('%Y%m%d-%H%M%S')}")
+    state.rename(target)
+    return target
+
+
 def run_demo(
     platform: PlatformConfig,
     stack: StackConfig,
@@ -805,6 +825,9 @@ def run_demo(
     from shelfwise.flows.stack import stack_down, stack_urls
 
     console = console or Console()
+    if demo.loop.enabled and earlier_demo(platform):
+        kept = set_aside_state(platform, stack, datetime.now(UTC))
+        console.print(f"an earlier demo's state was moved to {kept}; the loop starts afresh")
     ctx = DemoContext(platform, stack, demo, reduced, console, DemoSummary(reduced=reduced))
     t0 = time.monotonic()
     try:

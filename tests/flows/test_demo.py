@@ -131,3 +131,19 @@ def test_demo_runs_the_loop_shows_the_faces_and_runs_twice(tmp_path, data_dir, m
         assert status[Component.prefect] == status[Component.mlflow] == "stopped"
     finally:
         stack_down(plan)
+
+
+def test_an_earlier_demos_state_is_set_aside_not_deleted(tmp_path, data_dir):
+    from datetime import UTC, datetime
+
+    from shelfwise.flows.demo import earlier_demo, set_aside_state
+
+    platform = stack_platform(tmp_path / ".shelfwise", data_dir)
+    assert not earlier_demo(platform)
+    (platform.state_path / "demo").mkdir(parents=True)
+    (platform.state_path / "mlflow.db").write_text("earlier registry")
+    assert earlier_demo(platform)
+    kept = set_aside_state(platform, StackConfig(), datetime(2026, 12, 4, 22, 40, tzinfo=UTC))
+    assert kept == tmp_path / ".shelfwise.20261204-224000"
+    assert (kept / "mlflow.db").read_text() == "earlier registry"
+    assert not platform.state_path.exists() and not earlier_demo(platform)
