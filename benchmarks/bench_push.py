@@ -95,6 +95,11 @@ class SwapLoad:
             hits = [a for a in self.answers if a.sent >= since and a.version == version]
         return min(hits, key=lambda a: a.received) if hits else None
 
+    def between(self, start: float, end: float) -> list[Answer]:
+        """The answers to requests sent at or after ``start`` and received by ``end``."""
+        with self._lock:
+            return [a for a in self.answers if start <= a.sent and a.received <= end]
+
     def __enter__(self) -> SwapLoad:
         for t in self._threads:
             t.start()

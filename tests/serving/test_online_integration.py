@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.bench_push import Answer, SwapLoad
+from benchmarks.bench_push import SwapLoad
 from shelfwise.configs.platform import PlatformConfig, StoreConfig, TrackingConfig
 from shelfwise.flows.online import check_task_alarms
 from shelfwise.monitoring.store import PredictionStore
@@ -26,24 +26,11 @@ from shelfwise.registry.server import free_port
 from shelfwise.serving.online import CANARY_TAG, in_canary
 from shelfwise.serving.run import start_serving, stop_serving
 from tests.serving.conftest import write_tasks_dir
-from tests.serving.test_serve_integration import ORDER
+from tests.serving.test_serve_integration import ORDER, _wait_for
 
 pytestmark = pytest.mark.integration
 
 TASK = "delay_risk"
-
-
-def _wait(what: str, check, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while (value := check()) is None or value is False:
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
-
-
-def _answers(load: SwapLoad, start: float, end: float) -> list[Answer]:
-    with load._lock:
-        return [a for a in load.answers if start <= a.sent and a.received <= end]
 
 
 def test_shadow_canary_ramp_and_alarm_rollback_under_concurrency_32(
@@ -97,21 +84,21 @@ def test_shadow_canary_ramp_and_alarm_rollback_under_concurrency_32(
 
     store = PredictionStore(store_url)
     try:
-        _wait("the challenger loaded", lambda: challenger_with(version=v2.version))
+        _wait_for(lambda: challenger_with(version=v2.version), 60, "the challenger loaded")
         with SwapLoad(server.url, "/v1/delay-risk", ORDER, concurrency=32) as load:
             # 1. shadow: the champion answers everything, the challenger scores it aside
             t0 = time.monotonic()
             time.sleep(3)
-            shadow_phase = _answers(load, t0, time.monotonic())
+            shadow_phase = load.between(t0, time.monotonic())
             assert len(shadow_phase) > 50
             assert {a.version for a in shadow_phase} == {v1.version}
 
             # 2. canary ramp to 0.5: each entity's sticky bucket decides who answers
             client.set_model_version_tag(name, v2.version, CANARY_TAG, "0.5")
-            _wait("the canary at 0.5", lambda: challenger_with(canary_fraction=0.5))
+            _wait_for(lambda: challenger_with(canary_fraction=0.5), 60, "the canary at 0.5")
             t1 = time.monotonic()
             time.sleep(3)
-            canary_phase = _answers(load, t1, time.monotonic())
+            canary_phase = load.between(t1, time.monotonic())
             expected = [
                 v2.version if in_canary(a.entity, 0.5, TASK) else v1.version for a in canary_phase
             ]
@@ -121,24 +108,25 @@ def test_shadow_canary_ramp_and_alarm_rollback_under_concurrency_32(
 
             # ... and back to 0: the champion answers every entity again
             client.set_model_version_tag(name, v2.version, CANARY_TAG, "0")
-            _wait("the canary at 0", lambda: challenger_with(canary_fraction=0.0))
+            _wait_for(lambda: challenger_with(canary_fraction=0.0), 60, "the canary at 0")
             t2 = time.monotonic()
             time.sleep(2)
-            assert {a.version for a in _answers(load, t2, time.monotonic())} == {v1.version}
+            assert {a.version for a in load.between(t2, time.monotonic())} == {v1.version}
 
             # 3. shadow off: the challenger's alias is removed, nothing scores aside any more
             client.delete_registered_model_alias(name, "challenger")
-            _wait("the challenger gone", lambda: challenger_with(alias_points_to=None))
+            _wait_for(lambda: challenger_with(alias_points_to=None), 60, "the challenger gone")
             removed_at = datetime.now(UTC)  # answers after this have no shadow
             time.sleep(2)
             # 4. a "bad" champion: v2 promoted by hand, then its alarm rolls it back to v1
             client.set_registered_model_alias(name, "previous", v1.version)
             client.set_registered_model_alias(name, "champion", v2.version)
-            _wait("v2 answering", lambda: load.first_from(v2.version, time.monotonic() - 0.5))
+            _wait_for(
+                lambda: load.first_from(v2.version, time.monotonic() - 0.5), 60, "v2 answering"
+            )
             t3 = time.monotonic()
-            _wait(
-                "200 answers from v2",
-                lambda: len([a for a in _answers(load, t3, time.monotonic())]) >= 200,
+            _wait_for(
+                lambda: len(load.between(t3, time.monotonic())) >= 200, 60, "200 answers from v2"
             )
             time.sleep(1.5)  # the service's prediction log reaches the store
             out = check_task_alarms(platform, str(declared))
@@ -146,11 +134,11 @@ def test_shadow_canary_ramp_and_alarm_rollback_under_concurrency_32(
             assert any("p99 latency" in r for r in out["reasons"]), out["reasons"]
             assert out["rollback"]["champion_after"] == v1.version
             t4 = time.monotonic()
-            _wait("v1 answering again", lambda: load.first_from(v1.version, t4))
+            _wait_for(lambda: load.first_from(v1.version, t4), 60, "v1 answering again")
             time.sleep(1.5)
             t5 = time.monotonic()
             time.sleep(1.5)
-            assert {a.version for a in _answers(load, t5, time.monotonic())} == {v1.version}
+            assert {a.version for a in load.between(t5, time.monotonic())} == {v1.version}
             # the cooldown holds: a second check fires no second rollback
             again = check_task_alarms(platform, str(declared))
             assert not again["rolled_back"] and "cooldown" in " ".join(again["reasons"]), again
